@@ -1,0 +1,55 @@
+//! # mmusync
+//!
+//! The synchronization protocols Linux KVM uses to keep a *secondary* MMU (EPT/NPT/stage-2
+//! tables, shadow page tables, translation caches) coherent with a *primary* MMU that changes
+//! underneath it, written once against an abstract hardware layer ([`hal`]) so that the same
+//! code runs on real threads, in ring 0, and inside the loom and shuttle model checkers.
+//!
+//! | # | protocol | module | KVM names |
+//! |---|---|---|---|
+//! | P1 | invalidation start/end: in-progress count, sequence, merged gfn range | [`invalidation`], [`notifier`] | `kvm_mmu_notifier_invalidate_range_start/end`, `kvm_mmu_invalidate_begin/range_add/end` |
+//! | P2 | fault-side retry checks and the translation cache | [`retry`], [`pfncache`] | `mmu_invalidate_retry{,_gfn,_gfn_unsafe}`, `hva_to_pfn_retry` |
+//! | P3 | memslot swaps that wait out open invalidations | [`memslot`], [`srcu`] | `mn_active_invalidate_count`, `kvm_swap_active_memslots` |
+//! | P4 | unsync shadow pages and the lockless sync-root check | [`unsync`] | `mmu_try_to_unsync_pages`, `is_unsync_root` |
+//! | P5 | lockless page-table walks and safe freeing of table pages | [`vcpu`], [`walk`], [`epoch`] | `walk_shadow_page_lockless_begin/end`, `kvm_flush_remote_tlbs`, TDP MMU RCU walks |
+//!
+//! Every ordering point has a name ([`Barrier`]); protocol code asks the HAL for barriers
+//! only by name, so model backends can drop any one of them at run time and show that it is
+//! needed. Every lock and check that a mutant may remove has a name too ([`Rule`]).
+//!
+//! ## Memory models
+//!
+//! The code is written for the C11 model Rust uses. Where C11 needs a stronger ordering than
+//! the Linux kernel memory model (LKMM) that KVM relies on, the crate uses the stronger one and
+//! the barrier's documentation says so (see [`Barrier::InvalidateEndZapBeforeSeq`] and
+//! [`Barrier::InvalidateEndSeqBeforeActiveCount`]).
+//!
+//! ## Features
+//!
+//! * `alloc`: the epoch-based reclamation ([`epoch`]) and the reference MMU ([`mmu`]).
+//! * `std` (default): the [`hal::std`] backend. Real threads; a real-time signal plays the IPI
+//!   and a blocked signal mask plays disabled interrupts.
+//! * `x86`: the [`hal::x86`] backend's barrier mapping under x86-TSO.
+//! * `x86-ring0`: privileged instructions (`cli`/`sti`, local-APIC IPIs) for a ring-0 guest.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod barrier;
+pub mod error;
+pub mod hal;
+pub mod invalidation;
+pub mod lock;
+pub mod range;
+pub mod retry;
+pub mod rule;
+
+pub use barrier::{Barrier, FenceKind};
+pub use error::Error;
+pub use range::{Gfn, GfnRange, Hva, HvaRange};
+pub use rule::Rule;
