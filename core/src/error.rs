@@ -32,6 +32,8 @@ pub enum Error {
     OutOfMemory,
     /// A guest-frame number that no memslot maps.
     NoMapping,
+    /// An address that is not page aligned where a page boundary is required.
+    Misaligned,
 }
 
 impl fmt::Display for Error {
@@ -50,6 +52,7 @@ impl fmt::Display for Error {
             Error::CacheInactive => "translation cache is not active",
             Error::OutOfMemory => "out of pages",
             Error::NoMapping => "no memslot maps this gfn",
+            Error::Misaligned => "address is not page aligned",
         })
     }
 }

@@ -40,14 +40,28 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod active;
 pub mod barrier;
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+pub mod epoch;
 pub mod error;
 pub mod hal;
 pub mod invalidation;
 pub mod lock;
+pub mod memslot;
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+pub mod mmu;
+pub mod notifier;
+pub mod pfncache;
 pub mod range;
 pub mod retry;
 pub mod rule;
+pub mod srcu;
+pub mod unsync;
+pub mod vcpu;
+pub mod walk;
 
 pub use barrier::{Barrier, FenceKind};
 pub use error::Error;

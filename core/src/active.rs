@@ -1,0 +1,69 @@
+//! P1/P3: the count of active MMU-notifier invalidations (`mn_active_invalidate_count`).
+//!
+//! Unlike `in_progress` ([`crate::invalidation`]), which counts only invalidations that hit a
+//! memslot and is raised under `mmu_lock`, this count covers *every* notifier start/end pair,
+//! from before the translation caches are invalidated (S1, before S2) until after `seq++` (E2,
+//! after E1). Two readers depend on it:
+//!
+//! * the memslot swap ([`crate::memslot`]) publishes a new memslot set only while it is zero,
+//!   holding the same spinlock, so a start/end pair always sees one memslot layout (I3.1);
+//! * a translation-cache refresh ([`crate::pfncache`]) reads it holding only its own lock and
+//!   retries while it is non-zero, because cache invalidation (S2) runs before `in_progress`
+//!   is raised.
+//!
+//! The notifier side never blocks here: it only increments or decrements under the spinlock
+//! (the 2021 rwsem that blocked deadlocked; spec §4.2).
+
+use crate::barrier::Barrier;
+use crate::error::Error;
+use crate::hal::{Atomic, Hal, Ordering::Relaxed};
+use crate::lock::{SpinGuard, SpinLock};
+
+/// `mn_active_invalidate_count` with its `mn_invalidate_lock`.
+pub struct ActiveInvalidations<H: Hal> {
+    hal: H,
+    lock: SpinLock<H, ()>,
+    count: H::AtomicU64,
+}
+
+impl<H: Hal> ActiveInvalidations<H> {
+    /// Zero active invalidations.
+    pub fn new(hal: H) -> Self {
+        ActiveInvalidations { hal, lock: SpinLock::<H, ()>::new(()), count: H::AtomicU64::new(0) }
+    }
+
+    /// S1: an invalidation starts. Never blocks on anything but the spinlock.
+    pub fn start(&self) -> Result<(), Error> {
+        let _g = self.lock.lock();
+        let n = self.count.load(Relaxed);
+        self.count.store(n.checked_add(1).ok_or(Error::CountOverflow)?, Relaxed);
+        Ok(())
+    }
+
+    /// E2: an invalidation ends, after its `seq++` (E1). Returns whether the count reached
+    /// zero (KVM then wakes the memslot writer). Refuses to go below zero, changing nothing
+    /// ([`Error::Unbalanced`]), as KVM has since 2024.
+    pub fn end(&self) -> Result<bool, Error> {
+        // C11 only: make E1's seq++ visible to a cache refresher that sees this decrement
+        // while holding only its cache lock. Pairs with CacheCountBeforeSeq.
+        self.hal.barrier(Barrier::InvalidateEndSeqBeforeActiveCount);
+        let _g = self.lock.lock();
+        let n = self.count.load(Relaxed);
+        if n == 0 {
+            return Err(Error::Unbalanced);
+        }
+        self.count.store(n - 1, Relaxed);
+        Ok(n == 1)
+    }
+
+    /// The count, read without the spinlock (as `mmu_notifier_retry_cache` does). Callers that
+    /// need it ordered before a later `seq` read issue [`Barrier::CacheCountBeforeSeq`].
+    pub fn count_unlocked(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Takes `mn_invalidate_lock`; the count read under it is exact.
+    pub(crate) fn lock(&self) -> (SpinGuard<'_, H, ()>, &H::AtomicU64) {
+        (self.lock.lock(), &self.count)
+    }
+}

@@ -1,0 +1,387 @@
+//! P3: memslots, and memslot updates that wait out open invalidations.
+//!
+//! A memslot maps a range of guest frames onto a range of host virtual addresses. As in KVM
+//! there are two memslot sets: the *active* one, which readers use under [`Srcu`], and the
+//! *inactive* one, which only the updater touches. An update edits the inactive set and swaps
+//! the two ([`Memslots::update`]); no allocation is needed, so this works without `alloc`.
+//!
+//! ## The swap (`kvm_swap_active_memslots`, W2–W7)
+//!
+//! 1. Take `mn_invalidate_lock` and wait while `mn_active_invalidate_count` is non-zero
+//!    (dropping the lock while waiting). An MMU-notifier start/end pair holds that count for
+//!    its whole span, so it sees one memslot layout in both halves and `in_progress` stays
+//!    balanced (I1.3, I3.1). The notifier side never waits for the updater (it only counts), so
+//!    the updater may starve under a stream of invalidations (spec §4.3); it never deadlocks
+//!    with them.
+//! 2. Publish the new active index **while still holding the lock** (release), so no start can
+//!    slip in between the check and the publish.
+//! 3. Drop the lock and [`Srcu::synchronize`]: once it returns no reader holds the old set,
+//!    which becomes the inactive set and is brought up to date.
+//!
+//! Deleting or moving a slot goes through an intermediate layout in which the slot is marked
+//! [`Memslot::is_invalid`] (faults that find it retry), then the caller zaps the slot's SPTEs,
+//! then the final layout is installed (`kvm_set_memslot`, spec §4.4).
+//!
+//! Slot fields are atomics: readers load them with relaxed loads after the acquiring load of
+//! the active index ([`Barrier::MemslotDereference`]), so a model checker sees a reader that
+//! reads a set while the updater rewrites it (a missing synchronize) as the data race it is.
+
+use crate::active::ActiveInvalidations;
+use crate::barrier::Barrier;
+use crate::error::Error;
+use crate::hal::{Atomic, Hal, Ordering::Relaxed};
+use crate::lock::SpinLock;
+use crate::range::{Gfn, GfnRange, Hva, HvaRange};
+use crate::rule::Rule;
+use crate::srcu::{Srcu, SrcuReadGuard};
+
+/// Bytes in a page: the unit of a gfn.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// A memslot's id, unique within a VM.
+pub type SlotId = u16;
+
+/// One memslot: guest frames `[base_gfn, base_gfn + npages)` backed by host addresses
+/// `[hva, hva + npages * PAGE_SIZE)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Memslot {
+    id: SlotId,
+    gfns: GfnRange,
+    hvas: HvaRange,
+    invalid: bool,
+}
+
+impl Memslot {
+    /// A slot. Fails on an empty slot ([`Error::EmptyRange`]), a misaligned `hva`
+    /// ([`Error::Misaligned`]), or ranges past the accepted maxima ([`Error::RangeOverflow`]).
+    pub fn new(id: SlotId, base_gfn: Gfn, npages: u64, hva: Hva) -> Result<Self, Error> {
+        if hva % PAGE_SIZE != 0 {
+            return Err(Error::Misaligned);
+        }
+        let gfns = GfnRange::new(base_gfn, base_gfn.checked_add(npages).ok_or(Error::RangeOverflow)?)?;
+        let bytes = npages.checked_mul(PAGE_SIZE).ok_or(Error::RangeOverflow)?;
+        let hvas = HvaRange::new(hva, hva.checked_add(bytes).ok_or(Error::RangeOverflow)?)?;
+        Ok(Memslot { id, gfns, hvas, invalid: false })
+    }
+
+    /// The slot's id.
+    pub fn id(&self) -> SlotId {
+        self.id
+    }
+
+    /// The guest frames it maps.
+    pub fn gfns(&self) -> GfnRange {
+        self.gfns
+    }
+
+    /// The host addresses behind it.
+    pub fn hvas(&self) -> HvaRange {
+        self.hvas
+    }
+
+    /// Whether the slot is being deleted or moved (`KVM_MEMSLOT_INVALID`): faults on it retry.
+    pub fn is_invalid(&self) -> bool {
+        self.invalid
+    }
+
+    /// The host address of `gfn`, if the slot maps it.
+    pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
+        self.gfns.contains(gfn).then(|| self.hvas.start() + (gfn - self.gfns.start()) * PAGE_SIZE)
+    }
+
+    /// The guest frames whose pages overlap `hvas` (`hva_to_gfn_memslot`, clipped to the slot).
+    pub fn gfns_of(&self, hvas: &HvaRange) -> Option<GfnRange> {
+        let clip = self.hvas.intersect(hvas)?;
+        let first = (clip.start() - self.hvas.start()) / PAGE_SIZE;
+        let last = (clip.end() - self.hvas.start()).div_ceil(PAGE_SIZE);
+        GfnRange::new(self.gfns.start() + first, self.gfns.start() + last).ok()
+    }
+}
+
+/// A change to the memslot layout (`KVM_SET_USER_MEMORY_REGION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotChange {
+    /// Add a slot.
+    Create(Memslot),
+    /// Remove the slot with this id.
+    Delete(SlotId),
+    /// Move the slot with this id to a new first gfn (same size and host range).
+    Move {
+        /// The slot.
+        id: SlotId,
+        /// Its new first guest frame.
+        base_gfn: Gfn,
+    },
+}
+
+/// One slot's storage. `id_plus_one == 0` means empty.
+struct SlotCell<H: Hal> {
+    id_plus_one: H::AtomicU64,
+    base_gfn: H::AtomicU64,
+    npages: H::AtomicU64,
+    hva: H::AtomicU64,
+    invalid: H::AtomicBool,
+}
+
+impl<H: Hal> SlotCell<H> {
+    fn empty() -> Self {
+        SlotCell {
+            id_plus_one: H::AtomicU64::new(0),
+            base_gfn: H::AtomicU64::new(0),
+            npages: H::AtomicU64::new(0),
+            hva: H::AtomicU64::new(0),
+            invalid: H::AtomicBool::new(false),
+        }
+    }
+
+    fn load(&self) -> Option<Memslot> {
+        let id = self.id_plus_one.load(Relaxed).checked_sub(1)?;
+        let slot = Memslot::new(
+            id as SlotId,
+            self.base_gfn.load(Relaxed),
+            self.npages.load(Relaxed),
+            self.hva.load(Relaxed),
+        );
+        // A torn read (only possible if the updater skipped synchronize) can yield an invalid
+        // slot; report the cell as empty rather than trust it.
+        slot.ok().map(|s| Memslot { invalid: self.invalid.load(Relaxed), ..s })
+    }
+
+    fn store(&self, slot: Option<&Memslot>) {
+        match slot {
+            None => self.id_plus_one.store(0, Relaxed),
+            Some(s) => {
+                self.id_plus_one.store(u64::from(s.id) + 1, Relaxed);
+                self.base_gfn.store(s.gfns.start(), Relaxed);
+                self.npages.store(s.gfns.len(), Relaxed);
+                self.hva.store(s.hvas.start(), Relaxed);
+                self.invalid.store(s.invalid, Relaxed);
+            }
+        }
+    }
+}
+
+/// One of the two memslot sets.
+struct SlotSet<H: Hal, const N: usize> {
+    cells: [SlotCell<H>; N],
+    generation: H::AtomicU64,
+}
+
+impl<H: Hal, const N: usize> SlotSet<H, N> {
+    fn new() -> Self {
+        SlotSet { cells: core::array::from_fn(|_| SlotCell::empty()), generation: H::AtomicU64::new(0) }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Memslot> + '_ {
+        self.cells.iter().filter_map(SlotCell::load)
+    }
+
+    fn copy_from(&self, other: &Self) {
+        for (to, from) in self.cells.iter().zip(&other.cells) {
+            to.store(from.load().as_ref());
+        }
+        self.generation.store(other.generation.load(Relaxed), Relaxed);
+    }
+
+    fn position(&self, id: SlotId) -> Option<usize> {
+        self.cells.iter().position(|c| c.id_plus_one.load(Relaxed) == u64::from(id) + 1)
+    }
+}
+
+/// The memslots of one address space: two sets of `N` slots, an SRCU domain, and the
+/// updaters' lock (`slots_lock`).
+pub struct Memslots<H: Hal, const N: usize> {
+    hal: H,
+    sets: [SlotSet<H, N>; 2],
+    active: H::AtomicUsize,
+    srcu: Srcu<H>,
+    slots_lock: SpinLock<H, ()>,
+}
+
+impl<H: Hal, const N: usize> Memslots<H, N> {
+    /// No slots.
+    pub fn new(hal: H) -> Self {
+        Memslots {
+            srcu: Srcu::new(hal.clone()),
+            hal,
+            sets: [SlotSet::new(), SlotSet::new()],
+            active: H::AtomicUsize::new(0),
+            slots_lock: SpinLock::<H, ()>::new(()),
+        }
+    }
+
+    /// Enters an SRCU read section and returns the active set (`srcu_read_lock` +
+    /// `srcu_dereference(kvm->memslots)`). The set stays valid while the guard lives.
+    pub fn read(&self) -> MemslotsRead<'_, H, N> {
+        let srcu = self.srcu.read_lock();
+        let idx = self.active.load(Relaxed) & 1;
+        // Pairs with MemslotPublish: the slot contents written before the swap are visible.
+        // Without it a reader can see the new index and the set's old contents.
+        self.hal.barrier(Barrier::MemslotDereference);
+        MemslotsRead { _srcu: srcu, set: &self.sets[idx] }
+    }
+
+    /// The SRCU domain that protects the sets. Faults hold a read section for their whole
+    /// duration (F0), so a memslot update waits for them.
+    pub fn srcu(&self) -> &Srcu<H> {
+        &self.srcu
+    }
+
+    /// Applies `change` (`kvm_set_memslot`). For a delete or move, the slot is first published
+    /// as invalid, then `zap` is called with the old slot so the caller can remove its SPTEs and
+    /// flush TLBs, then the final layout is published. Waits for open invalidations before each
+    /// publish and for SRCU readers after it. Must not be called inside a read section of these
+    /// memslots, or while holding `mmu_lock`.
+    pub fn update(
+        &self,
+        active: &ActiveInvalidations<H>,
+        change: SlotChange,
+        zap: impl FnOnce(&Memslot),
+    ) -> Result<(), Error> {
+        let _slots_lock = self.slots_lock.lock();
+        let inactive = self.inactive();
+        match change {
+            SlotChange::Create(slot) => {
+                if inactive.position(slot.id).is_some() || inactive.iter().any(|s| s.gfns.overlaps(&slot.gfns)) {
+                    return Err(Error::SlotOverlap);
+                }
+                let free = inactive.cells.iter().position(|c| c.load().is_none()).ok_or(Error::SlotsFull)?;
+                inactive.cells[free].store(Some(&slot));
+                self.swap(active);
+            }
+            SlotChange::Delete(id) | SlotChange::Move { id, .. } => {
+                let pos = inactive.position(id).ok_or(Error::NoSuchSlot)?;
+                let old = inactive.cells[pos].load().ok_or(Error::NoSuchSlot)?;
+                let new = match change {
+                    SlotChange::Move { base_gfn, .. } => {
+                        let moved = Memslot::new(id, base_gfn, old.gfns.len(), old.hvas.start())?;
+                        if inactive.iter().any(|s| s.id != id && s.gfns.overlaps(&moved.gfns)) {
+                            return Err(Error::SlotOverlap);
+                        }
+                        Some(moved)
+                    }
+                    _ => None,
+                };
+                inactive.cells[pos].store(Some(&Memslot { invalid: true, ..old }));
+                self.swap(active);
+                zap(&old);
+                self.inactive().cells[pos].store(new.as_ref());
+                self.swap(active);
+            }
+        }
+        Ok(())
+    }
+
+    fn inactive(&self) -> &SlotSet<H, N> {
+        &self.sets[(self.active.load(Relaxed) & 1) ^ 1]
+    }
+
+    /// `kvm_swap_active_memslots`: publish the inactive set once no invalidation is active,
+    /// wait for readers of the old set, then bring the old set up to date.
+    fn swap(&self, active: &ActiveInvalidations<H>) {
+        let old = self.active.load(Relaxed) & 1;
+        let new = old ^ 1;
+        let generation = self.sets[old].generation.load(Relaxed).wrapping_add(1);
+        self.sets[new].generation.store(generation, Relaxed);
+
+        let (mut guard, count) = active.lock();
+        if self.hal.keeps(Rule::MemslotSwapWaitsForInvalidations) {
+            // rcuwait: the notifier side only counts and never waits for us, so wait with the
+            // lock dropped and re-check under it.
+            while count.load(Relaxed) != 0 {
+                drop(guard);
+                self.hal.spin_hint();
+                guard = active.lock().0;
+            }
+        }
+        if !self.hal.keeps(Rule::MemslotPublishUnderLock) {
+            drop(guard);
+            guard = active.lock().0;
+        }
+        // Pairs with MemslotDereference: the new set's contents before its index.
+        self.hal.barrier(Barrier::MemslotPublish);
+        self.active.store(new, Relaxed);
+        drop(guard);
+
+        if self.hal.keeps(Rule::MemslotSwapSynchronizesSrcu) {
+            self.srcu.synchronize();
+        }
+        self.sets[old].copy_from(&self.sets[new]);
+    }
+}
+
+/// The active memslot set, inside an SRCU read section.
+pub struct MemslotsRead<'a, H: Hal, const N: usize> {
+    _srcu: SrcuReadGuard<'a, H>,
+    set: &'a SlotSet<H, N>,
+}
+
+impl<H: Hal, const N: usize> MemslotsRead<'_, H, N> {
+    /// The slot mapping `gfn` (`gfn_to_memslot`).
+    pub fn find(&self, gfn: Gfn) -> Option<Memslot> {
+        self.set.iter().find(|s| s.gfns.contains(gfn))
+    }
+
+    /// The slots whose host range overlaps `hvas` (the notifier's interval-tree walk).
+    pub fn overlapping(&self, hvas: HvaRange) -> impl Iterator<Item = Memslot> + '_ {
+        self.set.iter().filter(move |s| s.hvas.overlaps(&hvas))
+    }
+
+    /// All slots.
+    pub fn iter(&self) -> impl Iterator<Item = Memslot> + '_ {
+        self.set.iter()
+    }
+
+    /// The set's generation: it changes with every swap.
+    pub fn generation(&self) -> u64 {
+        self.set.generation.load(Relaxed)
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::hal::std::StdHal;
+
+    fn slots() -> (Memslots<StdHal, 4>, ActiveInvalidations<StdHal>) {
+        (Memslots::new(StdHal), ActiveInvalidations::new(StdHal))
+    }
+
+    #[test]
+    fn create_move_delete() {
+        let (m, a) = slots();
+        m.update(&a, SlotChange::Create(Memslot::new(1, 0x100, 16, 0x10_0000).unwrap()), |_| {}).unwrap();
+        assert_eq!(m.read().find(0x105).map(|s| s.id()), Some(1));
+        assert_eq!(m.read().find(0x105).unwrap().gfn_to_hva(0x105), Some(0x10_5000));
+        let mut zapped = None;
+        m.update(&a, SlotChange::Move { id: 1, base_gfn: 0x200 }, |s| zapped = Some(*s)).unwrap();
+        assert_eq!(zapped.map(|s| s.gfns().start()), Some(0x100), "the old slot is zapped");
+        assert!(m.read().find(0x105).is_none());
+        assert_eq!(m.read().find(0x20f).map(|s| s.is_invalid()), Some(false));
+        m.update(&a, SlotChange::Delete(1), |_| {}).unwrap();
+        assert_eq!(m.read().iter().count(), 0);
+        assert!(m.read().generation() >= 5, "every swap bumps the generation");
+    }
+
+    #[test]
+    fn bad_changes_are_typed_errors() {
+        let (m, a) = slots();
+        let s = Memslot::new(1, 0, 16, 0).unwrap();
+        m.update(&a, SlotChange::Create(s), |_| {}).unwrap();
+        assert_eq!(m.update(&a, SlotChange::Create(Memslot::new(2, 8, 16, 0x10_0000).unwrap()), |_| {}), Err(Error::SlotOverlap));
+        assert_eq!(m.update(&a, SlotChange::Delete(9), |_| {}), Err(Error::NoSuchSlot));
+        assert_eq!(Memslot::new(3, 0, 0, 0), Err(Error::EmptyRange));
+        assert_eq!(Memslot::new(3, 0, 1, 7), Err(Error::Misaligned));
+        for id in 2..5 {
+            m.update(&a, SlotChange::Create(Memslot::new(id, u64::from(id) * 100, 1, 0).unwrap()), |_| {}).unwrap();
+        }
+        assert_eq!(m.update(&a, SlotChange::Create(Memslot::new(9, 900, 1, 0).unwrap()), |_| {}), Err(Error::SlotsFull));
+    }
+
+    #[test]
+    fn hva_to_gfn_clips_to_the_slot() {
+        let s = Memslot::new(0, 0x10, 4, 0x4000).unwrap();
+        assert_eq!(s.gfns_of(&HvaRange::new(0x0, 0x5001).unwrap()), GfnRange::new(0x10, 0x12).ok());
+        assert_eq!(s.gfns_of(&HvaRange::new(0x9000, 0xa000).unwrap()), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! P1: the MMU-notifier callbacks, `invalidate_range_start` and `invalidate_range_end`.
+//!
+//! [`Vm`] holds what the callbacks share with the fault path and memslot updates: the
+//! invalidation state with `mmu_lock` ([`Invalidation`]), the active-invalidation count
+//! ([`ActiveInvalidations`]) and the memslots ([`Memslots`]). The secondary MMU itself is the
+//! caller's, reached through [`SecondaryMmu`].
+//!
+//! ## `invalidate_range_start(hvas)` (spec §2.2)
+//!
+//! * S1: count the invalidation as active (before anything else, so a memslot swap cannot
+//!   change the layout until the matching end, and a cache refresh sees it).
+//! * S2: invalidate translation caches overlapping the range ([`SecondaryMmu::invalidate_caches`]),
+//!   before taking `mmu_lock`.
+//! * S3: under SRCU, for each memslot overlapping the range: on the first one take `mmu_lock`
+//!   for write and [`Invalidation::begin`]; on each, add its gfn range and zap it
+//!   ([`SecondaryMmu::unmap_gfn_range`]).
+//! * S4: if anything was zapped, flush remote TLBs **while still holding `mmu_lock`**
+//!   ([`SecondaryMmu::flush_remote_tlbs`]), so no vCPU keeps a translation of a page the
+//!   primary MMU is about to free (I1.6).
+//! * S5: drop `mmu_lock`, leave SRCU. If no memslot overlapped, `mmu_lock` was never taken.
+//!
+//! ## `invalidate_range_end(hvas)` (spec §2.3)
+//!
+//! * E1: under SRCU, if any memslot overlaps: take `mmu_lock` for write and
+//!   [`Invalidation::end`] (`seq++`, barrier, `in_progress--`).
+//! * E2: drop the active count.
+//!
+//! Start and end decide *independently* whether a memslot overlaps. That is balanced only
+//! because memslot swaps wait while the active count is non-zero (P3).
+
+use crate::active::ActiveInvalidations;
+use crate::error::Error;
+use crate::hal::Hal;
+use crate::invalidation::Invalidation;
+use crate::lock::MmuWriteGuard;
+use crate::memslot::{Memslot, Memslots, SlotChange};
+use crate::range::{GfnRange, HvaRange};
+
+/// What the notifier needs from the secondary MMU.
+pub trait SecondaryMmu<H: Hal> {
+    /// S3c: remove every SPTE mapping a gfn of `gfns` (which lie in `slot`). Returns whether
+    /// a TLB flush is needed. Runs under `mmu_lock` held for write.
+    fn unmap_gfn_range(&self, guard: &MmuWriteGuard<'_, H>, slot: &Memslot, gfns: GfnRange) -> bool;
+
+    /// S4: flush every vCPU's TLB and wait until each has (`kvm_flush_remote_tlbs`). Runs under
+    /// `mmu_lock`.
+    fn flush_remote_tlbs(&self);
+
+    /// S2: invalidate the translation caches that overlap `hvas`. Runs without `mmu_lock`.
+    fn invalidate_caches(&self, hvas: HvaRange) {
+        let _ = hvas;
+    }
+}
+
+/// The synchronization state of one VM with `N` memslots.
+pub struct Vm<H: Hal, const N: usize> {
+    invalidation: Invalidation<H>,
+    active: ActiveInvalidations<H>,
+    memslots: Memslots<H, N>,
+}
+
+impl<H: Hal, const N: usize> Vm<H, N> {
+    /// A VM with no memslots and no open invalidation.
+    pub fn new(hal: H) -> Self {
+        Vm {
+            invalidation: Invalidation::new(hal.clone()),
+            active: ActiveInvalidations::new(hal.clone()),
+            memslots: Memslots::new(hal),
+        }
+    }
+
+    /// The invalidation state and `mmu_lock` (P1, P2).
+    pub fn invalidation(&self) -> &Invalidation<H> {
+        &self.invalidation
+    }
+
+    /// The active-invalidation count (P1, P3, translation caches).
+    pub fn active_invalidations(&self) -> &ActiveInvalidations<H> {
+        &self.active
+    }
+
+    /// The memslots (P3).
+    pub fn memslots(&self) -> &Memslots<H, N> {
+        &self.memslots
+    }
+
+    /// `kvm_mmu_notifier_invalidate_range_start`. Returns a guard that runs
+    /// `invalidate_range_end` for the same range when dropped, so the pair cannot go
+    /// unbalanced. The primary MMU changes its PTEs while holding the guard.
+    pub fn invalidate_range_start<'a, M: SecondaryMmu<H>>(
+        &'a self,
+        mmu: &'a M,
+        hvas: HvaRange,
+    ) -> Result<InvalidateRange<'a, H, M, N>, Error> {
+        self.start(mmu, hvas)?;
+        Ok(InvalidateRange { vm: self, mmu, hvas })
+    }
+
+    /// S1–S5 without a guard. Every successful call must be matched by exactly one
+    /// [`end`](Self::end) for the same range; prefer [`invalidate_range_start`](Self::invalidate_range_start).
+    pub fn start<M: SecondaryMmu<H>>(&self, mmu: &M, hvas: HvaRange) -> Result<(), Error> {
+        self.active.start()?;
+        mmu.invalidate_caches(hvas);
+        let slots = self.memslots.read();
+        let mut locked: Option<MmuWriteGuard<'_, H>> = None;
+        let mut flush = false;
+        for slot in slots.overlapping(hvas) {
+            let Some(gfns) = slot.gfns_of(&hvas) else { continue };
+            let began = match &locked {
+                Some(guard) => self.invalidation.add_range(guard, gfns),
+                None => {
+                    let guard = self.invalidation.mmu_lock().write();
+                    let began = self.invalidation.begin(&guard, gfns);
+                    locked = Some(guard);
+                    began
+                }
+            };
+            if let Err(e) = began {
+                drop(locked);
+                // Undo S1: the count was raised by this call and nothing else lowers it.
+                let _ = self.active.end();
+                return Err(e);
+            }
+            if let Some(guard) = &locked {
+                flush |= mmu.unmap_gfn_range(guard, &slot, gfns);
+            }
+        }
+        if flush {
+            mmu.flush_remote_tlbs();
+        }
+        drop(locked);
+        Ok(())
+    }
+
+    /// E1–E2 without a guard: the other half of [`start`](Self::start).
+    pub fn end(&self, hvas: HvaRange) -> Result<(), Error> {
+        {
+            let slots = self.memslots.read();
+            let hit = slots.overlapping(hvas).any(|s| s.gfns_of(&hvas).is_some());
+            if hit {
+                let guard = self.invalidation.mmu_lock().write();
+                self.invalidation.end(&guard)?;
+            }
+        }
+        self.active.end().map(|_| ())
+    }
+
+    /// Applies a memslot change (`kvm_set_memslot`), zapping a deleted or moved slot's SPTEs
+    /// under `mmu_lock` and flushing TLBs between the two swaps.
+    pub fn set_memslot<M: SecondaryMmu<H>>(&self, mmu: &M, change: SlotChange) -> Result<(), Error> {
+        self.memslots.update(&self.active, change, |old| {
+            let guard = self.invalidation.mmu_lock().write();
+            if mmu.unmap_gfn_range(&guard, old, old.gfns()) {
+                mmu.flush_remote_tlbs();
+            }
+        })
+    }
+}
+
+/// An open MMU-notifier invalidation; dropping it runs `invalidate_range_end`.
+#[must_use = "dropping the guard ends the invalidation at once"]
+pub struct InvalidateRange<'a, H: Hal, M: SecondaryMmu<H>, const N: usize> {
+    vm: &'a Vm<H, N>,
+    mmu: &'a M,
+    hvas: HvaRange,
+}
+
+impl<H: Hal, M: SecondaryMmu<H>, const N: usize> InvalidateRange<'_, H, M, N> {
+    /// The range being invalidated.
+    pub fn range(&self) -> HvaRange {
+        self.hvas
+    }
+
+    /// The secondary MMU the invalidation zapped.
+    pub fn mmu(&self) -> &M {
+        self.mmu
+    }
+}
+
+impl<H: Hal, M: SecondaryMmu<H>, const N: usize> Drop for InvalidateRange<'_, H, M, N> {
+    fn drop(&mut self) {
+        // Cannot fail: memslot swaps wait while this pair is active, so `end` sees the layout
+        // `start` saw, and the count this guard raised is still held.
+        let ended = self.vm.end(self.hvas);
+        debug_assert_eq!(ended, Ok(()));
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::hal::std::StdHal;
+    use core::cell::Cell;
+
+    #[derive(Default)]
+    struct Recorder {
+        zapped: Cell<u64>,
+        flushes: Cell<u32>,
+        caches: Cell<u32>,
+    }
+
+    impl SecondaryMmu<StdHal> for Recorder {
+        fn unmap_gfn_range(&self, _: &MmuWriteGuard<'_, StdHal>, _: &Memslot, gfns: GfnRange) -> bool {
+            self.zapped.set(self.zapped.get() + gfns.len());
+            true
+        }
+        fn flush_remote_tlbs(&self) {
+            self.flushes.set(self.flushes.get() + 1);
+        }
+        fn invalidate_caches(&self, _: HvaRange) {
+            self.caches.set(self.caches.get() + 1);
+        }
+    }
+
+    fn vm_with_two_slots() -> Vm<StdHal, 4> {
+        let vm = Vm::new(StdHal);
+        let mmu = Recorder::default();
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0x100, 4, 0x1_0000).unwrap())).unwrap();
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(1, 0x900, 4, 0x1_4000).unwrap())).unwrap();
+        vm
+    }
+
+    #[test]
+    fn one_invalidation_over_two_slots_merges_both_ranges() {
+        let vm = vm_with_two_slots();
+        let mmu = Recorder::default();
+        let inv = vm.invalidate_range_start(&mmu, HvaRange::new(0x1_2000, 0x1_6000).unwrap()).unwrap();
+        assert_eq!(mmu.zapped.get(), 4);
+        assert_eq!(mmu.flushes.get(), 1);
+        assert_eq!(mmu.caches.get(), 1);
+        {
+            let g = vm.invalidation().mmu_lock().read();
+            assert_eq!(vm.invalidation().in_progress(&g), Ok(1), "begin once per notifier call");
+            assert_eq!(vm.invalidation().range(&g), Ok(GfnRange::new(0x102, 0x902).ok()));
+        }
+        drop(inv);
+        let g = vm.invalidation().mmu_lock().read();
+        assert_eq!(vm.invalidation().in_progress(&g), Ok(0));
+        assert_eq!(vm.invalidation().seq(&g), Ok(1));
+        assert_eq!(vm.active_invalidations().count_unlocked(), 0);
+    }
+
+    #[test]
+    fn an_invalidation_outside_every_slot_takes_no_lock_and_bumps_no_seq() {
+        let vm = vm_with_two_slots();
+        let mmu = Recorder::default();
+        let inv = vm.invalidate_range_start(&mmu, HvaRange::new(0x9_0000, 0x9_1000).unwrap()).unwrap();
+        assert_eq!(vm.active_invalidations().count_unlocked(), 1, "S1 counts it anyway");
+        assert_eq!(mmu.flushes.get(), 0);
+        drop(inv);
+        let g = vm.invalidation().mmu_lock().read();
+        assert_eq!(vm.invalidation().seq(&g), Ok(0));
+    }
+
+    #[test]
+    fn unmatched_end_is_an_error() {
+        let vm = vm_with_two_slots();
+        assert_eq!(vm.end(HvaRange::new(0x1_0000, 0x1_1000).unwrap()), Err(Error::Unbalanced));
+        assert_eq!(vm.end(HvaRange::new(0x9_0000, 0x9_1000).unwrap()), Err(Error::Unbalanced));
+    }
+}
