@@ -29,7 +29,7 @@
 //! * `alloc`: the epoch-based reclamation ([`epoch`]) and the reference MMU ([`mmu`]).
 //! * `std` (default): the [`hal::std`] backend. Real threads; a real-time signal plays the IPI
 //!   and a blocked signal mask plays disabled interrupts.
-//! * `x86`: the [`hal::x86`] backend's barrier mapping under x86-TSO.
+//! * `x86`: the `hal::x86` backend's barrier mapping under x86-TSO.
 //! * `x86-ring0`: privileged instructions (`cli`/`sti`, local-APIC IPIs) for a ring-0 guest.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -62,6 +62,11 @@ pub mod srcu;
 pub mod unsync;
 pub mod vcpu;
 pub mod walk;
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 pub use barrier::{Barrier, FenceKind};
 pub use error::Error;

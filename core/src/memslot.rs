@@ -242,7 +242,9 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
         let inactive = self.inactive();
         match change {
             SlotChange::Create(slot) => {
-                if inactive.position(slot.id).is_some() || inactive.iter().any(|s| s.gfns.overlaps(&slot.gfns)) {
+                if inactive.position(slot.id).is_some()
+                    || inactive.iter().any(|s| s.gfns.overlaps(&slot.gfns))
+                {
                     return Err(Error::SlotOverlap);
                 }
                 let free = inactive.cells.iter().position(|c| c.load().is_none()).ok_or(Error::SlotsFull)?;
@@ -368,14 +370,21 @@ mod tests {
         let (m, a) = slots();
         let s = Memslot::new(1, 0, 16, 0).unwrap();
         m.update(&a, SlotChange::Create(s), |_| {}).unwrap();
-        assert_eq!(m.update(&a, SlotChange::Create(Memslot::new(2, 8, 16, 0x10_0000).unwrap()), |_| {}), Err(Error::SlotOverlap));
+        assert_eq!(
+            m.update(&a, SlotChange::Create(Memslot::new(2, 8, 16, 0x10_0000).unwrap()), |_| {}),
+            Err(Error::SlotOverlap)
+        );
         assert_eq!(m.update(&a, SlotChange::Delete(9), |_| {}), Err(Error::NoSuchSlot));
         assert_eq!(Memslot::new(3, 0, 0, 0), Err(Error::EmptyRange));
         assert_eq!(Memslot::new(3, 0, 1, 7), Err(Error::Misaligned));
         for id in 2..5 {
-            m.update(&a, SlotChange::Create(Memslot::new(id, u64::from(id) * 100, 1, 0).unwrap()), |_| {}).unwrap();
+            m.update(&a, SlotChange::Create(Memslot::new(id, u64::from(id) * 100, 1, 0).unwrap()), |_| {})
+                .unwrap();
         }
-        assert_eq!(m.update(&a, SlotChange::Create(Memslot::new(9, 900, 1, 0).unwrap()), |_| {}), Err(Error::SlotsFull));
+        assert_eq!(
+            m.update(&a, SlotChange::Create(Memslot::new(9, 900, 1, 0).unwrap()), |_| {}),
+            Err(Error::SlotsFull)
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Protocol code touches hardware only through these traits: atomics, named barriers, raw
 //! locks, the current CPU, interrupt disable/restore, IPIs with acknowledgement, and page
-//! allocation. This is what lets one implementation run on real threads ([`std`](self::std)),
-//! in ring 0 ([`x86`](self::x86)), and under the loom and shuttle model checkers (backends in
+//! allocation. This is what lets one implementation run on real threads ([`std`]),
+//! in ring 0 (`x86`, behind the feature of that name), and under the loom and shuttle model checkers (backends in
 //! the `mmusync-models` crate).
 //!
 //! The traits are `unsafe` to implement: the protocols' memory safety (no table page freed

@@ -24,7 +24,13 @@ macro_rules! native_atomic {
                 <$atomic>::swap(self, v, order)
             }
             #[inline(always)]
-            fn compare_exchange(&self, current: $t, new: $t, success: Ordering, failure: Ordering) -> Result<$t, $t> {
+            fn compare_exchange(
+                &self,
+                current: $t,
+                new: $t,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$t, $t> {
                 <$atomic>::compare_exchange(self, current, new, success, failure)
             }
         }

@@ -2,12 +2,40 @@
 //!
 //! Fences are the portable C11 fences (`core::sync::atomic::fence`), locks are parking_lot's
 //! raw locks.
+//!
+//! ## CPUs, interrupts and IPIs (Linux only)
+//!
+//! [`StdHal`] also implements [`Cpus`](crate::hal::Cpus), with threads playing CPUs:
+//!
+//! * **CPUs.** A thread becomes a CPU by calling [`StdHal::register_cpu`], which claims one of
+//!   [`CpuSet::CAPACITY`](crate::hal::CpuSet::CAPACITY) slots and returns a
+//!   [`CpuRegistration`]; the slot is given back when that guard drops (or, if it is leaked,
+//!   when the thread exits). The slots are **process-global**: every `StdHal` value (it is a
+//!   zero-sized handle) sees the same CPUs. `current_cpu` reads a thread-local.
+//! * **Interrupts.** A real-time signal, [`StdHal::ipi_signal`] (`SIGRTMIN() +`
+//!   [`IPI_SIGNAL_OFFSET`]), plays the IPI. `irq_save` blocks it with `pthread_sigmask` and
+//!   `irq_restore` unblocks it, so a signal sent meanwhile stays pending and its handler runs,
+//!   at the latest, before the unblocking call returns: exactly the "pending IPI is taken at
+//!   `local_irq_enable`" behaviour the protocols rely on.
+//! * **IPI with wait.** `ipi_and_wait` takes a ticket from each target slot's `sent` counter,
+//!   sends the signal with `pthread_kill`, and spins (yielding) until the slot's `acked`
+//!   counter reaches the ticket. The handler (async-signal-safe: atomics only) raises `acked`
+//!   to the `sent` value it reads, between two `SeqCst` fences. Signals may coalesce or be
+//!   delivered more than once; the counters make that harmless. Offline slots and the
+//!   caller's own slot are skipped.
+//!
+//! The handler is installed once per process (`sigaction`, `SA_RESTART`) by the first
+//! registration, before any slot can be signalled. Registration fails with
+//! [`CpuError::SignalInUse`] if something else already handles that signal.
 
+#[cfg(target_os = "linux")]
+pub use self::cpus::{CpuError, CpuRegistration, IPI_SIGNAL_OFFSET};
 use super::Hal;
 use crate::barrier::FenceKind;
 use core::sync::atomic::{self, Ordering};
 
-/// The `std` backend's memory half: C11 fences, `core` atomics, parking_lot locks.
+/// The `std` backend: C11 fences, `core` atomics, parking_lot locks; on Linux, threads as CPUs
+/// and a real-time signal as the IPI (see the [module documentation](self)).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdHal;
 
@@ -34,5 +62,584 @@ unsafe impl Hal for StdHal {
         // Two cores and more threads than cores are the normal case in tests: yield rather
         // than burn the time slice of the thread we wait for.
         std::thread::yield_now()
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod cpus {
+    use super::StdHal;
+    use crate::hal::{CpuId, CpuSet, Cpus, IrqState};
+    use core::cell::Cell;
+    use core::fmt;
+    use core::marker::PhantomData;
+    use core::sync::atomic::{fence, AtomicU64, Ordering::SeqCst};
+    use std::sync::OnceLock;
+
+    /// The IPI signal is `SIGRTMIN() + IPI_SIGNAL_OFFSET`. The offset keeps clear of
+    /// `SIGRTMIN() + 0`, which VMMs commonly use to kick vCPU threads out of `KVM_RUN`.
+    pub const IPI_SIGNAL_OFFSET: i32 = 4;
+
+    /// `CURRENT` when the thread is not a CPU.
+    const NO_CPU: u8 = u8::MAX;
+
+    std::thread_local! {
+        /// This thread's CPU slot, or `NO_CPU`. Const-initialized and without a destructor, so
+        /// reading it compiles to a plain TLS access that the signal handler may do.
+        static CURRENT: Cell<u8> = const { Cell::new(NO_CPU) };
+        /// Whether this thread's "interrupts" (the IPI signal) are enabled.
+        static IRQS_ON: Cell<bool> = const { Cell::new(true) };
+        /// Gives the slot back at thread exit if the registration guard was leaked.
+        static EXIT_RELEASE: ExitRelease = const { ExitRelease };
+    }
+
+    /// `pthread_t`, which is an integer on Linux but not on every libc.
+    #[derive(Clone, Copy)]
+    struct Thread(libc::pthread_t);
+
+    // SAFETY: a `pthread_t` names a thread of this process and may be used from any thread;
+    // the slot lock keeps it from being used after its thread gives the slot back.
+    unsafe impl Send for Thread {}
+
+    /// One CPU slot.
+    #[repr(align(128))]
+    struct Slot {
+        /// The thread that owns the slot, `None` when the CPU is offline. Senders hold the
+        /// lock while they signal, so the thread cannot exit between the check and the kill.
+        thread: parking_lot::Mutex<Option<Thread>>,
+        /// IPIs sent to this slot so far (tickets).
+        sent: AtomicU64,
+        /// The highest ticket acknowledged by the slot's CPU (or by its going offline).
+        acked: AtomicU64,
+    }
+
+    #[allow(clippy::declare_interior_mutable_const)] // only used to initialize `SLOTS`
+    const EMPTY_SLOT: Slot =
+        Slot { thread: parking_lot::const_mutex(None), sent: AtomicU64::new(0), acked: AtomicU64::new(0) };
+
+    static SLOTS: [Slot; CpuSet::CAPACITY] = [EMPTY_SLOT; CpuSet::CAPACITY];
+
+    /// The outcome of installing the handler, once per process.
+    static INSTALLED: OnceLock<Result<(), CpuError>> = OnceLock::new();
+
+    /// Why a thread could not become a CPU.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum CpuError {
+        /// The thread is already CPU `0`; a thread is at most one CPU.
+        AlreadyRegistered(CpuId),
+        /// All [`CpuSet::CAPACITY`] slots are taken.
+        NoFreeSlot,
+        /// Another handler is already installed for the IPI signal (the signal number).
+        SignalInUse(i32),
+        /// `sigaction` failed (the `errno`).
+        Signal(i32),
+    }
+
+    impl fmt::Display for CpuError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                CpuError::AlreadyRegistered(cpu) => write!(f, "thread is already CPU {}", cpu.index()),
+                CpuError::NoFreeSlot => write!(f, "all {} CPU slots are taken", CpuSet::CAPACITY),
+                CpuError::SignalInUse(sig) => write!(f, "signal {sig} already has a handler"),
+                CpuError::Signal(errno) => write!(f, "sigaction failed (errno {errno})"),
+            }
+        }
+    }
+
+    impl core::error::Error for CpuError {}
+
+    /// The current thread's CPU registration. Dropping it takes the CPU offline.
+    ///
+    /// Not `Send`: the registration belongs to the thread that made it.
+    #[must_use = "the thread stops being a CPU when the registration drops"]
+    #[derive(Debug)]
+    pub struct CpuRegistration {
+        cpu: CpuId,
+        _not_send: PhantomData<*const ()>,
+    }
+
+    impl CpuRegistration {
+        /// The CPU this thread now is.
+        pub fn cpu(&self) -> CpuId {
+            self.cpu
+        }
+    }
+
+    impl Drop for CpuRegistration {
+        /// Takes the CPU offline. IPIs sent to it and not yet taken count as taken: an offline
+        /// CPU runs no protocol code.
+        ///
+        /// # Panics
+        ///
+        /// If interrupts are disabled on this thread: a CPU inside a critical section (a
+        /// lockless walk, guest mode) must not go offline, or a flusher would stop waiting
+        /// for it while it still reads.
+        fn drop(&mut self) {
+            assert!(
+                IRQS_ON.with(Cell::get),
+                "CpuRegistration dropped with interrupts disabled (CPU {} still in a critical section)",
+                self.cpu.index()
+            );
+            release(self.cpu.index());
+        }
+    }
+
+    /// Thread-exit fallback for a leaked [`CpuRegistration`].
+    struct ExitRelease;
+
+    impl Drop for ExitRelease {
+        fn drop(&mut self) {
+            let slot = CURRENT.with(Cell::get);
+            if slot != NO_CPU {
+                release(usize::from(slot));
+            }
+        }
+    }
+
+    /// Takes slot `i`, owned by the current thread, offline.
+    fn release(i: usize) {
+        let slot = &SLOTS[i];
+        let mut thread = slot.thread.lock();
+        *thread = None;
+        CURRENT.with(|c| c.set(NO_CPU));
+        // Senders that took a ticket before we went offline stop waiting; later senders see
+        // `None` under the lock and skip the slot.
+        slot.acked.fetch_max(slot.sent.load(SeqCst), SeqCst);
+    }
+
+    /// The IPI handler. Async-signal-safe: a const thread-local read and atomics, no locks, no
+    /// allocation, no `errno`.
+    extern "C" fn on_ipi(_sig: libc::c_int) {
+        // Everything the sender wrote before taking its ticket is visible from here on, and
+        // everything this thread did before the signal was delivered is visible to a sender
+        // that reads our ack (the contract's "full barrier on both sides").
+        fence(SeqCst);
+        let i = CURRENT.with(Cell::get);
+        if i != NO_CPU {
+            let slot = &SLOTS[usize::from(i)];
+            slot.acked.fetch_max(slot.sent.load(SeqCst), SeqCst);
+        }
+        fence(SeqCst);
+    }
+
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    /// Installs `on_ipi` for the IPI signal, refusing to replace another handler.
+    fn install() -> Result<(), CpuError> {
+        let sig = StdHal::ipi_signal();
+        // SAFETY: `sigaction` with a null new action only reads the current one into `old`,
+        // a zero-initialized `sigaction` (a plain C struct for which all-zero is valid).
+        let old = unsafe {
+            let mut old: libc::sigaction = core::mem::zeroed();
+            if libc::sigaction(sig, core::ptr::null(), &mut old) != 0 {
+                return Err(CpuError::Signal(errno()));
+            }
+            old
+        };
+        if old.sa_sigaction != libc::SIG_DFL {
+            return Err(CpuError::SignalInUse(sig));
+        }
+        // SAFETY: `act` is a fully initialized `sigaction` whose handler, `on_ipi`, is an
+        // `extern "C" fn(c_int)` (no SA_SIGINFO, so the one-argument form) and is
+        // async-signal-safe; the mask starts empty; nothing else handles this signal (checked
+        // above), so no other code's handler is replaced.
+        unsafe {
+            let mut act: libc::sigaction = core::mem::zeroed();
+            act.sa_sigaction = on_ipi as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            if libc::sigaction(sig, &act, core::ptr::null_mut()) != 0 {
+                return Err(CpuError::Signal(errno()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks (`libc::SIG_BLOCK`) or unblocks (`libc::SIG_UNBLOCK`) the IPI signal for the
+    /// calling thread.
+    fn mask_ipi(how: libc::c_int) {
+        // SAFETY: `set` is initialized by `sigemptyset` before use; `pthread_sigmask` reads
+        // it and writes no old set (null).
+        let rc = unsafe {
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, StdHal::ipi_signal());
+            libc::pthread_sigmask(how, &set, core::ptr::null_mut())
+        };
+        // Fails only for an invalid `how` or signal, neither of which we pass.
+        assert_eq!(rc, 0, "pthread_sigmask failed");
+    }
+
+    impl StdHal {
+        /// The signal that plays the IPI: `SIGRTMIN() + IPI_SIGNAL_OFFSET`. The process must
+        /// not use it for anything else.
+        pub fn ipi_signal() -> i32 {
+            libc::SIGRTMIN() + IPI_SIGNAL_OFFSET
+        }
+
+        /// Makes the calling thread a CPU: claims the lowest free slot (process-wide), installs
+        /// the IPI handler if this is the first registration in the process, and unblocks the
+        /// signal unless the thread is inside `irq_save` (a new thread inherits its creator's
+        /// signal mask, and may start with it blocked).
+        ///
+        /// The thread must keep the registration while it runs protocol code that needs
+        /// [`Cpus`]: [`current_cpu`](Cpus::current_cpu) panics on a thread that is not a CPU.
+        pub fn register_cpu() -> Result<CpuRegistration, CpuError> {
+            let current = CURRENT.with(Cell::get);
+            if current != NO_CPU {
+                return Err(CpuError::AlreadyRegistered(slot_id(current)));
+            }
+            (*INSTALLED.get_or_init(install))?;
+            // Make the real mask match our flag: a new thread inherits its creator's mask, which
+            // may have the IPI blocked while this thread's flag says interrupts are on.
+            if IRQS_ON.with(Cell::get) {
+                mask_ipi(libc::SIG_UNBLOCK);
+            }
+            // Registers the thread-exit fallback (first access of a thread-local with a
+            // destructor).
+            EXIT_RELEASE.with(|_| ());
+            // SAFETY: `pthread_self` has no preconditions.
+            let me = Thread(unsafe { libc::pthread_self() });
+            for (i, slot) in SLOTS.iter().enumerate() {
+                let mut thread = slot.thread.lock();
+                if thread.is_none() {
+                    // The slot number fits: `i < CpuSet::CAPACITY <= u8::MAX`.
+                    CURRENT.with(|c| c.set(i as u8));
+                    *thread = Some(me);
+                    return Ok(CpuRegistration { cpu: slot_id(i as u8), _not_send: PhantomData });
+                }
+            }
+            Err(CpuError::NoFreeSlot)
+        }
+    }
+
+    fn slot_id(i: u8) -> CpuId {
+        match CpuId::new(usize::from(i)) {
+            Ok(cpu) => cpu,
+            Err(_) => unreachable!("slot numbers are below CpuSet::CAPACITY"),
+        }
+    }
+
+    // SAFETY:
+    // * `current_cpu` returns the slot the calling thread claimed under the slot lock; a slot
+    //   has one owner at a time, so no two running threads share an id.
+    // * After `irq_save` returns, the IPI signal is blocked for this thread (`pthread_sigmask`
+    //   is synchronous), so its handler, the only thing that acknowledges an IPI to this CPU,
+    //   cannot run on it until `irq_restore` unblocks the signal.
+    // * `ipi_and_wait` takes a ticket from each online target's `sent` (a SeqCst RMW after a
+    //   SeqCst fence: the caller's earlier writes are ordered before it), signals the thread
+    //   while holding the slot lock (so the thread is alive and online), and returns only when
+    //   `acked` reaches the ticket. `acked` rises only in the handler, which reads `sent` after
+    //   the signal was delivered and so sees our ticket, or when the CPU goes offline. The
+    //   handler's SeqCst fences and the SeqCst `acked` RMW/loads, followed by our final fence,
+    //   make the target's earlier work visible to us. Offline slots and the caller's own slot
+    //   are skipped.
+    unsafe impl Cpus for StdHal {
+        /// # Panics
+        ///
+        /// If the calling thread is not a CPU (see [`StdHal::register_cpu`]).
+        fn current_cpu(&self) -> CpuId {
+            let i = CURRENT.with(Cell::get);
+            assert!(i != NO_CPU, "StdHal::current_cpu: this thread is not a CPU (call StdHal::register_cpu)");
+            slot_id(i)
+        }
+
+        fn irq_save(&self) -> IrqState {
+            let was_on = IRQS_ON.with(|f| f.replace(false));
+            if was_on {
+                mask_ipi(libc::SIG_BLOCK);
+            }
+            IrqState(was_on)
+        }
+
+        unsafe fn irq_restore(&self, state: IrqState) {
+            if state.0 {
+                IRQS_ON.with(|f| f.set(true));
+                // A signal that arrived while blocked is delivered, and acknowledged, before
+                // this call returns.
+                mask_ipi(libc::SIG_UNBLOCK);
+            }
+        }
+
+        /// # Panics
+        ///
+        /// If some target must be interrupted while the caller has interrupts disabled (two
+        /// such callers would wait for each other forever, which Linux also forbids), or if
+        /// `pthread_kill` fails for a reason other than a full signal queue.
+        fn ipi_and_wait(&self, targets: CpuSet) {
+            let me = CURRENT.with(Cell::get);
+            let mut tickets = [0u64; CpuSet::CAPACITY];
+            // The caller's writes before the call, before any ticket is taken.
+            fence(SeqCst);
+            for cpu in targets.iter() {
+                let i = cpu.index();
+                if i == usize::from(me) {
+                    continue;
+                }
+                let slot = &SLOTS[i];
+                let thread = slot.thread.lock();
+                let Some(Thread(t)) = *thread else { continue };
+                assert!(
+                    IRQS_ON.with(Cell::get),
+                    "ipi_and_wait with interrupts disabled would wait for CPU {i} forever if it waits for us"
+                );
+                tickets[i] = slot.sent.fetch_add(1, SeqCst) + 1;
+                loop {
+                    // SAFETY: `t` is a live thread of this process: it owns the slot, and it
+                    // cannot give the slot back (and exit) while we hold the slot lock. The
+                    // signal has our handler installed (registration installs it before any
+                    // slot goes online).
+                    let rc = unsafe { libc::pthread_kill(t, StdHal::ipi_signal()) };
+                    match rc {
+                        0 => break,
+                        // The real-time signal queue is full: signals for the target are
+                        // pending, but maybe none sent after our ticket. Try again.
+                        libc::EAGAIN => std::thread::yield_now(),
+                        err => panic!("pthread_kill to CPU {i} failed (errno {err})"),
+                    }
+                }
+            }
+            for (i, &ticket) in tickets.iter().enumerate() {
+                if ticket != 0 {
+                    while SLOTS[i].acked.load(SeqCst) < ticket {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+            // Everything the targets did before taking the IPI, before what the caller does
+            // next.
+            fence(SeqCst);
+        }
+    }
+}
+
+/// A backend for tests: [`StdHal`], except that it breaks one [`Rule`](crate::rule::Rule)
+/// (a mutant), as a model backend may. Tests use it to show that a real-thread test fails when
+/// the rule it checks is broken.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod mutant {
+    use super::StdHal;
+    use crate::barrier::FenceKind;
+    use crate::hal::{CpuId, CpuSet, Cpus, Hal, IrqState};
+    use crate::rule::Rule;
+
+    /// [`StdHal`] with one rule broken.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Breaks(pub(crate) Rule);
+
+    // SAFETY: everything delegates to `StdHal`, except `keeps`, which returns `false` for the
+    // one rule this model-style backend was told to break, as the contract allows.
+    unsafe impl Hal for Breaks {
+        type AtomicU64 = <StdHal as Hal>::AtomicU64;
+        type AtomicUsize = <StdHal as Hal>::AtomicUsize;
+        type AtomicBool = <StdHal as Hal>::AtomicBool;
+        type RawRwLock = <StdHal as Hal>::RawRwLock;
+        type RawMutex = <StdHal as Hal>::RawMutex;
+
+        fn fence(&self, kind: FenceKind) {
+            StdHal.fence(kind)
+        }
+
+        fn keeps(&self, rule: Rule) -> bool {
+            rule != self.0
+        }
+
+        fn spin_hint(&self) {
+            StdHal.spin_hint()
+        }
+    }
+
+    // SAFETY: delegates to `StdHal`'s `Cpus`, which keeps the contract.
+    unsafe impl Cpus for Breaks {
+        fn current_cpu(&self) -> CpuId {
+            StdHal.current_cpu()
+        }
+
+        fn irq_save(&self) -> IrqState {
+            StdHal.irq_save()
+        }
+
+        unsafe fn irq_restore(&self, state: IrqState) {
+            // SAFETY: the caller's obligation, passed on unchanged.
+            unsafe { StdHal.irq_restore(state) }
+        }
+
+        fn ipi_and_wait(&self, targets: CpuSet) {
+            StdHal.ipi_and_wait(targets)
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::hal::{CpuId, CpuSet, Cpus, IrqGuard, IrqState};
+    use core::sync::atomic::AtomicBool;
+    use core::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+    use std::thread;
+
+    /// Spins (yielding) until `cond` holds. Liveness only: a generous bound turns a hang into
+    /// a failure; nothing asserts how long it took.
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            thread::yield_now();
+        }
+    }
+
+    fn ipi_blocked() -> bool {
+        // SAFETY: `cur` is written by `pthread_sigmask` (null new set: query only) before
+        // `sigismember` reads it.
+        unsafe {
+            let mut cur: libc::sigset_t = core::mem::zeroed();
+            assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut cur), 0);
+            libc::sigismember(&cur, StdHal::ipi_signal()) == 1
+        }
+    }
+
+    #[test]
+    fn registration_names_this_thread_and_is_exclusive() {
+        thread::spawn(|| {
+            let reg = StdHal::register_cpu().unwrap();
+            assert_eq!(StdHal.current_cpu(), reg.cpu());
+            assert_eq!(StdHal::register_cpu().unwrap_err(), CpuError::AlreadyRegistered(reg.cpu()));
+            drop(reg);
+            let again = StdHal::register_cpu().unwrap();
+            assert_eq!(StdHal.current_cpu(), again.cpu());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "not a CPU")]
+    fn current_cpu_panics_on_a_thread_that_is_not_a_cpu() {
+        let _ = StdHal.current_cpu();
+    }
+
+    #[test]
+    fn nested_irq_save_restore_keeps_interrupts_off_until_the_outer_restore() {
+        thread::spawn(|| {
+            let _reg = StdHal::register_cpu().unwrap();
+            assert!(!ipi_blocked());
+            let outer = StdHal.irq_save();
+            assert_eq!(outer, IrqState(true));
+            let inner = StdHal.irq_save();
+            assert_eq!(inner, IrqState(false));
+            assert!(ipi_blocked());
+            // SAFETY: restores nest: inner first, then outer.
+            unsafe { StdHal.irq_restore(inner) };
+            assert!(ipi_blocked(), "the inner restore must not re-enable interrupts");
+            // SAFETY: as above.
+            unsafe { StdHal.irq_restore(outer) };
+            assert!(!ipi_blocked());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn registration_unblocks_an_inherited_mask() {
+        thread::spawn(|| {
+            let guard = IrqGuard::new(&StdHal);
+            // The child inherits the blocked signal, but its own interrupt flag says "on".
+            thread::spawn(|| {
+                assert!(ipi_blocked());
+                let _reg = StdHal::register_cpu().unwrap();
+                assert!(!ipi_blocked(), "a CPU with interrupts on must be able to take IPIs");
+            })
+            .join()
+            .unwrap();
+            drop(guard);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn ipi_does_not_complete_while_the_target_has_interrupts_disabled() {
+        let target_cpu: Arc<std::sync::Mutex<Option<CpuId>>> = Arc::default();
+        let irqs_off = Arc::new(AtomicBool::new(false));
+        let sending = Arc::new(AtomicBool::new(false));
+        let ipi_done = Arc::new(AtomicBool::new(false));
+        let restoring = Arc::new(AtomicBool::new(false));
+
+        let target = {
+            let (target_cpu, irqs_off, sending, ipi_done, restoring) =
+                (target_cpu.clone(), irqs_off.clone(), sending.clone(), ipi_done.clone(), restoring.clone());
+            thread::spawn(move || {
+                let reg = StdHal::register_cpu().unwrap();
+                *target_cpu.lock().unwrap() = Some(reg.cpu());
+                let guard = IrqGuard::new(&StdHal);
+                irqs_off.store(true, SeqCst);
+                wait_until("the sender to start", || sending.load(SeqCst));
+                // Give the IPI every chance to be (wrongly) taken while interrupts are off.
+                for _ in 0..1000 {
+                    assert!(!ipi_done.load(SeqCst), "IPI completed while interrupts were disabled");
+                    thread::yield_now();
+                }
+                restoring.store(true, SeqCst);
+                drop(guard);
+                wait_until("the IPI to complete", || ipi_done.load(SeqCst));
+                drop(reg);
+            })
+        };
+
+        let _reg = StdHal::register_cpu().unwrap();
+        wait_until("the target to disable interrupts", || irqs_off.load(SeqCst));
+        let cpu = target_cpu.lock().unwrap().unwrap();
+        let mut set = CpuSet::empty();
+        set.insert(cpu);
+        sending.store(true, SeqCst);
+        StdHal.ipi_and_wait(set);
+        assert!(restoring.load(SeqCst), "IPI completed before the target re-enabled interrupts");
+        ipi_done.store(true, SeqCst);
+        target.join().unwrap();
+    }
+
+    #[test]
+    fn ipi_to_self_is_skipped() {
+        thread::spawn(|| {
+            let reg = StdHal::register_cpu().unwrap();
+            let mut set = CpuSet::empty();
+            set.insert(reg.cpu());
+            // With interrupts off, an IPI to ourselves could never be taken: it must be
+            // skipped (sending one would also trip the interrupts-disabled assertion).
+            let guard = IrqGuard::new(&StdHal);
+            StdHal.ipi_and_wait(set);
+            drop(guard);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn ipi_to_an_offline_cpu_returns() {
+        let cpu = thread::spawn(|| StdHal::register_cpu().unwrap().cpu()).join().unwrap();
+        // The slot is offline now (or was taken by another test's thread, which takes the IPI
+        // as soon as its interrupts are on); either way the call returns.
+        let mut set = CpuSet::empty();
+        set.insert(cpu);
+        StdHal.ipi_and_wait(set);
+    }
+
+    #[test]
+    fn leaked_registration_is_released_at_thread_exit() {
+        let cpu = thread::spawn(|| {
+            let reg = StdHal::register_cpu().unwrap();
+            let cpu = reg.cpu();
+            core::mem::forget(reg);
+            cpu
+        })
+        .join()
+        .unwrap();
+        let mut set = CpuSet::empty();
+        set.insert(cpu);
+        // Would signal an exited thread (or hang) if the slot had stayed online.
+        StdHal.ipi_and_wait(set);
     }
 }

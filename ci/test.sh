@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The tests: formatting, lints, docs, the no_std build, and the workspace's test suites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup.sh
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "rustfmt"
+cargo fmt --all -- --check
+step "clippy (all targets, default features)"
+cargo clippy --workspace --all-targets -- -D warnings
+step "clippy (x86 backend)"
+cargo clippy -p mmusync --features x86 --all-targets -- -D warnings
+step "no_std build for x86_64-unknown-none (no features; x86-ring0)"
+cargo build -p mmusync --no-default-features --target x86_64-unknown-none
+cargo build -p mmusync --no-default-features --features alloc,x86-ring0 --target x86_64-unknown-none
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+step "tests"
+cargo test --workspace
