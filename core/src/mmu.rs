@@ -1,1 +1,589 @@
-//! (in progress)
+//! A reference secondary MMU: a multi-level page table with atomic entries, built on P1–P5.
+//!
+//! It shows how the pieces fit, and it gives the tests, models and fuzzers something real to
+//! drive:
+//!
+//! * [`PageTable`]: `LEVELS` levels of `F`-entry tables ([`Table`]) holding [`Spte`]s. Updates
+//!   happen under `mmu_lock` held for write; lockless walks ([`PageTable::walk`]) need a
+//!   [`WalkProof`]: a [`LocklessWalk`] (the IPI/vCPU-mode scheme), an [`EpochWalk`] (the epoch
+//!   scheme), or `mmu_lock` itself.
+//! * [`ReferenceMmu`]: a page table plus the vCPUs that use it. It implements
+//!   [`SecondaryMmu`] for the notifier (zap + flush), the fault path
+//!   ([`ReferenceMmu::fault`], F0–F14 of the spec), the lockless fast path
+//!   ([`ReferenceMmu::fast_fault`], a cmpxchg on a present SPTE), and zaps that free table
+//!   pages either way ([`ReferenceMmu::zap_ipi`], [`ReferenceMmu::zap_epoch`]).
+//!
+//! Links to child tables are stored with release and read with acquire: the child's entries
+//! are initialized before the link is published. (LKMM gets this from the address dependency,
+//! as `rcu_dereference` does; C11 has no dependency ordering, so acquire it is.)
+
+use crate::epoch::{EpochWalk, ReclaimHandle};
+use crate::error::Error;
+use crate::hal::{Atomic, Cpus, Hal, Ordering, PageAlloc};
+use crate::lock::{MmuReadGuard, MmuWriteGuard};
+use crate::memslot::Memslot;
+use crate::notifier::{SecondaryMmu, Vm};
+use crate::range::{Gfn, GfnRange, Hva};
+use crate::rule::Rule;
+use crate::vcpu::{flush_remote_tlbs, Vcpu};
+use crate::walk::{LocklessWalk, ZapList, ZapListFull};
+use alloc::boxed::Box;
+use core::ptr::NonNull;
+
+/// A secondary-MMU page-table entry.
+///
+/// Bit 0: present. Bit 1: writable (what the hardware checks). Bit 2: MMU-writable (the fast
+/// path may set bit 1). Bit 3: points to a table. Leaves hold the pfn from bit 12; table entries
+/// hold the table's address (tables are 64-byte aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Spte(u64);
+
+impl Spte {
+    const PRESENT: u64 = 1 << 0;
+    const WRITABLE: u64 = 1 << 1;
+    const MMU_WRITABLE: u64 = 1 << 2;
+    const TABLE: u64 = 1 << 3;
+    const FLAGS: u64 = 0x3f;
+    /// The largest pfn a leaf can hold.
+    pub const MAX_PFN: u64 = u64::MAX >> 12;
+
+    /// A leaf mapping `pfn`. `writable`: writes allowed now; `mmu_writable`: the fast path may
+    /// make it writable later.
+    pub fn leaf(pfn: u64, writable: bool, mmu_writable: bool) -> Result<Self, Error> {
+        if pfn > Self::MAX_PFN {
+            return Err(Error::RangeOverflow);
+        }
+        let w = if writable { Self::WRITABLE | Self::MMU_WRITABLE } else { 0 };
+        let mw = if mmu_writable { Self::MMU_WRITABLE } else { 0 };
+        Ok(Spte(pfn << 12 | Self::PRESENT | w | mw))
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Whether the entry maps anything.
+    pub const fn is_present(self) -> bool {
+        self.0 & Self::PRESENT != 0
+    }
+
+    /// Whether the hardware may write through it.
+    pub const fn is_writable(self) -> bool {
+        self.0 & Self::WRITABLE != 0
+    }
+
+    /// Whether it is a present leaf.
+    pub const fn is_leaf(self) -> bool {
+        self.is_present() && self.0 & Self::TABLE == 0
+    }
+
+    /// The pfn of a present leaf.
+    pub const fn pfn(self) -> Option<u64> {
+        if self.is_leaf() {
+            Some(self.0 >> 12)
+        } else {
+            None
+        }
+    }
+
+    fn table<H: Hal, const F: usize>(self) -> Option<NonNull<Table<H, F>>> {
+        if self.is_present() && self.0 & Self::TABLE != 0 {
+            NonNull::new((self.0 & !Self::FLAGS) as *mut Table<H, F>)
+        } else {
+            None
+        }
+    }
+
+    fn link<H: Hal, const F: usize>(table: NonNull<Table<H, F>>) -> Self {
+        Spte(table.as_ptr() as u64 | Self::PRESENT | Self::TABLE)
+    }
+}
+
+/// One page-table page: `F` atomic entries.
+#[repr(align(64))]
+pub struct Table<H: Hal, const F: usize> {
+    entries: [H::AtomicU64; F],
+}
+
+impl<H: Hal, const F: usize> Table<H, F> {
+    /// A table with no present entry.
+    pub fn empty() -> Self {
+        Table { entries: core::array::from_fn(|_| H::AtomicU64::new(0)) }
+    }
+
+    /// The raw entry at `index` (used by tests that poison freed pages).
+    pub fn entry(&self, index: usize) -> Option<&H::AtomicU64> {
+        self.entries.get(index)
+    }
+}
+
+/// Allocates tables with `Box` (the `alloc` crate's global allocator).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BoxAlloc;
+
+// SAFETY: `Box::new` gives a valid, aligned, exclusively owned value; `free` turns the pointer
+// back into the `Box` it came from, once, after which nobody reads it (`free`'s contract).
+unsafe impl<P> PageAlloc<P> for BoxAlloc {
+    fn alloc(&self, init: P) -> Result<NonNull<P>, P> {
+        Ok(NonNull::from(Box::leak(Box::new(init))))
+    }
+
+    unsafe fn free(&self, page: NonNull<P>) {
+        // SAFETY: the caller passes a pointer from `alloc` (a leaked Box), once.
+        drop(unsafe { Box::from_raw(page.as_ptr()) });
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Evidence that table pages reached during a walk stay allocated: a lockless walk of either
+/// scheme, or `mmu_lock`. The walk must belong to a vCPU (or reclaim handle) that the page
+/// table's zaps wait for: [`ReferenceMmu`] waits for its own vCPUs and epoch domain.
+pub trait WalkProof: sealed::Sealed {}
+
+impl<H: Cpus> sealed::Sealed for LocklessWalk<'_, H> {}
+impl<H: Cpus> WalkProof for LocklessWalk<'_, H> {}
+impl sealed::Sealed for EpochWalk {}
+impl WalkProof for EpochWalk {}
+impl<H: Hal> sealed::Sealed for MmuReadGuard<'_, H> {}
+impl<H: Hal> WalkProof for MmuReadGuard<'_, H> {}
+impl<H: Hal> sealed::Sealed for MmuWriteGuard<'_, H> {}
+impl<H: Hal> WalkProof for MmuWriteGuard<'_, H> {}
+
+/// A page table of `LEVELS` levels of `F` entries: it maps gfns `0..F^LEVELS`.
+pub struct PageTable<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
+    alloc: A,
+    root: NonNull<Table<H, F>>,
+}
+
+// SAFETY: the table owns its pages; they are shared between threads only through atomics
+// (entries) and freed only under the reclamation protocols, so moving or sharing the owner is
+// sound when the allocator and the atomics may be.
+unsafe impl<H: Hal, A: PageAlloc<Table<H, F>> + Send, const L: usize, const F: usize> Send
+    for PageTable<H, A, L, F>
+{
+}
+// SAFETY: as above; `&PageTable` only reads entries atomically or updates them under the
+// `mmu_lock` write guard the methods demand.
+unsafe impl<H: Hal, A: PageAlloc<Table<H, F>> + Sync, const L: usize, const F: usize> Sync
+    for PageTable<H, A, L, F>
+{
+}
+
+impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> PageTable<H, A, LEVELS, F> {
+    const SHAPE_OK: () =
+        assert!(F.is_power_of_two() && F >= 2 && LEVELS >= 1, "F must be a power of two >= 2");
+    const BITS: u32 = F.trailing_zeros();
+
+    /// An empty table (just the root).
+    pub fn new(alloc: A) -> Result<Self, Error> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::SHAPE_OK;
+        let root = alloc.alloc(Table::empty()).map_err(|_| Error::OutOfMemory)?;
+        Ok(PageTable { alloc, root })
+    }
+
+    /// The gfns this table can map: `0..F^LEVELS`.
+    pub fn capacity(&self) -> u64 {
+        (F as u64).checked_pow(LEVELS as u32).unwrap_or(u64::MAX)
+    }
+
+    /// The allocator.
+    pub fn allocator(&self) -> &A {
+        &self.alloc
+    }
+
+    fn index(gfn: Gfn, level: usize) -> usize {
+        ((gfn >> (Self::BITS as usize * level)) & (F as u64 - 1)) as usize
+    }
+
+    fn span(level: usize) -> u64 {
+        1 << (Self::BITS as usize * level)
+    }
+
+    fn check_gfn(&self, gfn: Gfn) -> Result<(), Error> {
+        if gfn < self.capacity() {
+            Ok(())
+        } else {
+            Err(Error::RangeOverflow)
+        }
+    }
+
+    /// Reads the leaf entry for `gfn` without `mmu_lock` (`for_each_shadow_entry_lockless`).
+    /// `None`: no present leaf.
+    pub fn walk(&self, _proof: &impl WalkProof, gfn: Gfn) -> Result<Option<Spte>, Error> {
+        self.check_gfn(gfn)?;
+        Ok(self.leaf_entry(gfn).map(|e| Spte(e.load(Ordering::Relaxed))).filter(|s| s.is_leaf()))
+    }
+
+    /// The leaf-level entry of `gfn`, if every table above it is present.
+    fn leaf_entry(&self, gfn: Gfn) -> Option<&H::AtomicU64> {
+        // SAFETY: the root lives as long as `self`.
+        let mut table = unsafe { self.root.as_ref() };
+        for level in (1..LEVELS).rev() {
+            let link = Spte(table.entries[Self::index(gfn, level)].load(Ordering::Acquire));
+            // SAFETY: the link was read under a WalkProof (or mmu_lock): the page it names is
+            // not freed before the proof ends, and the acquire load makes its initialization
+            // visible.
+            table = unsafe { link.table::<H, F>()?.as_ref() };
+        }
+        Some(&table.entries[Self::index(gfn, 0)])
+    }
+
+    /// Installs `spte` for `gfn` under `mmu_lock`, allocating tables on the way. Returns the
+    /// previous leaf, if any.
+    pub fn map(&self, _guard: &MmuWriteGuard<'_, H>, gfn: Gfn, spte: Spte) -> Result<Option<Spte>, Error> {
+        self.check_gfn(gfn)?;
+        // SAFETY: the root lives as long as `self`.
+        let mut table = unsafe { self.root.as_ref() };
+        for level in (1..LEVELS).rev() {
+            let entry = &table.entries[Self::index(gfn, level)];
+            let child = match Spte(entry.load(Ordering::Relaxed)).table::<H, F>() {
+                Some(child) => child,
+                None => {
+                    let child = self.alloc.alloc(Table::empty()).map_err(|_| Error::OutOfMemory)?;
+                    // Release: the child's empty entries before the link lockless walkers
+                    // follow with acquire.
+                    entry.store(Spte::link(child).0, Ordering::Release);
+                    child
+                }
+            };
+            // SAFETY: we hold mmu_lock for write, so nobody unlinks or frees the child.
+            table = unsafe { child.as_ref() };
+        }
+        // swap, not store: the fast path may change the entry without mmu_lock (I5.3).
+        let old = Spte(table.entries[Self::index(gfn, 0)].swap(spte.0, Ordering::Relaxed));
+        Ok(Some(old).filter(|s| s.is_leaf()))
+    }
+
+    /// Zaps every leaf in `gfns` and unlinks every table wholly inside `gfns`, handing each
+    /// unlinked table to `retire` (children before parents). Returns whether a present leaf was
+    /// cleared (a TLB flush is needed).
+    pub fn zap(
+        &self,
+        _guard: &MmuWriteGuard<'_, H>,
+        gfns: GfnRange,
+        retire: &mut impl FnMut(NonNull<Table<H, F>>),
+    ) -> bool {
+        // SAFETY: the root lives as long as `self`.
+        self.zap_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, retire)
+    }
+
+    fn zap_table(
+        &self,
+        table: &Table<H, F>,
+        level: usize,
+        base: Gfn,
+        gfns: GfnRange,
+        retire: &mut impl FnMut(NonNull<Table<H, F>>),
+    ) -> bool {
+        let span = Self::span(level);
+        let mut flush = false;
+        for (i, entry) in table.entries.iter().enumerate() {
+            let start = base + i as u64 * span;
+            let Ok(covered) = GfnRange::new(start, start + span) else { continue };
+            if !covered.overlaps(&gfns) {
+                continue;
+            }
+            if level == 0 {
+                flush |= Spte(entry.swap(0, Ordering::Relaxed)).is_present();
+                continue;
+            }
+            let Some(child) = Spte(entry.load(Ordering::Relaxed)).table::<H, F>() else { continue };
+            // SAFETY: under mmu_lock for write nobody else unlinks or frees the child.
+            flush |= self.zap_table(unsafe { child.as_ref() }, level - 1, start, gfns, retire);
+            if gfns.start() <= covered.start() && covered.end() <= gfns.end() {
+                entry.store(0, Ordering::Relaxed);
+                flush = true;
+                retire(child);
+            }
+        }
+        flush
+    }
+
+    /// The fast path's update: if the leaf for `gfn` still holds `old`, replace it with `new`
+    /// (a cmpxchg, so an update under `mmu_lock` or a zap in between makes it fail).
+    pub fn compare_exchange(
+        &self,
+        _proof: &impl WalkProof,
+        gfn: Gfn,
+        old: Spte,
+        new: Spte,
+    ) -> Result<bool, Error> {
+        self.check_gfn(gfn)?;
+        let Some(entry) = self.leaf_entry(gfn) else { return Ok(false) };
+        Ok(entry.compare_exchange(old.0, new.0, Ordering::SeqCst, Ordering::Relaxed).is_ok())
+    }
+}
+
+impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Drop
+    for PageTable<H, A, LEVELS, F>
+{
+    fn drop(&mut self) {
+        fn free_subtree<H: Hal, A: PageAlloc<Table<H, F>>, const F: usize>(
+            alloc: &A,
+            page: NonNull<Table<H, F>>,
+            level: usize,
+        ) {
+            if level > 0 {
+                // SAFETY: `&mut self` in drop: no walker or updater remains.
+                for entry in unsafe { &page.as_ref().entries } {
+                    if let Some(child) = Spte(entry.load(Ordering::Relaxed)).table::<H, F>() {
+                        free_subtree(alloc, child, level - 1);
+                    }
+                }
+            }
+            // SAFETY: every linked page came from `alloc` and is freed once, here.
+            unsafe { alloc.free(page) }
+        }
+        free_subtree(&self.alloc, self.root, LEVELS - 1);
+    }
+}
+
+/// What a fault did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// A translation to this pfn was installed.
+    Installed(u64),
+    /// An invalidation raced with the fault, or the slot is being changed: retry.
+    Retry,
+}
+
+/// What the fast path did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastFault {
+    /// The access is already allowed.
+    Spurious,
+    /// The cmpxchg made the leaf writable.
+    Fixed,
+    /// Not fixable locklessly: take the slow path.
+    Slow,
+}
+
+/// A page table and the vCPUs that walk it: a complete secondary MMU.
+pub struct ReferenceMmu<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
+    hal: H,
+    table: PageTable<H, A, LEVELS, F>,
+    vcpus: &'v [Vcpu<H>],
+}
+
+impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
+    ReferenceMmu<'v, H, A, LEVELS, F>
+{
+    /// An empty MMU whose zaps wait for `vcpus`.
+    pub fn new(hal: H, alloc: A, vcpus: &'v [Vcpu<H>]) -> Result<Self, Error> {
+        Ok(ReferenceMmu { hal, table: PageTable::new(alloc)?, vcpus })
+    }
+
+    /// The page table.
+    pub fn table(&self) -> &PageTable<H, A, LEVELS, F> {
+        &self.table
+    }
+
+    /// The vCPUs.
+    pub fn vcpus(&self) -> &'v [Vcpu<H>] {
+        self.vcpus
+    }
+
+    /// The full fault path (spec §3.3, F0–F14): memslot lookup under SRCU, seq snapshot,
+    /// lockless pre-check, pfn resolution through `resolve` (the host page walk), second
+    /// pre-check, then under `mmu_lock` the locked re-check and the install.
+    pub fn fault<const N: usize>(
+        &self,
+        vm: &Vm<H, N>,
+        gfn: Gfn,
+        writable: bool,
+        resolve: impl FnOnce(Hva) -> Result<u64, Error>,
+    ) -> Result<FaultOutcome, Error> {
+        let slots = vm.memslots().read();
+        let slot = slots.find(gfn).ok_or(Error::NoMapping)?;
+        if slot.is_invalid() {
+            return Ok(FaultOutcome::Retry);
+        }
+        let hva = slot.gfn_to_hva(gfn).ok_or(Error::NoMapping)?;
+        let inv = vm.invalidation();
+        let snap = inv.snapshot();
+        if inv.retry_gfn_unsafe(&snap, gfn)? {
+            return Ok(FaultOutcome::Retry);
+        }
+        let pfn = resolve(hva)?;
+        if inv.retry_gfn_unsafe(&snap, gfn)? {
+            return Ok(FaultOutcome::Retry);
+        }
+        let spte = Spte::leaf(pfn, writable, writable)?;
+        let guard = inv.mmu_lock().write();
+        if self.hal.keeps(Rule::FaultRetriesUnderLock) && inv.retry_gfn(&guard, &snap, gfn)? {
+            return Ok(FaultOutcome::Retry);
+        }
+        self.table.map(&guard, gfn, spte)?;
+        Ok(FaultOutcome::Installed(pfn))
+    }
+
+    /// `fast_page_fault`: inside a lockless walk, make a present, MMU-writable leaf writable
+    /// with a cmpxchg (at most four tries). Needs no seq check: it only changes present
+    /// entries, and a zap in between makes the cmpxchg fail.
+    pub fn fast_fault(&self, walk: &LocklessWalk<'_, H>, gfn: Gfn) -> Result<FastFault, Error> {
+        for _ in 0..4 {
+            let Some(spte) = self.table.walk(walk, gfn)? else { return Ok(FastFault::Slow) };
+            if spte.is_writable() {
+                return Ok(FastFault::Spurious);
+            }
+            if spte.0 & Spte::MMU_WRITABLE == 0 {
+                return Ok(FastFault::Slow);
+            }
+            let new = Spte(spte.0 | Spte::WRITABLE);
+            if self.table.compare_exchange(walk, gfn, spte, new)? {
+                return Ok(FastFault::Fixed);
+            }
+        }
+        Ok(FastFault::Slow)
+    }
+
+    /// Zaps `gfns` and frees unlinked tables the IPI way (`kvm_mmu_commit_zap_page`): each
+    /// batch of tables is freed after [`flush_remote_tlbs`] has waited for every vCPU in a
+    /// lockless walk or in the guest. Returns whether a leaf was cleared (the caller still owes
+    /// a TLB flush for leaves).
+    pub fn zap_ipi(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange) -> bool {
+        let mut batch = ZapList::<Table<H, F>, 32>::new();
+        let flush = self.table.zap(guard, gfns, &mut |page| {
+            // SAFETY: `zap` unlinked `page` under mmu_lock, it came from the table's allocator
+            // and is retired once; the batch is committed with this MMU's allocator and all of
+            // its vCPUs.
+            if let Err(ZapListFull(page)) = unsafe { batch.push(page) } {
+                core::mem::take(&mut batch).commit(&self.hal, self.vcpus, self.table.allocator());
+                // SAFETY: as above; the fresh batch has room.
+                let pushed = unsafe { batch.push(page) };
+                debug_assert!(pushed.is_ok());
+            }
+        });
+        batch.commit(&self.hal, self.vcpus, self.table.allocator());
+        flush
+    }
+
+    /// Zaps `gfns` and frees unlinked tables the epoch way: unlink while pinned, flush remote
+    /// TLBs, defer the frees, unpin (flush before unpin; see [`crate::epoch`]). Returns the
+    /// number of tables deferred.
+    pub fn zap_epoch(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange, handle: &ReclaimHandle) -> usize
+    where
+        A: Clone + Send + 'static,
+        Table<H, F>: Send,
+    {
+        // SAFETY: `zap` hands over each table once, right after unlinking it under mmu_lock;
+        // all came from the table's allocator; software walkers of this MMU pin the same
+        // reclaimer (the caller's contract for EpochWalk proofs) and hardware walkers are this
+        // MMU's vCPUs, which the flush waits for.
+        unsafe {
+            handle.zap(
+                &self.hal,
+                self.table.allocator(),
+                |retired| {
+                    self.table.zap(guard, gfns, &mut |page| retired.push(page));
+                },
+                || {
+                    flush_remote_tlbs(&self.hal, self.vcpus);
+                },
+            )
+        }
+    }
+}
+
+impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> SecondaryMmu<H>
+    for ReferenceMmu<'_, H, A, LEVELS, F>
+{
+    fn unmap_gfn_range(&self, guard: &MmuWriteGuard<'_, H>, _slot: &Memslot, gfns: GfnRange) -> bool {
+        self.zap_ipi(guard, gfns)
+    }
+
+    fn flush_remote_tlbs(&self) {
+        flush_remote_tlbs(&self.hal, self.vcpus);
+    }
+}
+
+#[cfg(all(test, feature = "std", target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::hal::std::StdHal;
+    use crate::memslot::SlotChange;
+
+    type Mmu<'v> = ReferenceMmu<'v, StdHal, BoxAlloc, 3, 4>;
+
+    #[test]
+    fn map_walk_zap() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let g = lock.write();
+        assert_eq!(mmu.table().capacity(), 64);
+        assert_eq!(mmu.table().map(&g, 64, Spte::leaf(1, false, false).unwrap()), Err(Error::RangeOverflow));
+        for gfn in 0..64 {
+            mmu.table().map(&g, gfn, Spte::leaf(gfn + 100, false, true).unwrap()).unwrap();
+        }
+        assert_eq!(mmu.table().walk(&g, 17).unwrap().and_then(Spte::pfn), Some(117));
+        assert!(mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()));
+        assert_eq!(mmu.table().walk(&g, 17).unwrap(), None);
+        assert_eq!(mmu.table().walk(&g, 32).unwrap().and_then(Spte::pfn), Some(132));
+        assert!(!mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()), "nothing left to flush");
+    }
+
+    #[test]
+    fn fault_retries_while_an_invalidation_covers_the_gfn() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 64, 0x10_0000).unwrap())).unwrap();
+        let host = |hva: Hva| Ok(hva >> 12);
+        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Installed(0x103)));
+        let open =
+            vm.invalidate_range_start(&mmu, crate::HvaRange::new(0x10_3000, 0x10_4000).unwrap()).unwrap();
+        {
+            let g = vm.invalidation().mmu_lock().read();
+            assert_eq!(mmu.table().walk(&g, 3).unwrap(), None, "start zapped the SPTE (I1.6)");
+        }
+        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Retry));
+        assert_eq!(mmu.fault(&vm, 4, true, host), Ok(FaultOutcome::Installed(0x104)), "outside the range");
+        drop(open);
+        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Installed(0x103)));
+        assert_eq!(mmu.fault(&vm, 99, true, host), Err(Error::NoMapping));
+    }
+
+    #[test]
+    fn fast_fault_sets_the_writable_bit_only_on_mmu_writable_leaves() {
+        let cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        vcpus[0].load(cpu.cpu()).unwrap();
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        {
+            let g = lock.write();
+            mmu.table().map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
+            mmu.table().map(&g, 2, Spte::leaf(6, false, false).unwrap()).unwrap();
+        }
+        let walk = vcpus[0].walk_lockless_begin().unwrap();
+        assert_eq!(mmu.fast_fault(&walk, 1), Ok(FastFault::Fixed));
+        assert_eq!(mmu.fast_fault(&walk, 1), Ok(FastFault::Spurious));
+        assert_eq!(mmu.fast_fault(&walk, 2), Ok(FastFault::Slow));
+        assert_eq!(mmu.fast_fault(&walk, 3), Ok(FastFault::Slow));
+    }
+
+    #[test]
+    fn epoch_zap_defers_tables() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let reclaimer = crate::epoch::EpochReclaimer::new();
+        let handle = reclaimer.register();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let g = lock.write();
+        for gfn in 0..16 {
+            mmu.table().map(&g, gfn, Spte::leaf(gfn, true, true).unwrap()).unwrap();
+        }
+        assert_eq!(mmu.zap_epoch(&g, GfnRange::new(0, 16).unwrap(), &handle), 5, "4 leaf tables + 1 middle");
+        let walk = handle.walk_begin();
+        assert_eq!(mmu.table().walk(&walk, 3).unwrap(), None);
+    }
+}
