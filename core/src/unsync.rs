@@ -742,28 +742,7 @@ mod tests {
     use std::sync::Arc;
     use std::vec::Vec;
 
-    /// The std backend with one rule broken: a mutant, to show that a test can fail.
-    #[derive(Clone, Copy)]
-    struct Breaks(Rule);
-
-    // SAFETY: delegates everything to StdHal except `keeps`, which breaks one rule: this is a
-    // model backend told to break that rule, which the contract allows.
-    unsafe impl Hal for Breaks {
-        type AtomicU64 = <StdHal as Hal>::AtomicU64;
-        type AtomicUsize = <StdHal as Hal>::AtomicUsize;
-        type AtomicBool = <StdHal as Hal>::AtomicBool;
-        type RawRwLock = <StdHal as Hal>::RawRwLock;
-        type RawMutex = <StdHal as Hal>::RawMutex;
-        fn fence(&self, kind: FenceKind) {
-            StdHal.fence(kind)
-        }
-        fn keeps(&self, rule: Rule) -> bool {
-            rule != self.0
-        }
-        fn spin_hint(&self) {
-            StdHal.spin_hint()
-        }
-    }
+    use crate::hal::std::mutant::Breaks;
 
     /// root (level 3, gfn 100) -> a (slot 1, level 2), b (slot 2, level 2);
     /// a -> a0 (slot 0, gfn 200), a5 (slot 5, gfn 201); b -> b300 (slot 300, gfn 202).
