@@ -28,20 +28,32 @@ use core::ptr::NonNull;
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
 /// The epoch domain of one VM's page tables.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EpochReclaimer {
     collector: Collector,
+    id: u64,
+}
+
+impl Default for EpochReclaimer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl EpochReclaimer {
     /// A new domain.
     pub fn new() -> Self {
-        EpochReclaimer { collector: Collector::new() }
+        EpochReclaimer { collector: Collector::new(), id: crate::invalidation::next_id() }
+    }
+
+    /// A unique id of this domain (its handles and walks carry it).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Registers the calling thread (a vCPU, a zapper) with the domain.
     pub fn register(&self) -> ReclaimHandle {
-        ReclaimHandle { local: self.collector.register() }
+        ReclaimHandle { local: self.collector.register(), domain: self.id }
     }
 }
 
@@ -49,6 +61,7 @@ impl EpochReclaimer {
 #[derive(Debug)]
 pub struct ReclaimHandle {
     local: LocalHandle,
+    domain: u64,
 }
 
 /// A lockless walk protected by a pinned epoch (`kvm_tdp_mmu_walk_lockless_begin`). Table
@@ -56,12 +69,25 @@ pub struct ReclaimHandle {
 #[must_use = "the walk ends when the guard drops"]
 pub struct EpochWalk {
     _guard: Guard,
+    domain: u64,
+}
+
+impl EpochWalk {
+    /// The id of the [`EpochReclaimer`] this walk pins.
+    pub fn domain(&self) -> u64 {
+        self.domain
+    }
 }
 
 impl ReclaimHandle {
     /// Begins a lockless walk (`rcu_read_lock`).
     pub fn walk_begin(&self) -> EpochWalk {
-        EpochWalk { _guard: self.local.pin() }
+        EpochWalk { _guard: self.local.pin(), domain: self.domain }
+    }
+
+    /// The id of the [`EpochReclaimer`] this handle belongs to.
+    pub fn domain(&self) -> u64 {
+        self.domain
     }
 
     /// Unlinks table pages and frees them safely, the TDP MMU's way:

@@ -34,9 +34,21 @@ use crate::rule::Rule;
 /// (ranges end at or below [`crate::range::MAX_GFN`]).
 pub(crate) const NO_RANGE: u64 = u64::MAX;
 
+/// A process-wide unique id for objects that hand out tokens ([`Invalidation`]'s snapshots,
+/// epoch domains), so a token is never mistaken for another object's (an address could be
+/// reused, or the object moved). Bookkeeping only: no protocol ordering depends on it, so it
+/// is a plain `core` atomic, not a HAL one.
+pub(crate) fn next_id() -> u64 {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The invalidation state of one VM, with its `mmu_lock`.
 pub struct Invalidation<H: Hal> {
     pub(crate) hal: H,
+    /// Unique per object: [`FaultSnapshot`](crate::retry::FaultSnapshot)s carry it.
+    pub(crate) id: u64,
     mmu_lock: MmuLock<H>,
     pub(crate) seq: H::AtomicU64,
     pub(crate) in_progress: H::AtomicU64,
@@ -49,6 +61,7 @@ impl<H: Hal> Invalidation<H> {
     pub fn new(hal: H) -> Self {
         Invalidation {
             hal,
+            id: next_id(),
             mmu_lock: MmuLock::new(),
             seq: H::AtomicU64::new(0),
             in_progress: H::AtomicU64::new(0),
@@ -175,12 +188,22 @@ impl<H: Hal> OpenInvalidation<'_, H> {
     }
 }
 
+impl<H: Hal> OpenInvalidation<'_, H> {
+    /// Ends the invalidation now, reporting an error that dropping the guard would swallow.
+    /// Fails with [`Error::Unbalanced`] only if a raw [`Invalidation::end`] already consumed
+    /// this guard's count (a caller bug elsewhere).
+    pub fn end(self) -> Result<(), Error> {
+        let this = core::mem::ManuallyDrop::new(self);
+        let guard = this.inv.mmu_lock.write();
+        this.inv.end(&guard)
+    }
+}
+
 impl<H: Hal> Drop for OpenInvalidation<'_, H> {
+    /// Ends the invalidation; an error (see [`OpenInvalidation::end`]) is dropped.
     fn drop(&mut self) {
         let guard = self.inv.mmu_lock.write();
-        // Cannot fail: this guard's `begin` raised the count and only guards lower it.
-        let ended = self.inv.end(&guard);
-        debug_assert_eq!(ended, Ok(()));
+        let _ = self.inv.end(&guard);
     }
 }
 

@@ -13,14 +13,20 @@
 //!   ([`ReferenceMmu::fast_fault`], a cmpxchg on a present SPTE), and zaps that free table
 //!   pages either way ([`ReferenceMmu::zap_ipi`], [`ReferenceMmu::zap_epoch`]).
 //!
+//! Misuse is refused, not trusted: a page table belongs to one `mmu_lock` (the first whose
+//! guard touches it; guards of any other lock get [`Error::Foreign`]), and a lockless walk
+//! counts only if [`ReferenceMmu`] waits for it (a walk on one of its vCPUs, a pin of its own
+//! epoch domain), so safe code cannot make a zap free a table under a walk it does not wait
+//! for.
+//!
 //! Links to child tables are stored with release and read with acquire: the child's entries
 //! are initialized before the link is published. (LKMM gets this from the address dependency,
 //! as `rcu_dereference` does; C11 has no dependency ordering, so acquire it is.)
 
-use crate::epoch::{EpochWalk, ReclaimHandle};
+use crate::epoch::{EpochReclaimer, EpochWalk, ReclaimHandle};
 use crate::error::Error;
 use crate::hal::{Atomic, Cpus, Hal, Ordering, PageAlloc};
-use crate::lock::{MmuReadGuard, MmuWriteGuard};
+use crate::lock::{MmuLocked, MmuReadGuard, MmuWriteGuard};
 use crate::memslot::Memslot;
 use crate::notifier::{SecondaryMmu, Vm};
 use crate::range::{Gfn, GfnRange, Hva};
@@ -29,6 +35,7 @@ use crate::vcpu::{flush_remote_tlbs, Vcpu};
 use crate::walk::{LocklessWalk, ZapList, ZapListFull};
 use alloc::boxed::Box;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering as BookkeepingOrdering};
 
 /// A secondary-MMU page-table entry.
 ///
@@ -140,23 +147,63 @@ mod sealed {
 }
 
 /// Evidence that table pages reached during a walk stay allocated: a lockless walk of either
-/// scheme, or `mmu_lock`. The walk must belong to a vCPU (or reclaim handle) that the page
-/// table's zaps wait for: [`ReferenceMmu`] waits for its own vCPUs and epoch domain.
-pub trait WalkProof: sealed::Sealed {}
+/// scheme, or `mmu_lock`. [`ReferenceMmu::walk`] checks that the evidence is about *this*
+/// MMU: a walk on one of its vCPUs, a pin of its epoch domain, or its `mmu_lock`.
+pub trait WalkProof<H: Cpus>: sealed::Sealed {
+    /// Whether the MMU's reclamation waits for this walk.
+    #[doc(hidden)]
+    fn covers(&self, vcpus: &[Vcpu<H>], reclaimer: u64, lock: &LockBinding) -> bool;
+}
 
 impl<H: Cpus> sealed::Sealed for LocklessWalk<'_, H> {}
-impl<H: Cpus> WalkProof for LocklessWalk<'_, H> {}
+impl<H: Cpus> WalkProof<H> for LocklessWalk<'_, H> {
+    fn covers(&self, vcpus: &[Vcpu<H>], _: u64, _: &LockBinding) -> bool {
+        vcpus.iter().any(|v| core::ptr::eq(v, self.vcpu()))
+    }
+}
 impl sealed::Sealed for EpochWalk {}
-impl WalkProof for EpochWalk {}
+impl<H: Cpus> WalkProof<H> for EpochWalk {
+    fn covers(&self, _: &[Vcpu<H>], reclaimer: u64, _: &LockBinding) -> bool {
+        self.domain() == reclaimer
+    }
+}
 impl<H: Hal> sealed::Sealed for MmuReadGuard<'_, H> {}
-impl<H: Hal> WalkProof for MmuReadGuard<'_, H> {}
+impl<H: Cpus> WalkProof<H> for MmuReadGuard<'_, H> {
+    fn covers(&self, _: &[Vcpu<H>], _: u64, lock: &LockBinding) -> bool {
+        lock.check(self).is_ok()
+    }
+}
 impl<H: Hal> sealed::Sealed for MmuWriteGuard<'_, H> {}
-impl<H: Hal> WalkProof for MmuWriteGuard<'_, H> {}
+impl<H: Cpus> WalkProof<H> for MmuWriteGuard<'_, H> {
+    fn covers(&self, _: &[Vcpu<H>], _: u64, lock: &LockBinding) -> bool {
+        lock.check(self).is_ok()
+    }
+}
+
+/// The `mmu_lock` a page table belongs to: the first whose guard touches it.
+///
+/// Identity is the lock's address. Two live locks never share one, so guards of another live
+/// lock are always refused. Bookkeeping only, hence a plain `core` atomic.
+#[derive(Debug, Default)]
+#[doc(hidden)]
+pub struct LockBinding(AtomicUsize);
+
+impl LockBinding {
+    fn check(&self, guard: &impl MmuLocked) -> Result<(), Error> {
+        let id = guard.lock_id() as usize;
+        match self.0.compare_exchange(0, id, BookkeepingOrdering::Relaxed, BookkeepingOrdering::Relaxed) {
+            Ok(_) => Ok(()),
+            Err(bound) if bound == id => Ok(()),
+            Err(_) => Err(Error::Foreign),
+        }
+    }
+}
 
 /// A page table of `LEVELS` levels of `F` entries: it maps gfns `0..F^LEVELS`.
 pub struct PageTable<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
     alloc: A,
     root: NonNull<Table<H, F>>,
+    lock: LockBinding,
 }
 
 // SAFETY: the table owns its pages; they are shared between threads only through atomics
@@ -174,8 +221,10 @@ unsafe impl<H: Hal, A: PageAlloc<Table<H, F>> + Sync, const L: usize, const F: u
 }
 
 impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> PageTable<H, A, LEVELS, F> {
-    const SHAPE_OK: () =
-        assert!(F.is_power_of_two() && F >= 2 && LEVELS >= 1, "F must be a power of two >= 2");
+    const SHAPE_OK: () = assert!(
+        F.is_power_of_two() && F >= 2 && LEVELS >= 1 && F.trailing_zeros() as usize * LEVELS <= 40,
+        "F must be a power of two >= 2, and F^LEVELS at most MAX_GFN (2^40)"
+    );
     const BITS: u32 = F.trailing_zeros();
 
     /// An empty table (just the root).
@@ -183,12 +232,12 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         #[allow(clippy::let_unit_value)]
         let () = Self::SHAPE_OK;
         let root = alloc.alloc(Table::empty()).map_err(|_| Error::OutOfMemory)?;
-        Ok(PageTable { alloc, root })
+        Ok(PageTable { alloc, root, lock: LockBinding::default() })
     }
 
-    /// The gfns this table can map: `0..F^LEVELS`.
+    /// The gfns this table can map: `0..F^LEVELS` (at most [`crate::range::MAX_GFN`]).
     pub fn capacity(&self) -> u64 {
-        (F as u64).checked_pow(LEVELS as u32).unwrap_or(u64::MAX)
+        1 << (Self::BITS as usize * LEVELS)
     }
 
     /// The allocator.
@@ -212,9 +261,15 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         }
     }
 
-    /// Reads the leaf entry for `gfn` without `mmu_lock` (`for_each_shadow_entry_lockless`).
-    /// `None`: no present leaf.
-    pub fn walk(&self, _proof: &impl WalkProof, gfn: Gfn) -> Result<Option<Spte>, Error> {
+    /// Reads the leaf entry for `gfn` under `mmu_lock` (either mode). `None`: no present leaf.
+    /// Lockless walks go through [`ReferenceMmu::walk`], which knows who its zaps wait for.
+    pub fn walk(&self, guard: &impl MmuLocked, gfn: Gfn) -> Result<Option<Spte>, Error> {
+        self.lock.check(guard)?;
+        self.walk_unchecked(gfn)
+    }
+
+    /// The walk itself; the caller has checked that the pages it reaches stay allocated.
+    fn walk_unchecked(&self, gfn: Gfn) -> Result<Option<Spte>, Error> {
         self.check_gfn(gfn)?;
         Ok(self.leaf_entry(gfn).map(|e| Spte(e.load(Ordering::Relaxed))).filter(|s| s.is_leaf()))
     }
@@ -235,7 +290,8 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
 
     /// Installs `spte` for `gfn` under `mmu_lock`, allocating tables on the way. Returns the
     /// previous leaf, if any.
-    pub fn map(&self, _guard: &MmuWriteGuard<'_, H>, gfn: Gfn, spte: Spte) -> Result<Option<Spte>, Error> {
+    pub fn map(&self, guard: &MmuWriteGuard<'_, H>, gfn: Gfn, spte: Spte) -> Result<Option<Spte>, Error> {
+        self.lock.check(guard)?;
         self.check_gfn(gfn)?;
         // SAFETY: the root lives as long as `self`.
         let mut table = unsafe { self.root.as_ref() };
@@ -260,16 +316,17 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     }
 
     /// Zaps every leaf in `gfns` and unlinks every table wholly inside `gfns`, handing each
-    /// unlinked table to `retire` (children before parents). Returns whether a present leaf was
-    /// cleared (a TLB flush is needed).
+    /// unlinked table to `retire` (children before parents). Returns whether an entry was
+    /// cleared (a present leaf or a table link: a TLB flush is needed).
     pub fn zap(
         &self,
-        _guard: &MmuWriteGuard<'_, H>,
+        guard: &MmuWriteGuard<'_, H>,
         gfns: GfnRange,
         retire: &mut impl FnMut(NonNull<Table<H, F>>),
-    ) -> bool {
+    ) -> Result<bool, Error> {
+        self.lock.check(guard)?;
         // SAFETY: the root lives as long as `self`.
-        self.zap_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, retire)
+        Ok(self.zap_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, retire))
     }
 
     fn zap_table(
@@ -283,9 +340,9 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         let span = Self::span(level);
         let mut flush = false;
         for (i, entry) in table.entries.iter().enumerate() {
-            let start = base + i as u64 * span;
-            let Ok(covered) = GfnRange::new(start, start + span) else { continue };
-            if !covered.overlaps(&gfns) {
+            // No overflow: the whole table spans at most 2^40 gfns (SHAPE_OK).
+            let (start, end) = (base + i as u64 * span, base + (i as u64 + 1) * span);
+            if end <= gfns.start() || gfns.end() <= start {
                 continue;
             }
             if level == 0 {
@@ -295,7 +352,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
             let Some(child) = Spte(entry.load(Ordering::Relaxed)).table::<H, F>() else { continue };
             // SAFETY: under mmu_lock for write nobody else unlinks or frees the child.
             flush |= self.zap_table(unsafe { child.as_ref() }, level - 1, start, gfns, retire);
-            if gfns.start() <= covered.start() && covered.end() <= gfns.end() {
+            if gfns.start() <= start && end <= gfns.end() {
                 entry.store(0, Ordering::Relaxed);
                 flush = true;
                 retire(child);
@@ -305,14 +362,9 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     }
 
     /// The fast path's update: if the leaf for `gfn` still holds `old`, replace it with `new`
-    /// (a cmpxchg, so an update under `mmu_lock` or a zap in between makes it fail).
-    pub fn compare_exchange(
-        &self,
-        _proof: &impl WalkProof,
-        gfn: Gfn,
-        old: Spte,
-        new: Spte,
-    ) -> Result<bool, Error> {
+    /// (a cmpxchg, so an update under `mmu_lock` or a zap in between makes it fail). The caller
+    /// has checked that the pages it reaches stay allocated.
+    fn compare_exchange_unchecked(&self, gfn: Gfn, old: Spte, new: Spte) -> Result<bool, Error> {
         self.check_gfn(gfn)?;
         let Some(entry) = self.leaf_entry(gfn) else { return Ok(false) };
         Ok(entry.compare_exchange(old.0, new.0, Ordering::SeqCst, Ordering::Relaxed).is_ok())
@@ -368,14 +420,38 @@ pub struct ReferenceMmu<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: us
     hal: H,
     table: PageTable<H, A, LEVELS, F>,
     vcpus: &'v [Vcpu<H>],
+    reclaimer: EpochReclaimer,
 }
 
 impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
     ReferenceMmu<'v, H, A, LEVELS, F>
 {
-    /// An empty MMU whose zaps wait for `vcpus`.
+    /// An empty MMU whose zaps wait for `vcpus` (and, for epoch zaps, for pins of its own
+    /// [`reclaimer`](Self::reclaimer)).
     pub fn new(hal: H, alloc: A, vcpus: &'v [Vcpu<H>]) -> Result<Self, Error> {
-        Ok(ReferenceMmu { hal, table: PageTable::new(alloc)?, vcpus })
+        Ok(ReferenceMmu { hal, table: PageTable::new(alloc)?, vcpus, reclaimer: EpochReclaimer::new() })
+    }
+
+    /// The epoch domain of this MMU's tables: register each thread that walks or zaps the
+    /// epoch way with it.
+    pub fn reclaimer(&self) -> &EpochReclaimer {
+        &self.reclaimer
+    }
+
+    /// Reads the leaf entry for `gfn` (`for_each_shadow_entry_lockless`). `proof` must be a
+    /// lockless walk on one of this MMU's vCPUs, a pin of its reclaimer, or its `mmu_lock`;
+    /// anything else gets [`Error::Foreign`]. `None`: no present leaf.
+    pub fn walk(&self, proof: &impl WalkProof<H>, gfn: Gfn) -> Result<Option<Spte>, Error> {
+        self.check_proof(proof)?;
+        self.table.walk_unchecked(gfn)
+    }
+
+    fn check_proof(&self, proof: &impl WalkProof<H>) -> Result<(), Error> {
+        if proof.covers(self.vcpus, self.reclaimer.id(), &self.table.lock) {
+            Ok(())
+        } else {
+            Err(Error::Foreign)
+        }
     }
 
     /// The page table.
@@ -426,8 +502,9 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// with a cmpxchg (at most four tries). Needs no seq check: it only changes present
     /// entries, and a zap in between makes the cmpxchg fail.
     pub fn fast_fault(&self, walk: &LocklessWalk<'_, H>, gfn: Gfn) -> Result<FastFault, Error> {
+        self.check_proof(walk)?;
         for _ in 0..4 {
-            let Some(spte) = self.table.walk(walk, gfn)? else { return Ok(FastFault::Slow) };
+            let Some(spte) = self.table.walk_unchecked(gfn)? else { return Ok(FastFault::Slow) };
             if spte.is_writable() {
                 return Ok(FastFault::Spurious);
             }
@@ -435,7 +512,7 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
                 return Ok(FastFault::Slow);
             }
             let new = Spte(spte.0 | Spte::WRITABLE);
-            if self.table.compare_exchange(walk, gfn, spte, new)? {
+            if self.table.compare_exchange_unchecked(gfn, spte, new)? {
                 return Ok(FastFault::Fixed);
             }
         }
@@ -444,9 +521,9 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
 
     /// Zaps `gfns` and frees unlinked tables the IPI way (`kvm_mmu_commit_zap_page`): each
     /// batch of tables is freed after [`flush_remote_tlbs`] has waited for every vCPU in a
-    /// lockless walk or in the guest. Returns whether a leaf was cleared (the caller still owes
-    /// a TLB flush for leaves).
-    pub fn zap_ipi(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange) -> bool {
+    /// lockless walk or in the guest. Returns whether an entry was cleared (the caller still
+    /// owes a TLB flush for leaves), or [`Error::Foreign`] for another lock's guard.
+    pub fn zap_ipi(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange) -> Result<bool, Error> {
         let mut batch = ZapList::<Table<H, F>, 32>::new();
         let flush = self.table.zap(guard, gfns, &mut |page| {
             // SAFETY: `zap` unlinked `page` under mmu_lock, it came from the table's allocator
@@ -458,43 +535,62 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
                 let pushed = unsafe { batch.push(page) };
                 debug_assert!(pushed.is_ok());
             }
-        });
+        })?;
         batch.commit(&self.hal, self.vcpus, self.table.allocator());
-        flush
+        Ok(flush)
     }
 
     /// Zaps `gfns` and frees unlinked tables the epoch way: unlink while pinned, flush remote
     /// TLBs, defer the frees, unpin (flush before unpin; see [`crate::epoch`]). Returns the
-    /// number of tables deferred.
-    pub fn zap_epoch(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange, handle: &ReclaimHandle) -> usize
+    /// number of tables deferred, or [`Error::Foreign`] for another lock's guard or a handle of
+    /// another reclaimer.
+    pub fn zap_epoch(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        gfns: GfnRange,
+        handle: &ReclaimHandle,
+    ) -> Result<usize, Error>
     where
         A: Clone + Send + 'static,
         Table<H, F>: Send,
     {
+        if handle.domain() != self.reclaimer.id() {
+            return Err(Error::Foreign);
+        }
+        self.table.lock.check(guard)?;
         // SAFETY: `zap` hands over each table once, right after unlinking it under mmu_lock;
-        // all came from the table's allocator; software walkers of this MMU pin the same
-        // reclaimer (the caller's contract for EpochWalk proofs) and hardware walkers are this
-        // MMU's vCPUs, which the flush waits for.
-        unsafe {
+        // all came from the table's allocator; lockless software walkers of this MMU are
+        // checked (`walk`) to pin this same reclaimer, and hardware walkers are this MMU's
+        // vCPUs, which the flush waits for.
+        Ok(unsafe {
             handle.zap(
                 &self.hal,
                 self.table.allocator(),
                 |retired| {
-                    self.table.zap(guard, gfns, &mut |page| retired.push(page));
+                    // Cannot fail: the guard was checked above.
+                    let _ = self.table.zap(guard, gfns, &mut |page| retired.push(page));
                 },
                 || {
                     flush_remote_tlbs(&self.hal, self.vcpus);
                 },
             )
-        }
+        })
     }
 }
 
 impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> SecondaryMmu<H>
     for ReferenceMmu<'_, H, A, LEVELS, F>
 {
+    /// # Panics
+    ///
+    /// If this MMU's tables belong to another `mmu_lock` than the notifier's VM (one MMU used
+    /// with two VMs): the trait has no error path, and zapping nothing would be a silent wrong
+    /// answer.
     fn unmap_gfn_range(&self, guard: &MmuWriteGuard<'_, H>, _slot: &Memslot, gfns: GfnRange) -> bool {
-        self.zap_ipi(guard, gfns)
+        match self.zap_ipi(guard, gfns) {
+            Ok(flush) => flush,
+            Err(e) => panic!("ReferenceMmu used with another VM's mmu_lock: {e}"),
+        }
     }
 
     fn flush_remote_tlbs(&self) {
@@ -523,10 +619,14 @@ mod tests {
             mmu.table().map(&g, gfn, Spte::leaf(gfn + 100, false, true).unwrap()).unwrap();
         }
         assert_eq!(mmu.table().walk(&g, 17).unwrap().and_then(Spte::pfn), Some(117));
-        assert!(mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()));
+        assert_eq!(mmu.walk(&g, 17).unwrap().and_then(Spte::pfn), Some(117));
+        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()), Ok(true));
         assert_eq!(mmu.table().walk(&g, 17).unwrap(), None);
         assert_eq!(mmu.table().walk(&g, 32).unwrap().and_then(Spte::pfn), Some(132));
-        assert!(!mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()), "nothing left to flush");
+        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()), Ok(false), "nothing left to flush");
+        let other = crate::lock::MmuLock::<StdHal>::new();
+        assert_eq!(mmu.table().walk(&other.read(), 17), Err(Error::Foreign));
+        assert_eq!(mmu.zap_ipi(&other.write(), GfnRange::new(0, 64).unwrap()), Err(Error::Foreign));
     }
 
     #[test]
@@ -575,15 +675,24 @@ mod tests {
         let _cpu = StdHal::register_cpu().unwrap();
         let vcpus = [Vcpu::new(StdHal)];
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
-        let reclaimer = crate::epoch::EpochReclaimer::new();
-        let handle = reclaimer.register();
+        let handle = mmu.reclaimer().register();
+        let stranger = crate::epoch::EpochReclaimer::new().register();
         let lock = crate::lock::MmuLock::<StdHal>::new();
         let g = lock.write();
         for gfn in 0..16 {
             mmu.table().map(&g, gfn, Spte::leaf(gfn, true, true).unwrap()).unwrap();
         }
-        assert_eq!(mmu.zap_epoch(&g, GfnRange::new(0, 16).unwrap(), &handle), 5, "4 leaf tables + 1 middle");
-        let walk = handle.walk_begin();
-        assert_eq!(mmu.table().walk(&walk, 3).unwrap(), None);
+        assert_eq!(mmu.zap_epoch(&g, GfnRange::new(0, 16).unwrap(), &stranger), Err(Error::Foreign));
+        assert_eq!(
+            mmu.zap_epoch(&g, GfnRange::new(0, 16).unwrap(), &handle),
+            Ok(5),
+            "4 leaf tables + 1 middle"
+        );
+        assert_eq!(mmu.walk(&handle.walk_begin(), 3), Ok(None));
+        assert_eq!(
+            mmu.walk(&stranger.walk_begin(), 3),
+            Err(Error::Foreign),
+            "a pin the zaps do not wait for"
+        );
     }
 }

@@ -132,8 +132,14 @@ impl<H: Hal, const N: usize> Vm<H, N> {
         Ok(())
     }
 
-    /// E1–E2 without a guard: the other half of [`start`](Self::start).
+    /// E1–E2 without a guard: the other half of [`start`](Self::start). Fails with
+    /// [`Error::Unbalanced`], changing nothing, when no invalidation is active.
     pub fn end(&self, hvas: HvaRange) -> Result<(), Error> {
+        // E2 would refuse below: refuse before E1 changes `seq` and `in_progress`. (Only a
+        // concurrent unbalanced `end` can lower the count between this check and E2.)
+        if self.active.count_unlocked() == 0 {
+            return Err(Error::Unbalanced);
+        }
         {
             let slots = self.memslots.read();
             let hit = slots.overlapping(hvas).any(|s| s.gfns_of(&hvas).is_some());
@@ -177,12 +183,25 @@ impl<H: Hal, M: SecondaryMmu<H>, const N: usize> InvalidateRange<'_, H, M, N> {
     }
 }
 
+impl<H: Hal, M: SecondaryMmu<H>, const N: usize> InvalidateRange<'_, H, M, N> {
+    /// Ends the invalidation now (`invalidate_range_end`), reporting an error that dropping
+    /// the guard would swallow.
+    ///
+    /// With guards alone this cannot fail: memslot swaps wait while the pair is active, so
+    /// `end` sees the layout `start` saw, and the count the guard raised is still held. It fails
+    /// with [`Error::Unbalanced`] only if a raw [`Vm::end`] consumed this guard's count (a
+    /// caller bug elsewhere).
+    pub fn end(self) -> Result<(), Error> {
+        let this = core::mem::ManuallyDrop::new(self);
+        this.vm.end(this.hvas)
+    }
+}
+
 impl<H: Hal, M: SecondaryMmu<H>, const N: usize> Drop for InvalidateRange<'_, H, M, N> {
+    /// Ends the invalidation. An error (see [`InvalidateRange::end`]) cannot be returned from
+    /// here and is dropped; call `end` to see it.
     fn drop(&mut self) {
-        // Cannot fail: memslot swaps wait while this pair is active, so `end` sees the layout
-        // `start` saw, and the count this guard raised is still held.
-        let ended = self.vm.end(self.hvas);
-        debug_assert_eq!(ended, Ok(()));
+        let _ = self.vm.end(self.hvas);
     }
 }
 

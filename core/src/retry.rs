@@ -36,7 +36,7 @@ use crate::rule::Rule;
 #[must_use = "a snapshot is useless unless checked before installing the translation"]
 pub struct FaultSnapshot {
     seq: u64,
-    owner: usize,
+    owner: u64,
 }
 
 impl FaultSnapshot {
@@ -47,12 +47,8 @@ impl FaultSnapshot {
 }
 
 impl<H: Hal> Invalidation<H> {
-    fn owner_id(&self) -> usize {
-        self as *const Self as usize
-    }
-
     fn check_snapshot(&self, snap: &FaultSnapshot) -> Result<(), Error> {
-        if snap.owner == self.owner_id() {
+        if snap.owner == self.id {
             Ok(())
         } else {
             Err(Error::Foreign)
@@ -66,7 +62,7 @@ impl<H: Hal> Invalidation<H> {
         // Pairs with InvalidateEndZapBeforeSeq: if we see the new seq, the resolution below
         // sees the primary MMU's zap (MP-2).
         self.hal.barrier(Barrier::FaultSnapshotBeforeResolve);
-        FaultSnapshot { seq, owner: self.owner_id() }
+        FaultSnapshot { seq, owner: self.id }
     }
 
     /// `mmu_invalidate_retry(kvm, seq)` under `mmu_lock`: retry if any invalidation is open or

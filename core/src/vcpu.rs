@@ -127,6 +127,9 @@ pub enum VcpuError {
     /// Not misuse: [`Vcpu::enter_guest`] found a pending request or a kick (V4). Handle the
     /// requests ([`Vcpu::check_request`]) and enter again.
     RequestsPending,
+    /// Guest entry or a lockless walk with interrupts already disabled on this CPU (inside
+    /// another vCPU's walk or guest run on the same CPU). KVM begins both with interrupts on.
+    InterruptsDisabled,
 }
 
 impl fmt::Display for VcpuError {
@@ -138,6 +141,7 @@ impl fmt::Display for VcpuError {
             VcpuError::AlreadyLoaded(cpu) => write!(f, "vCPU is already loaded on CPU {}", cpu.index()),
             VcpuError::NotOutside(mode) => write!(f, "vCPU is in mode {mode:?}, not Outside"),
             VcpuError::RequestsPending => write!(f, "requests pending: handle them before entering"),
+            VcpuError::InterruptsDisabled => write!(f, "interrupts are already disabled on this CPU"),
         }
     }
 }
@@ -304,7 +308,7 @@ impl<H: Cpus> Vcpu<H> {
         self.check_owner()?;
         self.check_outside()?;
         // V1: an IPI sent from now on is taken only after the exit.
-        let irq = IrqGuard::new(&self.hal);
+        let irq = IrqGuard::outermost(&self.hal).ok_or(VcpuError::InterruptsDisabled)?;
         // V2: smp_store_release. The release orders our earlier `load` (the `cpu` store) and
         // request handling before the mode; the requester's acquire cmpxchg pairs with it.
         self.mode.0.store(VcpuMode::InGuest as u64, Ordering::Release);

@@ -48,7 +48,10 @@ impl<H: Cpus> Vcpu<H> {
         self.check_outside()?;
         // L1. The mutant that breaks WalkDisablesInterrupts leaves interrupts on: the freer's
         // IPI is then taken at once and no longer waits for the walk.
-        let irq = self.hal.keeps(Rule::WalkDisablesInterrupts).then(|| IrqGuard::new(&self.hal));
+        let irq = match self.hal.keeps(Rule::WalkDisablesInterrupts) {
+            true => Some(IrqGuard::outermost(&self.hal).ok_or(VcpuError::InterruptsDisabled)?),
+            false => None,
+        };
         // L2, the store of smp_store_mb. Release: orders our `load` (the `cpu` store) before
         // the mode, so a freer that sees the walk also sees which CPU to interrupt.
         self.mode_cell().store(VcpuMode::ReadingShadowPageTables as u64, Ordering::Release);

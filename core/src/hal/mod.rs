@@ -8,7 +8,7 @@
 //!
 //! The traits are `unsafe` to implement: the protocols' memory safety (no table page freed
 //! under a walker, no stale translation installed) rests on each backend keeping the contract
-//! written on each trait. Using them is safe; the safe wrappers ([`IrqGuard`],
+//! written on each trait. Using them is safe; the safe wrappers (the walk and guest-entry guards,
 //! [`crate::lock`]) keep the call-side rules (balanced save/restore, unlock only what was
 //! locked).
 //!
@@ -197,7 +197,7 @@ pub unsafe trait Cpus: Hal {
     /// The CPU the caller runs on.
     fn current_cpu(&self) -> CpuId;
 
-    /// Disables interrupts on this CPU, returning the previous state. Prefer [`IrqGuard`].
+    /// Disables interrupts on this CPU, returning the previous state.
     fn irq_save(&self) -> IrqState;
 
     /// Restores the state `irq_save` returned.
@@ -214,8 +214,13 @@ pub unsafe trait Cpus: Hal {
 }
 
 /// Interrupts disabled on this CPU for the guard's lifetime.
+///
+/// Crate-internal on purpose: save/restore brackets must nest, and a guard dropped out of
+/// order would turn interrupts back on under a younger guard. The crate creates guards only
+/// where interrupts were enabled (lockless walk begin, guest entry; `outermost` refuses
+/// otherwise), so at most one guard exists per CPU and drop order cannot matter.
 #[must_use = "interrupts are re-enabled when the guard drops"]
-pub struct IrqGuard<'a, H: Cpus> {
+pub(crate) struct IrqGuard<'a, H: Cpus> {
     hal: &'a H,
     saved: IrqState,
     // Interrupt state belongs to one CPU: the guard must not move to another thread.
@@ -223,17 +228,27 @@ pub struct IrqGuard<'a, H: Cpus> {
 }
 
 impl<'a, H: Cpus> IrqGuard<'a, H> {
-    /// Disables interrupts until the guard drops.
-    pub fn new(hal: &'a H) -> Self {
+    /// Disables interrupts until the guard drops, if they were enabled; `None` (and nothing
+    /// changed) if they were already disabled, so that no two guards ever nest on a CPU.
+    pub(crate) fn outermost(hal: &'a H) -> Option<Self> {
         let saved = hal.irq_save();
-        IrqGuard { hal, saved, _not_send: core::marker::PhantomData }
+        if saved.0 {
+            Some(IrqGuard { hal, saved, _not_send: core::marker::PhantomData })
+        } else {
+            // SAFETY: `saved` is from the `irq_save` just above, on this CPU: the innermost
+            // bracket, closed at once.
+            unsafe { hal.irq_restore(saved) };
+            None
+        }
     }
 }
 
 impl<H: Cpus> Drop for IrqGuard<'_, H> {
     fn drop(&mut self) {
-        // SAFETY: `saved` came from the `irq_save` in `new`, on this CPU (the guard is not
-        // `Send`), and guards drop in reverse order of creation, so the brackets nest.
+        // SAFETY: `saved` came from the `irq_save` in `outermost`, on this CPU (the guard is
+        // not `Send`). That save found interrupts enabled and nothing can disable them again on
+        // this CPU while they are off except a bracket that closes before we drop (no other
+        // guard can exist: `outermost` refuses), so ours is the innermost open bracket.
         unsafe { self.hal.irq_restore(self.saved) }
     }
 }

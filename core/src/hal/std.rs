@@ -545,7 +545,7 @@ mod tests {
     #[test]
     fn registration_unblocks_an_inherited_mask() {
         thread::spawn(|| {
-            let guard = IrqGuard::new(&StdHal);
+            let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
             // The child inherits the blocked signal, but its own interrupt flag says "on".
             thread::spawn(|| {
                 assert!(ipi_blocked());
@@ -574,7 +574,7 @@ mod tests {
             thread::spawn(move || {
                 let reg = StdHal::register_cpu().unwrap();
                 *target_cpu.lock().unwrap() = Some(reg.cpu());
-                let guard = IrqGuard::new(&StdHal);
+                let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
                 irqs_off.store(true, SeqCst);
                 wait_until("the sender to start", || sending.load(SeqCst));
                 // Give the IPI every chance to be (wrongly) taken while interrupts are off.
@@ -609,7 +609,7 @@ mod tests {
             set.insert(reg.cpu());
             // With interrupts off, an IPI to ourselves could never be taken: it must be
             // skipped (sending one would also trip the interrupts-disabled assertion).
-            let guard = IrqGuard::new(&StdHal);
+            let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
             StdHal.ipi_and_wait(set);
             drop(guard);
         })

@@ -1,0 +1,661 @@
+//! The driver: applies each [`Op`] to the real crate (on [`StdHal`]) and to the [`Model`],
+//! and panics with the whole history when they disagree.
+
+use crate::model::{
+    pick, primary_pfn, Effects, Model, Observed, Outcome, Skip, SlotView, Span, Value, VcpuFault, VcpuView,
+    MAX_SNAPSHOTS, SLOTS, VCPUS,
+};
+use crate::op::{Lock, Op, Owner, Race, Val, Whose};
+use core::cell::RefCell;
+use core::num::NonZeroUsize;
+use mmusync::hal::std::{CpuRegistration, StdHal};
+use mmusync::hal::{CpuId, CpuSet, Cpus};
+use mmusync::invalidation::{Invalidation, OpenInvalidation};
+use mmusync::lock::{MmuLocked, MmuWriteGuard};
+use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::notifier::{InvalidateRange, SecondaryMmu, Vm};
+use mmusync::pfncache::TranslationCache;
+use mmusync::srcu::SrcuReadGuard;
+use mmusync::vcpu::{flush_remote_tlbs, InGuest, Request, Vcpu, VcpuError};
+use mmusync::walk::LocklessWalk;
+use mmusync::{Error, GfnRange, HvaRange};
+
+/// The secondary MMU the harness hands to the notifier: it records every call, invalidates
+/// the translation cache in S2, and stands for the primary MMU (see [`primary_pfn`]).
+pub struct Recorder {
+    effects: RefCell<Effects>,
+    cache: TranslationCache<StdHal>,
+    invalidated: RefCell<Vec<Span>>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        Recorder {
+            effects: RefCell::default(),
+            cache: TranslationCache::new(StdHal),
+            invalidated: RefCell::default(),
+        }
+    }
+
+    /// What the primary MMU maps `hva` to now.
+    pub fn primary(&self, hva: u64) -> u64 {
+        primary_pfn(&self.invalidated.borrow(), hva)
+    }
+
+    /// Returns and clears what was recorded, zaps sorted.
+    pub fn take(&self) -> Effects {
+        let mut e = self.effects.take();
+        e.zaps.sort();
+        e
+    }
+}
+
+impl SecondaryMmu<StdHal> for Recorder {
+    fn unmap_gfn_range(&self, _: &MmuWriteGuard<'_, StdHal>, slot: &Memslot, gfns: GfnRange) -> bool {
+        self.effects.borrow_mut().zaps.push((slot.id(), (gfns.start(), gfns.end())));
+        true
+    }
+
+    fn flush_remote_tlbs(&self) {
+        self.effects.borrow_mut().flushes += 1;
+    }
+
+    fn invalidate_caches(&self, hvas: HvaRange) {
+        let hit = self.cache.invalidate_start(hvas);
+        let span = (hvas.start(), hvas.end());
+        self.effects.borrow_mut().caches.push((span, hit));
+        self.invalidated.borrow_mut().push(span);
+    }
+}
+
+/// The objects under test: one VM, a second invalidation object whose guards and snapshots
+/// are foreign to the VM, the recording secondary MMU with its translation cache, and the
+/// vCPUs.
+pub struct World {
+    vm: Vm<StdHal, SLOTS>,
+    foreign: Invalidation<StdHal>,
+    mmu: Recorder,
+    vcpus: [Vcpu<StdHal>; VCPUS],
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    /// A fresh VM with no slots.
+    pub fn new() -> Self {
+        World {
+            vm: Vm::new(StdHal),
+            foreign: Invalidation::new(StdHal),
+            mmu: Recorder::new(),
+            vcpus: core::array::from_fn(|_| Vcpu::new(StdHal)),
+        }
+    }
+}
+
+/// A kept guard that disables interrupts.
+enum IrqHolder<'w> {
+    Walk(LocklessWalk<'w, StdHal>),
+    Guest(InGuest<'w, StdHal>),
+}
+
+std::thread_local! {
+    /// This thread's CPU registration: the vCPU calls must run on a CPU. Kept for the thread's
+    /// life (a fuzzer or test thread runs many harnesses).
+    static CPU: RefCell<Option<CpuRegistration>> = const { RefCell::new(None) };
+}
+
+/// This thread's CPU, registering the thread on first use.
+pub(crate) fn my_cpu() -> CpuId {
+    CPU.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(StdHal::register_cpu().expect("the harness thread must be able to become a CPU"));
+        }
+        StdHal.current_cpu()
+    })
+}
+
+/// A CPU that is not this thread's.
+fn other_cpu() -> CpuId {
+    CpuId::new((my_cpu().index() + 1) % CpuSet::CAPACITY).expect("in range")
+}
+
+fn whose(cpu: CpuId) -> Whose {
+    if cpu == my_cpu() {
+        Whose::Mine
+    } else {
+        Whose::Other
+    }
+}
+
+fn fault(e: VcpuError) -> Outcome {
+    match e {
+        VcpuError::RequestOutOfRange => VcpuFault::RequestOutOfRange,
+        VcpuError::NotLoaded => VcpuFault::NotLoaded,
+        VcpuError::WrongCpu => VcpuFault::WrongCpu,
+        VcpuError::AlreadyLoaded(cpu) => VcpuFault::AlreadyLoaded(whose(cpu)),
+        VcpuError::NotOutside(mode) => VcpuFault::NotOutside(mode),
+        VcpuError::RequestsPending => VcpuFault::RequestsPending,
+        VcpuError::InterruptsDisabled => VcpuFault::InterruptsDisabled,
+        other => panic!("a VcpuError the model does not know: {other:?}"),
+    }
+    .into()
+}
+
+/// Whether this thread's interrupts are enabled, read by a save and its restore.
+fn irqs_on() -> bool {
+    let state = StdHal.irq_save();
+    // SAFETY: `state` comes from the `irq_save` just above, on this thread, and nothing was
+    // saved in between, so the two nest.
+    unsafe { StdHal.irq_restore(state) };
+    state.0
+}
+
+/// The real side: the [`World`] plus everything the operations keep.
+pub struct Harness<'w> {
+    world: &'w World,
+    snapshots: Vec<mmusync::retry::FaultSnapshot>,
+    open: Vec<OpenInvalidation<'w, StdHal>>,
+    notifier: Vec<InvalidateRange<'w, StdHal, Recorder, SLOTS>>,
+    srcu: Vec<SrcuReadGuard<'w, StdHal>>,
+    irq: Vec<IrqHolder<'w>>,
+    /// The hva the cache was last pointed at (`gpc->uhva`), tracked from the calls' results.
+    cache_hva: u64,
+}
+
+fn gfn_range(start: Val, end: Val) -> Result<GfnRange, Error> {
+    GfnRange::new(start.0, end.0)
+}
+
+fn hva_range(start: Val, end: Val) -> Result<HvaRange, Error> {
+    HvaRange::new(start.0, end.0)
+}
+
+fn view(s: &Memslot) -> SlotView {
+    SlotView {
+        id: s.id(),
+        gfns: (s.gfns().start(), s.gfns().end()),
+        hvas: (s.hvas().start(), s.hvas().end()),
+        invalid: s.is_invalid(),
+    }
+}
+
+fn span(r: GfnRange) -> Span {
+    (r.start(), r.end())
+}
+
+fn unit(r: Result<(), Error>) -> Outcome {
+    r.map(|()| Value::Unit).into()
+}
+
+impl<'w> Harness<'w> {
+    /// A harness over `world`, keeping nothing yet.
+    pub fn new(world: &'w World) -> Self {
+        my_cpu();
+        Harness {
+            world,
+            snapshots: Vec::new(),
+            open: Vec::new(),
+            notifier: Vec::new(),
+            srcu: Vec::new(),
+            irq: Vec::new(),
+            cache_hva: 0,
+        }
+    }
+
+    fn inv(&self) -> &'w Invalidation<StdHal> {
+        self.world.vm.invalidation()
+    }
+
+    /// Runs `f` with a guard of the lock `lock` names.
+    fn with_lock<T>(&self, lock: Lock, f: impl FnOnce(&dyn Locked) -> T) -> T {
+        match lock {
+            Lock::OwnWrite => f(&self.inv().mmu_lock().write()),
+            Lock::OwnRead => f(&self.inv().mmu_lock().read()),
+            Lock::ForeignWrite => f(&self.world.foreign.mmu_lock().write()),
+            Lock::ForeignRead => f(&self.world.foreign.mmu_lock().read()),
+        }
+    }
+
+    fn write_lock(&self, owner: Owner) -> MmuWriteGuard<'w, StdHal> {
+        match owner {
+            Owner::Own => self.inv().mmu_lock().write(),
+            Owner::Foreign => self.world.foreign.mmu_lock().write(),
+        }
+    }
+
+    /// The observable state of the real VM.
+    pub fn observe(&self) -> Observed {
+        let inv = self.inv();
+        let g = inv.mmu_lock().read();
+        let read = self.world.vm.memslots().read();
+        let mut slots: Vec<SlotView> = read.iter().map(|s| view(&s)).collect();
+        slots.sort();
+        let generation = read.generation();
+        drop(read);
+        let cache = self.world.mmu.cache.check(self.cache_hva).map(|r| r.pfn());
+        Observed {
+            in_progress: inv.in_progress(&g).expect("own guard"),
+            seq: inv.seq(&g).expect("own guard"),
+            range: inv.range(&g).expect("own guard").map(span),
+            active: self.world.vm.active_invalidations().count_unlocked(),
+            srcu_readers: self.world.vm.memslots().srcu().readers(),
+            slots,
+            generation,
+            cache,
+            cache_stale: cache.is_some_and(|pfn| pfn != self.world.mmu.primary(self.cache_hva)),
+            vcpus: self.world.vcpus.each_ref().map(|v| VcpuView {
+                cpu: v.cpu().map(whose),
+                mode: v.mode(),
+                requests_pending: v.requests_pending(),
+            }),
+            irqs_on: irqs_on(),
+        }
+    }
+
+    /// How many snapshots, open guards, notifier guards, SRCU sections and walk or guest
+    /// guards are kept.
+    pub fn kept(&self) -> (usize, usize, usize, usize, usize) {
+        (self.snapshots.len(), self.open.len(), self.notifier.len(), self.srcu.len(), self.irq.len())
+    }
+
+    /// Whether ending an invalidation now would be refused: used before dropping a guard,
+    /// whose `Drop` cannot report the error (see [`Skip::GuardEndUnbalanced`]).
+    fn end_would_fail(&self, hvas: Option<HvaRange>) -> bool {
+        let in_progress = self.inv().in_progress(&self.inv().mmu_lock().read()).expect("own guard");
+        match hvas {
+            None => in_progress == 0,
+            Some(h) => {
+                let hit = self.world.vm.memslots().read().overlapping(h).any(|s| s.gfns_of(&h).is_some());
+                self.world.vm.active_invalidations().count_unlocked() == 0 || (hit && in_progress == 0)
+            }
+        }
+    }
+
+    /// Makes the real call for `op`.
+    pub fn step(&mut self, op: &Op) -> Outcome {
+        let inv = self.inv();
+        let vm = &self.world.vm;
+        let mmu = &self.world.mmu;
+        match *op {
+            Op::Begin { owner, start, end } => match gfn_range(start, end) {
+                Err(e) => e.into(),
+                Ok(r) => unit(inv.begin(&self.write_lock(owner), r)),
+            },
+            Op::AddRange { owner, start, end } => match gfn_range(start, end) {
+                Err(e) => e.into(),
+                Ok(r) => unit(inv.add_range(&self.write_lock(owner), r)),
+            },
+            Op::End { owner } => unit(inv.end(&self.write_lock(owner))),
+            Op::Inspect { lock } => self.with_lock(lock, |g| g.state(inv)).into(),
+            Op::Open { start, end } => match gfn_range(start, end).and_then(|r| inv.open(r)) {
+                Err(e) => e.into(),
+                Ok(guard) => {
+                    self.open.push(guard);
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::OpenAddRange { guard, start, end } => {
+                let Some(i) = pick(guard, self.open.len()) else {
+                    return Skip::NothingKept.into();
+                };
+                match gfn_range(start, end) {
+                    Err(e) => e.into(),
+                    Ok(r) => unit(self.open[i].add_range(r)),
+                }
+            }
+            Op::Close { guard } => {
+                let Some(i) = pick(guard, self.open.len()) else {
+                    return Skip::NothingKept.into();
+                };
+                let g = self.open.remove(i);
+                if self.end_would_fail(None) {
+                    core::mem::forget(g);
+                    return Skip::GuardEndUnbalanced.into();
+                }
+                drop(g);
+                Outcome::Ok(Value::Unit)
+            }
+            Op::Snapshot { owner } => {
+                let snap = match owner {
+                    Owner::Own => inv.snapshot(),
+                    Owner::Foreign => self.world.foreign.snapshot(),
+                };
+                if self.snapshots.len() == MAX_SNAPSHOTS {
+                    let _oldest = self.snapshots.remove(0);
+                }
+                self.snapshots.push(snap);
+                Outcome::Ok(Value::Snapshot(snap.seq()))
+            }
+            Op::Retry { lock, snap } => self.with_snapshot(snap, |s| {
+                self.with_lock(lock, |g| g.retry(inv, s, None)).map(Value::Flag).into()
+            }),
+            Op::RetryGfn { lock, snap, gfn } => self.with_snapshot(snap, |s| {
+                self.with_lock(lock, |g| g.retry(inv, s, Some(gfn.0))).map(Value::Flag).into()
+            }),
+            Op::RetryGfnUnsafe { snap, gfn } => {
+                self.with_snapshot(snap, |s| inv.retry_gfn_unsafe(s, gfn.0).map(Value::Flag).into())
+            }
+            Op::RetryLockless { snap } => {
+                self.with_snapshot(snap, |s| inv.retry_lockless(s).map(Value::Flag).into())
+            }
+            Op::ActiveStart => unit(vm.active_invalidations().start()),
+            Op::ActiveEnd => vm.active_invalidations().end().map(Value::Flag).into(),
+            Op::NotifierStart { start, end } => match hva_range(start, end) {
+                Err(e) => e.into(),
+                Ok(h) => {
+                    let r = vm.start(mmu, h);
+                    r.map(|()| Value::Mmu(mmu.take())).into()
+                }
+            },
+            Op::NotifierEnd { start, end } => match hva_range(start, end) {
+                Err(e) => e.into(),
+                Ok(h) => unit(vm.end(h)),
+            },
+            Op::NotifierOpen { start, end } => match hva_range(start, end) {
+                Err(e) => e.into(),
+                Ok(h) => match vm.invalidate_range_start(mmu, h) {
+                    Err(e) => e.into(),
+                    Ok(guard) => {
+                        self.notifier.push(guard);
+                        Outcome::Ok(Value::Mmu(mmu.take()))
+                    }
+                },
+            },
+            Op::NotifierClose { guard } => {
+                let Some(i) = pick(guard, self.notifier.len()) else {
+                    return Skip::NothingKept.into();
+                };
+                let g = self.notifier.remove(i);
+                if self.end_would_fail(Some(g.range())) {
+                    core::mem::forget(g);
+                    return Skip::GuardEndUnbalanced.into();
+                }
+                drop(g);
+                Outcome::Ok(Value::Unit)
+            }
+            Op::CreateSlot { id, base_gfn, npages, hva } => {
+                match Memslot::new(id.0, base_gfn.0, npages.0, hva.0) {
+                    Err(e) => e.into(),
+                    Ok(s) => self.set_memslot(SlotChange::Create(s)),
+                }
+            }
+            Op::DeleteSlot { id } => self.set_memslot(SlotChange::Delete(id.0)),
+            Op::MoveSlot { id, base_gfn } => {
+                self.set_memslot(SlotChange::Move { id: id.0, base_gfn: base_gfn.0 })
+            }
+            Op::FindSlot { gfn } => {
+                Outcome::Ok(Value::Slot(vm.memslots().read().find(gfn.0).map(|s| view(&s))))
+            }
+            Op::SrcuLock => {
+                self.srcu.push(vm.memslots().srcu().read_lock());
+                Outcome::Ok(Value::Unit)
+            }
+            Op::SrcuUnlock { section } => {
+                let Some(i) = pick(section, self.srcu.len()) else {
+                    return Skip::NothingKept.into();
+                };
+                drop(self.srcu.remove(i));
+                Outcome::Ok(Value::Unit)
+            }
+            Op::CacheActivate { hva } => {
+                let r = mmu.cache.activate(hva.0);
+                if r.is_ok() {
+                    self.cache_hva = hva.0;
+                }
+                unit(r)
+            }
+            Op::CacheDeactivate => {
+                mmu.cache.deactivate();
+                Outcome::Ok(Value::Unit)
+            }
+            Op::CacheCheck { hva } => Outcome::Ok(Value::Pfn(mmu.cache.check(hva.0).map(|r| r.pfn()))),
+            Op::CacheRefresh { hva, attempts, fail, race } => self.refresh(hva, attempts, fail, race),
+            Op::VcpuLoad { vcpu, cpu } => {
+                let on = match cpu {
+                    Whose::Mine => my_cpu(),
+                    Whose::Other => other_cpu(),
+                };
+                self.vcpu(vcpu.0).load(on).map_or_else(fault, |()| Outcome::Ok(Value::Unit))
+            }
+            Op::VcpuPut { vcpu } => self.vcpu(vcpu.0).put().map_or_else(fault, |()| Outcome::Ok(Value::Unit)),
+            Op::WalkBegin { vcpu } => match self.vcpu(vcpu.0).walk_lockless_begin() {
+                Err(e) => fault(e),
+                Ok(walk) => {
+                    self.irq.push(IrqHolder::Walk(walk));
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::EnterGuest { vcpu } => match self.vcpu(vcpu.0).enter_guest() {
+                Err(e) => fault(e),
+                Ok(guest) => {
+                    self.irq.push(IrqHolder::Guest(guest));
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::GuardExit => match self.irq.pop() {
+                None => Skip::NothingKept.into(),
+                Some(IrqHolder::Walk(w)) => {
+                    drop(w);
+                    Outcome::Ok(Value::Unit)
+                }
+                Some(IrqHolder::Guest(g)) => {
+                    drop(g);
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::MakeRequest { vcpu, bit } => match Request::new(bit) {
+                Err(e) => fault(e),
+                Ok(req) => {
+                    self.vcpu(vcpu.0).make_request(req);
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::CheckRequest { vcpu, bit } => match Request::new(bit) {
+                Err(e) => fault(e),
+                Ok(req) => Outcome::Ok(Value::Flag(self.vcpu(vcpu.0).check_request(req))),
+            },
+            Op::Kick { vcpu } => Outcome::Ok(Value::Mode(self.vcpu(vcpu.0).exiting_guest_mode())),
+            Op::FlushRemoteTlbs => {
+                let targets = flush_remote_tlbs(&StdHal, &self.world.vcpus);
+                Outcome::Ok(Value::Cpus(targets.iter().map(whose).collect()))
+            }
+        }
+    }
+
+    fn vcpu(&self, i: u8) -> &'w Vcpu<StdHal> {
+        &self.world.vcpus[usize::from(i)]
+    }
+
+    /// A translation-cache refresh whose resolver reads the primary MMU and then, the first
+    /// time, runs the racing invalidation. The unbounded form is made only when it cannot spin
+    /// forever (see the model).
+    fn refresh(&mut self, hva: Option<Val>, attempts: u8, fail: bool, race: Race) -> Outcome {
+        let world = self.world;
+        let (vm, mmu) = (&world.vm, &world.mmu);
+        let active = vm.active_invalidations();
+        if attempts == 0 && (active.count_unlocked() != 0 || matches!(race, Race::Start { .. })) {
+            return Skip::WouldBlock.into();
+        }
+        let raced = RefCell::new(None);
+        let resolve = |at: u64| {
+            let pfn = mmu.primary(at);
+            if raced.borrow().is_none() {
+                *raced.borrow_mut() = Some(race_with(vm, mmu, race));
+            }
+            if fail {
+                Err(Error::NoMapping)
+            } else {
+                Ok(pfn)
+            }
+        };
+        let inv = vm.invalidation();
+        let r = match (NonZeroUsize::new(usize::from(attempts)), hva) {
+            (None, None) => mmu.cache.refresh(inv, active, resolve).map(Some),
+            (None, Some(h)) => mmu.cache.refresh_hva(h.0, inv, active, resolve).map(Some),
+            (Some(n), h) => mmu.cache.try_refresh(h.map(|h| h.0), n, inv, active, resolve),
+        };
+        if let (Some(h), false) = (hva, matches!(r, Err(Error::RangeOverflow | Error::CacheInactive))) {
+            self.cache_hva = h.0;
+        }
+        r.map(|pfn| Value::Refresh { pfn, race: raced.into_inner().unwrap_or_default() }).into()
+    }
+
+    fn with_snapshot(&self, snap: u8, f: impl FnOnce(&mmusync::retry::FaultSnapshot) -> Outcome) -> Outcome {
+        match pick(snap, self.snapshots.len()) {
+            None => Skip::NothingKept.into(),
+            Some(i) => f(&self.snapshots[i]),
+        }
+    }
+
+    /// `Vm::set_memslot`, unless it would wait forever on this thread. Whether it would is
+    /// decided from the real objects and only after the change's own checks, which
+    /// `set_memslot` makes before it waits: a dry run on a copy of the layout.
+    fn set_memslot(&self, change: SlotChange) -> Outcome {
+        let vm = &self.world.vm;
+        if let Err(e) = self.check_change(change) {
+            return e.into();
+        }
+        if vm.active_invalidations().count_unlocked() != 0 || !self.srcu.is_empty() {
+            return Skip::WouldBlock.into();
+        }
+        let r = vm.set_memslot(&self.world.mmu, change);
+        r.map(|()| Value::Mmu(self.world.mmu.take())).into()
+    }
+
+    /// The checks `Memslots::update` makes before it publishes anything, made against the
+    /// real active set. Only used to keep the harness from blocking: the real call repeats
+    /// them, and its result is what gets compared.
+    fn check_change(&self, change: SlotChange) -> Result<(), Error> {
+        let read = self.world.vm.memslots().read();
+        match change {
+            SlotChange::Create(s) => {
+                if read.iter().any(|o| o.id() == s.id() || o.gfns().overlaps(&s.gfns())) {
+                    return Err(Error::SlotOverlap);
+                }
+                if read.iter().count() == SLOTS {
+                    return Err(Error::SlotsFull);
+                }
+            }
+            SlotChange::Delete(id) => {
+                read.iter().find(|o| o.id() == id).ok_or(Error::NoSuchSlot)?;
+            }
+            SlotChange::Move { id, base_gfn } => {
+                let old = read.iter().find(|o| o.id() == id).ok_or(Error::NoSuchSlot)?;
+                let moved = Memslot::new(id, base_gfn, old.gfns().len(), old.hvas().start())?;
+                if read.iter().any(|o| o.id() != id && o.gfns().overlaps(&moved.gfns())) {
+                    return Err(Error::SlotOverlap);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the invalidation a refresh races with; returns what it did to the secondary MMU.
+fn race_with(vm: &Vm<StdHal, SLOTS>, mmu: &Recorder, race: Race) -> Effects {
+    let (start, end, and_end) = match race {
+        Race::None => return Effects::default(),
+        Race::Start { start, end } => (start, end, false),
+        Race::StartEnd { start, end } => (start, end, true),
+    };
+    let Ok(h) = hva_range(start, end) else {
+        return Effects::default();
+    };
+    if vm.start(mmu, h).is_err() {
+        return Effects::default();
+    }
+    let effects = mmu.take();
+    if and_end {
+        let ended = vm.end(h);
+        assert_eq!(ended, Ok(()), "end right after a successful start");
+    }
+    effects
+}
+
+/// A guard of either mode, as a trait object (the checks take `&impl MmuLocked`).
+trait Locked {
+    fn state(&self, inv: &Invalidation<StdHal>) -> Result<Value, Error>;
+    fn retry(
+        &self,
+        inv: &Invalidation<StdHal>,
+        snap: &mmusync::retry::FaultSnapshot,
+        gfn: Option<u64>,
+    ) -> Result<bool, Error>;
+}
+
+impl<G: MmuLocked> Locked for G {
+    fn state(&self, inv: &Invalidation<StdHal>) -> Result<Value, Error> {
+        Ok(Value::State {
+            in_progress: inv.in_progress(self)?,
+            seq: inv.seq(self)?,
+            range: inv.range(self)?.map(span),
+        })
+    }
+
+    fn retry(
+        &self,
+        inv: &Invalidation<StdHal>,
+        snap: &mmusync::retry::FaultSnapshot,
+        gfn: Option<u64>,
+    ) -> Result<bool, Error> {
+        match gfn {
+            None => inv.retry(self, snap),
+            Some(g) => inv.retry_gfn(self, snap, g),
+        }
+    }
+}
+
+/// Runs `ops` from a fresh [`World`] against a fresh [`Model`], checking every result and the
+/// observable state after every step. Panics, printing the numbered history, at the first
+/// disagreement.
+pub fn run(ops: &[Op]) {
+    let world = World::new();
+    let mut harness = Harness::new(&world);
+    let mut model = Model::new();
+    for (i, op) in ops.iter().enumerate() {
+        let want = model.step(op);
+        let got = harness.step(op);
+        check(ops, i, "result", &want, &got);
+        check(ops, i, "state", &model.observe(), &harness.observe());
+        check(ops, i, "kept objects", &model.kept(), &harness.kept());
+    }
+}
+
+impl Drop for Harness<'_> {
+    /// Ends what is still kept, innermost interrupt guard first, and each invalidation guard
+    /// only if its end can succeed (see [`Skip::GuardEndUnbalanced`]), so that a harness never
+    /// trips a guard's `Drop` check, not even while unwinding from a failed check.
+    fn drop(&mut self) {
+        while self.irq.pop().is_some() {}
+        while let Some(g) = self.notifier.pop() {
+            if self.end_would_fail(Some(g.range())) {
+                core::mem::forget(g);
+            }
+        }
+        while let Some(g) = self.open.pop() {
+            if self.end_would_fail(None) {
+                core::mem::forget(g);
+            }
+        }
+        self.srcu.clear();
+    }
+}
+
+/// Panics with the history up to step `at` if `want != got`.
+pub fn check<T: PartialEq + core::fmt::Debug>(ops: &[Op], at: usize, what: &str, want: &T, got: &T) {
+    if want != got {
+        let mut history = String::new();
+        for (i, op) in ops.iter().enumerate().take(at + 1) {
+            history.push_str(&format!("  {i:3}: {op:?}\n"));
+        }
+        panic!(
+            "mmusync disagrees with the reference model at step {at} ({what}):\n  model: {want:?}\n  crate: \
+             {got:?}\nhistory:\n{history}"
+        );
+    }
+}

@@ -1,0 +1,872 @@
+//! The sequential reference model: what each [`Op`] must return and how it changes the state,
+//! written from the specification without the crate's data structures, locks or atomics.
+
+use crate::op::{Lock, Op, Owner, Race, Val, Whose};
+use mmusync::memslot::PAGE_SIZE;
+use mmusync::range::{MAX_GFN, MAX_HVA};
+use mmusync::vcpu::VcpuMode;
+use mmusync::Error;
+
+/// How many memslots the VM under test has room for.
+pub const SLOTS: usize = 4;
+/// How many fault snapshots are kept; taking one more forgets the oldest.
+pub const MAX_SNAPSHOTS: usize = 8;
+/// How many vCPUs the harness has.
+pub const VCPUS: usize = 2;
+
+/// A half-open range `(start, end)` as plain numbers.
+pub type Span = (u64, u64);
+
+/// A memslot as the model sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotView {
+    /// The id.
+    pub id: u16,
+    /// Guest frames.
+    pub gfns: Span,
+    /// Host addresses.
+    pub hvas: Span,
+    /// `KVM_MEMSLOT_INVALID`.
+    pub invalid: bool,
+}
+
+/// What a call did to the secondary MMU, as recorded by the harness's [`SecondaryMmu`].
+///
+/// [`SecondaryMmu`]: mmusync::notifier::SecondaryMmu
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Effects {
+    /// `unmap_gfn_range` calls as `(slot id, gfns)`, sorted.
+    pub zaps: Vec<(u16, Span)>,
+    /// `flush_remote_tlbs` calls.
+    pub flushes: u32,
+    /// `invalidate_caches` calls: the host range, and whether the translation cache was
+    /// invalidated by it.
+    pub caches: Vec<(Span, bool)>,
+}
+
+/// The harness's primary MMU: host page `p` maps to pfn `p + (n << 40)`, where `n` counts the
+/// notifier invalidations (S2) whose range covered the page so far, so every invalidation
+/// changes the pfns it covers and a stale translation is visible.
+pub fn primary_pfn(invalidated: &[Span], hva: u64) -> u64 {
+    let n = invalidated.iter().filter(|&&(s, e)| s <= hva && hva < e).count() as u64;
+    hva / PAGE_SIZE + (n << 40)
+}
+
+/// A vCPU as seen from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VcpuView {
+    /// Where it is loaded.
+    pub cpu: Option<Whose>,
+    /// `vcpu->mode`.
+    pub mode: VcpuMode,
+    /// Whether any request is pending.
+    pub requests_pending: bool,
+}
+
+/// [`VcpuError`](mmusync::vcpu::VcpuError) with CPU ids made relative to the harness's thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VcpuFault {
+    /// `RequestOutOfRange`.
+    RequestOutOfRange,
+    /// `NotLoaded`.
+    NotLoaded,
+    /// `WrongCpu`.
+    WrongCpu,
+    /// `AlreadyLoaded(cpu)`.
+    AlreadyLoaded(Whose),
+    /// `NotOutside(mode)`.
+    NotOutside(VcpuMode),
+    /// `RequestsPending`.
+    RequestsPending,
+    /// `InterruptsDisabled`: a walk or guest entry nested inside another on the same CPU.
+    InterruptsDisabled,
+}
+
+/// The value a successful call returned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// `()`.
+    Unit,
+    /// A boolean answer (a retry check; `ActiveInvalidations::end`'s "reached zero").
+    Flag(bool),
+    /// `in_progress`, `seq` and `range` read under one guard.
+    State {
+        /// `in_progress`.
+        in_progress: u64,
+        /// `seq`.
+        seq: u64,
+        /// `range` (`None` when no invalidation is open).
+        range: Option<Span>,
+    },
+    /// A fault snapshot's sequence number.
+    Snapshot(u64),
+    /// The memslot found for a gfn.
+    Slot(Option<SlotView>),
+    /// A call that reached the secondary MMU.
+    Mmu(Effects),
+    /// A translation-cache check: the pfn if the cache hit.
+    Pfn(Option<u64>),
+    /// A translation-cache refresh: the pfn (`None`: every attempt raced), and what the
+    /// racing invalidation did to the secondary MMU.
+    Refresh {
+        /// The pfn.
+        pfn: Option<u64>,
+        /// The racing invalidation's effects.
+        race: Effects,
+    },
+    /// The mode a kick found.
+    Mode(VcpuMode),
+    /// The CPUs a remote flush interrupted.
+    Cpus(Vec<Whose>),
+}
+
+/// Why an operation was not applied. Both sides must agree on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Skip {
+    /// The operation names a snapshot, guard or read section, and none is kept.
+    NothingKept,
+    /// A memslot update that would wait forever on this one thread: an invalidation is active
+    /// or an SRCU read section is open, and only this thread could end it.
+    WouldBlock,
+    /// Dropping this guard would run an `end` that cannot succeed, because calls outside
+    /// the guard (an unguarded `end`) already closed what it opened. The guards' `Drop` then
+    /// trips a `debug_assert` (finding F1 of the report that added this crate); the harness
+    /// forgets such a guard instead.
+    GuardEndUnbalanced,
+}
+
+/// What one operation returned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The call succeeded with this value.
+    Ok(Value),
+    /// The call failed with this typed error.
+    Err(Error),
+    /// A vCPU call failed with this typed error.
+    Vcpu(VcpuFault),
+    /// The call was not made.
+    Skipped(Skip),
+}
+
+impl<E: Into<Outcome>> From<Result<Value, E>> for Outcome {
+    fn from(r: Result<Value, E>) -> Self {
+        match r {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+impl From<Error> for Outcome {
+    fn from(e: Error) -> Self {
+        Outcome::Err(e)
+    }
+}
+
+impl From<VcpuFault> for Outcome {
+    fn from(e: VcpuFault) -> Self {
+        Outcome::Vcpu(e)
+    }
+}
+
+impl From<Skip> for Outcome {
+    fn from(s: Skip) -> Self {
+        Outcome::Skipped(s)
+    }
+}
+
+/// Everything observable about the VM between operations; compared after every step.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Observed {
+    /// `in_progress`.
+    pub in_progress: u64,
+    /// `seq`.
+    pub seq: u64,
+    /// `range` (`None` when no invalidation is open).
+    pub range: Option<Span>,
+    /// `mn_active_invalidate_count`.
+    pub active: u64,
+    /// SRCU readers of the memslots.
+    pub srcu_readers: u64,
+    /// The active memslot set, sorted by id.
+    pub slots: Vec<SlotView>,
+    /// The active set's generation.
+    pub generation: u64,
+    /// What `TranslationCache::check` returns for the cache's own hva.
+    pub cache: Option<u64>,
+    /// Whether that pfn differs from the primary MMU's (a stale valid cache).
+    pub cache_stale: bool,
+    /// The vCPUs.
+    pub vcpus: [VcpuView; VCPUS],
+    /// Whether this thread's interrupts are enabled.
+    pub irqs_on: bool,
+}
+
+/// A kept fault snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Snap {
+    foreign: bool,
+    seq: u64,
+}
+
+/// The specification's range check (`GfnRange::new` / `HvaRange::new`).
+pub fn span(start: Val, end: Val, max: u64) -> Result<Span, Error> {
+    let (s, e) = (start.0, end.0);
+    if s > e {
+        Err(Error::InvertedRange)
+    } else if s == e {
+        Err(Error::EmptyRange)
+    } else if e > max {
+        Err(Error::RangeOverflow)
+    } else {
+        Ok((s, e))
+    }
+}
+
+fn overlaps(a: Span, b: Span) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// The specification's slot check (`Memslot::new`): aligned host address, non-empty, in range.
+pub fn slot(id: u16, base_gfn: u64, npages: u64, hva: u64) -> Result<SlotView, Error> {
+    if hva % PAGE_SIZE != 0 {
+        return Err(Error::Misaligned);
+    }
+    let gfn_end = base_gfn.checked_add(npages).ok_or(Error::RangeOverflow)?;
+    let gfns = span(Val(base_gfn), Val(gfn_end), MAX_GFN)?;
+    let bytes = npages.checked_mul(PAGE_SIZE).ok_or(Error::RangeOverflow)?;
+    let hva_end = hva.checked_add(bytes).ok_or(Error::RangeOverflow)?;
+    let hvas = span(Val(hva), Val(hva_end), MAX_HVA)?;
+    Ok(SlotView { id, gfns, hvas, invalid: false })
+}
+
+/// The gfns of `slot` whose pages overlap `hvas` (`hva_to_gfn_memslot`, clipped).
+fn gfns_of(slot: &SlotView, hvas: Span) -> Option<Span> {
+    let (s, e) = (slot.hvas.0.max(hvas.0), slot.hvas.1.min(hvas.1));
+    if s >= e {
+        return None;
+    }
+    let first = (s - slot.hvas.0) / PAGE_SIZE;
+    let last = (e - slot.hvas.0).div_ceil(PAGE_SIZE);
+    Some((slot.gfns.0 + first, slot.gfns.0 + last))
+}
+
+/// The translation cache's state (`gpc->active`, `valid`, `uhva`, `pfn`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cache {
+    active: bool,
+    valid: bool,
+    hva: u64,
+    pfn: u64,
+}
+
+/// A vCPU's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VcpuState {
+    cpu: Option<Whose>,
+    mode: VcpuMode,
+    requests: u64,
+}
+
+impl Default for VcpuState {
+    fn default() -> Self {
+        VcpuState { cpu: None, mode: VcpuMode::Outside, requests: 0 }
+    }
+}
+
+/// The sequential reference model of one VM (plus a foreign object for misuse).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Model {
+    in_progress: u64,
+    seq: u64,
+    /// The merged range as last stored: stale (and unobservable) while `in_progress == 0`.
+    range: Option<Span>,
+    active: u64,
+    slots: Vec<SlotView>,
+    generation: u64,
+    snapshots: Vec<Snap>,
+    /// One entry per kept `OpenInvalidation`.
+    open_guards: usize,
+    /// The host range of each kept notifier guard.
+    notifier_guards: Vec<Span>,
+    srcu_sections: usize,
+    cache: Cache,
+    /// Host ranges invalidated so far (the primary MMU, see [`primary_pfn`]).
+    invalidated: Vec<Span>,
+    vcpus: [VcpuState; VCPUS],
+    /// The vCPU of each kept walk or guest guard, innermost last.
+    irq_guards: Vec<usize>,
+    /// What the last operation returned.
+    last: Option<Outcome>,
+}
+
+/// Picks `list[i % len]`, if the list is not empty.
+pub fn pick(i: u8, len: usize) -> Option<usize> {
+    (len != 0).then(|| usize::from(i) % len)
+}
+
+impl Model {
+    /// The initial state: no invalidation, no slots, `seq == 0`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What the last [`step`](Self::step) returned.
+    pub fn last(&self) -> Option<&Outcome> {
+        self.last.as_ref()
+    }
+
+    /// The observable state.
+    pub fn observe(&self) -> Observed {
+        let mut slots = self.slots.clone();
+        slots.sort();
+        Observed {
+            in_progress: self.in_progress,
+            seq: self.seq,
+            range: self.range.filter(|_| self.in_progress != 0),
+            active: self.active,
+            srcu_readers: self.srcu_sections as u64,
+            slots,
+            generation: self.generation,
+            cache: self.cache_check(self.cache.hva),
+            cache_stale: self
+                .cache_check(self.cache.hva)
+                .is_some_and(|pfn| pfn != primary_pfn(&self.invalidated, self.cache.hva)),
+            vcpus: self.vcpus.map(|v| VcpuView {
+                cpu: v.cpu,
+                mode: v.mode,
+                requests_pending: v.requests != 0,
+            }),
+            irqs_on: self.irq_guards.is_empty(),
+        }
+    }
+
+    fn cache_check(&self, hva: u64) -> Option<u64> {
+        let c = &self.cache;
+        (c.active && c.valid && c.hva == hva).then_some(c.pfn)
+    }
+
+    /// Values on an edge of the current state, for generators that look at the state: the
+    /// merged range's bounds and the memslots' gfn and host-address bounds, each with its
+    /// neighbours.
+    pub fn interesting(&self) -> Vec<u64> {
+        let mut edges = Vec::new();
+        let mut add = |(s, e): Span| {
+            for v in [s, e] {
+                edges.extend([v.wrapping_sub(1), v, v.wrapping_add(1)]);
+            }
+        };
+        if let Some(r) = self.range {
+            add(r);
+        }
+        for s in &self.slots {
+            add(s.gfns);
+            add(s.hvas);
+            add((s.hvas.0.wrapping_add(PAGE_SIZE), s.hvas.1.wrapping_sub(PAGE_SIZE)));
+        }
+        edges
+    }
+
+    /// How many kept snapshots, open guards, notifier guards, SRCU sections and walk or guest
+    /// guards there are.
+    pub fn kept(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.snapshots.len(),
+            self.open_guards,
+            self.notifier_guards.len(),
+            self.srcu_sections,
+            self.irq_guards.len(),
+        )
+    }
+
+    /// Applies `op` and returns what the real call must return.
+    pub fn step(&mut self, op: &Op) -> Outcome {
+        let out = self.apply(op);
+        self.last = Some(out.clone());
+        out
+    }
+
+    fn apply(&mut self, op: &Op) -> Outcome {
+        match *op {
+            Op::Begin { owner, start, end } => {
+                let r = match span(start, end, MAX_GFN) {
+                    Ok(r) => r,
+                    Err(e) => return e.into(),
+                };
+                if owner == Owner::Foreign {
+                    return Error::Foreign.into();
+                }
+                self.begin(r).map(|()| Value::Unit).into()
+            }
+            Op::AddRange { owner, start, end } => {
+                let r = match span(start, end, MAX_GFN) {
+                    Ok(r) => r,
+                    Err(e) => return e.into(),
+                };
+                if owner == Owner::Foreign {
+                    return Error::Foreign.into();
+                }
+                self.add_range(r).map(|()| Value::Unit).into()
+            }
+            Op::End { owner } => {
+                if owner == Owner::Foreign {
+                    return Error::Foreign.into();
+                }
+                self.end().map(|()| Value::Unit).into()
+            }
+            Op::Inspect { lock } => {
+                if lock.is_foreign() {
+                    return Error::Foreign.into();
+                }
+                Outcome::Ok(self.state())
+            }
+            Op::Open { start, end } => match span(start, end, MAX_GFN) {
+                Err(e) => e.into(),
+                Ok(r) => {
+                    let began = self.begin(r);
+                    if began.is_ok() {
+                        self.open_guards += 1;
+                    }
+                    began.map(|()| Value::Unit).into()
+                }
+            },
+            Op::OpenAddRange { guard, start, end } => {
+                if pick(guard, self.open_guards).is_none() {
+                    return Skip::NothingKept.into();
+                }
+                match span(start, end, MAX_GFN) {
+                    Err(e) => e.into(),
+                    Ok(r) => self.add_range(r).map(|()| Value::Unit).into(),
+                }
+            }
+            Op::Close { guard } => {
+                if pick(guard, self.open_guards).is_none() {
+                    return Skip::NothingKept.into();
+                }
+                self.open_guards -= 1;
+                match self.end() {
+                    Ok(()) => Outcome::Ok(Value::Unit),
+                    Err(_) => Skip::GuardEndUnbalanced.into(),
+                }
+            }
+            Op::Snapshot { owner } => {
+                let foreign = owner == Owner::Foreign;
+                let seq = if foreign { 0 } else { self.seq };
+                if self.snapshots.len() == MAX_SNAPSHOTS {
+                    self.snapshots.remove(0);
+                }
+                self.snapshots.push(Snap { foreign, seq });
+                Outcome::Ok(Value::Snapshot(seq))
+            }
+            Op::Retry { lock, snap } => self.retry(Some(lock), snap, None),
+            Op::RetryGfn { lock, snap, gfn } => self.retry(Some(lock), snap, Some(gfn.0)),
+            Op::RetryGfnUnsafe { snap, gfn } => self.retry(None, snap, Some(gfn.0)),
+            Op::RetryLockless { snap } => self.retry(None, snap, None),
+            Op::ActiveStart => match self.active.checked_add(1) {
+                Some(n) => {
+                    self.active = n;
+                    Outcome::Ok(Value::Unit)
+                }
+                None => Error::CountOverflow.into(),
+            },
+            Op::ActiveEnd => self.active_end().map(Value::Flag).into(),
+            Op::NotifierStart { start, end } => match span(start, end, MAX_HVA) {
+                Err(e) => e.into(),
+                Ok(h) => self.notifier_start(h).map(Value::Mmu).into(),
+            },
+            Op::NotifierEnd { start, end } => match span(start, end, MAX_HVA) {
+                Err(e) => e.into(),
+                Ok(h) => self.notifier_end(h).map(|()| Value::Unit).into(),
+            },
+            Op::NotifierOpen { start, end } => match span(start, end, MAX_HVA) {
+                Err(e) => e.into(),
+                Ok(h) => {
+                    let started = self.notifier_start(h);
+                    if started.is_ok() {
+                        self.notifier_guards.push(h);
+                    }
+                    started.map(Value::Mmu).into()
+                }
+            },
+            Op::NotifierClose { guard } => {
+                let Some(i) = pick(guard, self.notifier_guards.len()) else {
+                    return Skip::NothingKept.into();
+                };
+                let h = self.notifier_guards.remove(i);
+                if self.notifier_end_would_fail(h) {
+                    return Skip::GuardEndUnbalanced.into();
+                }
+                self.notifier_end(h).map(|()| Value::Unit).into()
+            }
+            Op::CreateSlot { id, base_gfn, npages, hva } => {
+                let new = match slot(id.0, base_gfn.0, npages.0, hva.0) {
+                    Ok(s) => s,
+                    Err(e) => return e.into(),
+                };
+                if self.slots.iter().any(|s| s.id == new.id || overlaps(s.gfns, new.gfns)) {
+                    return Error::SlotOverlap.into();
+                }
+                if self.slots.len() == SLOTS {
+                    return Error::SlotsFull.into();
+                }
+                if self.update_would_block() {
+                    return Skip::WouldBlock.into();
+                }
+                self.slots.push(new);
+                self.generation += 1;
+                Outcome::Ok(Value::Mmu(Effects::default()))
+            }
+            Op::DeleteSlot { id } => {
+                let Some(i) = self.slots.iter().position(|s| s.id == id.0) else {
+                    return Error::NoSuchSlot.into();
+                };
+                if self.update_would_block() {
+                    return Skip::WouldBlock.into();
+                }
+                let old = self.slots.remove(i);
+                self.generation += 2;
+                Outcome::Ok(Value::Mmu(Self::zap_slot(&old)))
+            }
+            Op::MoveSlot { id, base_gfn } => {
+                let Some(i) = self.slots.iter().position(|s| s.id == id.0) else {
+                    return Error::NoSuchSlot.into();
+                };
+                let old = self.slots[i];
+                let npages = old.gfns.1 - old.gfns.0;
+                let moved = match slot(id.0, base_gfn.0, npages, old.hvas.0) {
+                    Ok(s) => s,
+                    Err(e) => return e.into(),
+                };
+                if self.slots.iter().any(|s| s.id != id.0 && overlaps(s.gfns, moved.gfns)) {
+                    return Error::SlotOverlap.into();
+                }
+                if self.update_would_block() {
+                    return Skip::WouldBlock.into();
+                }
+                self.slots[i] = moved;
+                self.generation += 2;
+                Outcome::Ok(Value::Mmu(Self::zap_slot(&old)))
+            }
+            Op::FindSlot { gfn } => {
+                let found = self.slots.iter().find(|s| s.gfns.0 <= gfn.0 && gfn.0 < s.gfns.1);
+                Outcome::Ok(Value::Slot(found.copied()))
+            }
+            Op::SrcuLock => {
+                self.srcu_sections += 1;
+                Outcome::Ok(Value::Unit)
+            }
+            Op::SrcuUnlock { section } => {
+                if pick(section, self.srcu_sections).is_none() {
+                    return Skip::NothingKept.into();
+                }
+                self.srcu_sections -= 1;
+                Outcome::Ok(Value::Unit)
+            }
+            Op::CacheActivate { hva } => {
+                if hva.0 >= MAX_HVA {
+                    return Error::RangeOverflow.into();
+                }
+                self.cache.active = true;
+                if self.cache.hva != hva.0 {
+                    self.cache.hva = hva.0;
+                    self.cache.valid = false;
+                }
+                Outcome::Ok(Value::Unit)
+            }
+            Op::CacheDeactivate => {
+                self.cache.active = false;
+                self.cache.valid = false;
+                Outcome::Ok(Value::Unit)
+            }
+            Op::CacheCheck { hva } => Outcome::Ok(Value::Pfn(self.cache_check(hva.0))),
+            Op::CacheRefresh { hva, attempts, fail, race } => self.refresh(hva, attempts, fail, race),
+            Op::VcpuLoad { vcpu, cpu } => {
+                let v = &mut self.vcpus[usize::from(vcpu.0)];
+                match v.cpu {
+                    Some(on) => VcpuFault::AlreadyLoaded(on).into(),
+                    None => {
+                        v.cpu = Some(cpu);
+                        Outcome::Ok(Value::Unit)
+                    }
+                }
+            }
+            Op::VcpuPut { vcpu } => {
+                let v = &mut self.vcpus[usize::from(vcpu.0)];
+                if let Err(e) = Self::owner_outside(v) {
+                    return e.into();
+                }
+                v.cpu = None;
+                Outcome::Ok(Value::Unit)
+            }
+            Op::WalkBegin { vcpu } => {
+                let nested = !self.irq_guards.is_empty();
+                let v = &mut self.vcpus[usize::from(vcpu.0)];
+                if let Err(e) = Self::owner_outside(v) {
+                    return e.into();
+                }
+                if nested {
+                    return VcpuFault::InterruptsDisabled.into();
+                }
+                v.mode = VcpuMode::ReadingShadowPageTables;
+                self.irq_guards.push(usize::from(vcpu.0));
+                Outcome::Ok(Value::Unit)
+            }
+            Op::EnterGuest { vcpu } => {
+                let nested = !self.irq_guards.is_empty();
+                let v = &mut self.vcpus[usize::from(vcpu.0)];
+                if let Err(e) = Self::owner_outside(v) {
+                    return e.into();
+                }
+                if nested {
+                    return VcpuFault::InterruptsDisabled.into();
+                }
+                if v.requests != 0 {
+                    return VcpuFault::RequestsPending.into();
+                }
+                v.mode = VcpuMode::InGuest;
+                self.irq_guards.push(usize::from(vcpu.0));
+                Outcome::Ok(Value::Unit)
+            }
+            Op::GuardExit => match self.irq_guards.pop() {
+                None => Skip::NothingKept.into(),
+                Some(i) => {
+                    self.vcpus[i].mode = VcpuMode::Outside;
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::MakeRequest { vcpu, bit } => {
+                if bit >= 64 {
+                    return VcpuFault::RequestOutOfRange.into();
+                }
+                self.vcpus[usize::from(vcpu.0)].requests |= 1 << bit;
+                Outcome::Ok(Value::Unit)
+            }
+            Op::CheckRequest { vcpu, bit } => {
+                if bit >= 64 {
+                    return VcpuFault::RequestOutOfRange.into();
+                }
+                let v = &mut self.vcpus[usize::from(vcpu.0)];
+                let pending = v.requests & (1 << bit) != 0;
+                v.requests &= !(1 << bit);
+                Outcome::Ok(Value::Flag(pending))
+            }
+            Op::Kick { vcpu } => Outcome::Ok(Value::Mode(Self::kick(&mut self.vcpus[usize::from(vcpu.0)]))),
+            Op::FlushRemoteTlbs => {
+                let mut targets = Vec::new();
+                for v in &mut self.vcpus {
+                    v.requests |= 1;
+                    let mode = Self::kick(v);
+                    if mode != VcpuMode::Outside && v.cpu == Some(Whose::Other) {
+                        targets.push(Whose::Other);
+                    }
+                }
+                Outcome::Ok(Value::Cpus(targets))
+            }
+        }
+    }
+
+    /// `check_owner` then `check_outside`.
+    fn owner_outside(v: &VcpuState) -> Result<(), VcpuFault> {
+        match v.cpu {
+            None => Err(VcpuFault::NotLoaded),
+            Some(Whose::Other) => Err(VcpuFault::WrongCpu),
+            Some(Whose::Mine) if v.mode != VcpuMode::Outside => Err(VcpuFault::NotOutside(v.mode)),
+            Some(Whose::Mine) => Ok(()),
+        }
+    }
+
+    /// `cmpxchg(mode, InGuest, Exiting)`, returning the mode found.
+    fn kick(v: &mut VcpuState) -> VcpuMode {
+        let old = v.mode;
+        if old == VcpuMode::InGuest {
+            v.mode = VcpuMode::Exiting;
+        }
+        old
+    }
+
+    /// `try_refresh` (R1–R5), the race run inside the first resolution. The unbounded form
+    /// (`attempts == 0`) is only made when it cannot spin forever: no invalidation active
+    /// before, and none left active by the race.
+    fn refresh(&mut self, hva: Option<Val>, attempts: u8, fail: bool, race: Race) -> Outcome {
+        if attempts == 0 && (self.active != 0 || matches!(race, Race::Start { .. })) {
+            return Skip::WouldBlock.into();
+        }
+        if hva.is_some_and(|h| h.0 >= MAX_HVA) {
+            return Error::RangeOverflow.into();
+        }
+        if !self.cache.active {
+            return Error::CacheInactive.into();
+        }
+        let mut changed = false;
+        if let Some(h) = hva {
+            if self.cache.hva != h.0 {
+                self.cache.hva = h.0;
+                changed = true;
+            }
+        }
+        if self.cache.valid && !changed {
+            return Outcome::Ok(Value::Refresh { pfn: Some(self.cache.pfn), race: Effects::default() });
+        }
+        self.cache.valid = false;
+        let hva = self.cache.hva;
+        let mut effects = Effects::default();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let snapshot = self.seq;
+            let pfn = primary_pfn(&self.invalidated, hva);
+            if attempt == 1 {
+                effects = self.race(race);
+            }
+            if fail {
+                self.cache.valid = false;
+                return Error::NoMapping.into();
+            }
+            if self.active == 0 && self.seq == snapshot {
+                self.cache.valid = true;
+                self.cache.pfn = pfn;
+                return Outcome::Ok(Value::Refresh { pfn: Some(pfn), race: effects });
+            }
+            if attempt == u32::from(attempts) {
+                self.cache.valid = false;
+                return Outcome::Ok(Value::Refresh { pfn: None, race: effects });
+            }
+        }
+    }
+
+    /// The invalidation a refresh races with. A bad range races with nothing.
+    fn race(&mut self, race: Race) -> Effects {
+        let (start, end, and_end) = match race {
+            Race::None => return Effects::default(),
+            Race::Start { start, end } => (start, end, false),
+            Race::StartEnd { start, end } => (start, end, true),
+        };
+        let Ok(h) = span(start, end, MAX_HVA) else {
+            return Effects::default();
+        };
+        let effects = self.notifier_start(h).unwrap_or_default();
+        if and_end {
+            // Cannot fail: the start just raised both counts it needs.
+            let _ = self.notifier_end(h);
+        }
+        effects
+    }
+
+    fn state(&self) -> Value {
+        Value::State {
+            in_progress: self.in_progress,
+            seq: self.seq,
+            range: self.range.filter(|_| self.in_progress != 0),
+        }
+    }
+
+    /// `begin`: count up; on 0 → 1 forget the stale range; then widen by `r`.
+    fn begin(&mut self, r: Span) -> Result<(), Error> {
+        let next = self.in_progress.checked_add(1).ok_or(Error::CountOverflow)?;
+        if self.in_progress == 0 {
+            self.range = None;
+        }
+        self.in_progress = next;
+        self.add_range(r)
+    }
+
+    /// `add_range`: min/max union into the merged range; refused when nothing is open.
+    fn add_range(&mut self, r: Span) -> Result<(), Error> {
+        if self.in_progress == 0 {
+            return Err(Error::Unbalanced);
+        }
+        self.range = Some(match self.range {
+            None => r,
+            Some((s, e)) => (s.min(r.0), e.max(r.1)),
+        });
+        Ok(())
+    }
+
+    /// `end`: `seq++`, `in_progress--`; refused, changing nothing, when nothing is open.
+    fn end(&mut self) -> Result<(), Error> {
+        if self.in_progress == 0 {
+            return Err(Error::Unbalanced);
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.in_progress -= 1;
+        Ok(())
+    }
+
+    fn active_end(&mut self) -> Result<bool, Error> {
+        if self.active == 0 {
+            return Err(Error::Unbalanced);
+        }
+        self.active -= 1;
+        Ok(self.active == 0)
+    }
+
+    /// The retry checks. `lock` is `None` for the lockless forms; `gfn` is `None` for the
+    /// unranged forms. Guards are checked before snapshots.
+    fn retry(&self, lock: Option<Lock>, snap: u8, gfn: Option<u64>) -> Outcome {
+        let Some(i) = pick(snap, self.snapshots.len()) else {
+            return Skip::NothingKept.into();
+        };
+        if lock.is_some_and(Lock::is_foreign) || self.snapshots[i].foreign {
+            return Error::Foreign.into();
+        }
+        let open = self.in_progress != 0;
+        let covered = match (gfn, self.range) {
+            (None, _) => open,
+            (Some(g), Some((s, e))) => open && s <= g && g < e,
+            (Some(_), None) => open,
+        };
+        Outcome::Ok(Value::Flag(covered || self.seq != self.snapshots[i].seq))
+    }
+
+    fn hits(&self, hvas: Span) -> impl Iterator<Item = (u16, Span)> + '_ {
+        self.slots.iter().filter_map(move |s| gfns_of(s, hvas).map(|g| (s.id, g)))
+    }
+
+    /// `Vm::start`: S1 count, S2 caches, S3 begin/add+zap per overlapping slot, S4 flush.
+    fn notifier_start(&mut self, hvas: Span) -> Result<Effects, Error> {
+        self.active = self.active.checked_add(1).ok_or(Error::CountOverflow)?;
+        // S2: the translation cache, then the primary MMU may change the range.
+        let hit = self.cache.valid && hvas.0 <= self.cache.hva && self.cache.hva < hvas.1;
+        if hit {
+            self.cache.valid = false;
+        }
+        self.invalidated.push(hvas);
+        let mut zaps: Vec<_> = self.hits(hvas).collect();
+        zaps.sort();
+        let mut first = true;
+        for &(_, g) in &zaps {
+            let r = if first { self.begin(g) } else { self.add_range(g) };
+            first = false;
+            if let Err(e) = r {
+                self.active -= 1;
+                return Err(e);
+            }
+        }
+        let flushes = u32::from(!zaps.is_empty());
+        Ok(Effects { zaps, flushes, caches: vec![(hvas, hit)] })
+    }
+
+    /// `Vm::end`: refuse with `Unbalanced`, changing nothing, when no invalidation is active;
+    /// else E1 (if a memslot overlaps) then E2.
+    fn notifier_end(&mut self, hvas: Span) -> Result<(), Error> {
+        if self.active == 0 {
+            return Err(Error::Unbalanced);
+        }
+        if self.hits(hvas).next().is_some() {
+            self.end()?;
+        }
+        self.active_end().map(|_| ())
+    }
+
+    fn notifier_end_would_fail(&self, hvas: Span) -> bool {
+        self.active == 0 || (self.in_progress == 0 && self.hits(hvas).next().is_some())
+    }
+
+    fn update_would_block(&self) -> bool {
+        self.active != 0 || self.srcu_sections != 0
+    }
+
+    fn zap_slot(old: &SlotView) -> Effects {
+        Effects { zaps: vec![(old.id, old.gfns)], flushes: 1, caches: Vec::new() }
+    }
+}

@@ -1,0 +1,441 @@
+//! The reference page table ([`mmusync::mmu`]) against a `BTreeMap` model: fuzz target 3's
+//! oracle.
+//!
+//! The table under test has [`LEVELS`] levels of [`FANOUT`] entries (gfns `0..64`), small enough
+//! that the generated operands cover it and its edge. Operations map leaves, zap ranges (the
+//! IPI way, the epoch way, and through `PageTable::zap` with the unlinked pages freed by the
+//! harness), walk with each kind of proof, take the fast path, run the full fault path over a
+//! memslot, and invalidate through the MMU notifier. The model is a map from gfn to leaf bits
+//! plus the set of table pages that exist; a counting allocator checks that every table page is
+//! freed exactly once, and none is leaked.
+
+use crate::driver::my_cpu;
+use crate::model::Span;
+use crate::op::Val;
+use arbitrary::Arbitrary;
+use mmusync::hal::std::StdHal;
+use mmusync::hal::PageAlloc;
+use mmusync::memslot::{Memslot, SlotChange, PAGE_SIZE};
+use mmusync::mmu::{BoxAlloc, FastFault, FaultOutcome, ReferenceMmu, Spte, Table};
+use mmusync::notifier::Vm;
+use mmusync::vcpu::Vcpu;
+use mmusync::{Error, GfnRange, HvaRange};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Levels of the table under test.
+pub const LEVELS: usize = 3;
+/// Entries per table page.
+pub const FANOUT: usize = 4;
+/// The gfns it maps: `0..CAPACITY`.
+pub const CAPACITY: u64 = (FANOUT as u64).pow(LEVELS as u32);
+/// The memslot of the fault and notifier operations: gfns `SLOT_GFNS`, host pages from
+/// `SLOT_HVA`.
+pub const SLOT_GFNS: Span = (8, 40);
+/// The memslot's first host address.
+pub const SLOT_HVA: u64 = 0x10_0000;
+
+/// How a zap frees the table pages it unlinks.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ZapHow {
+    /// `ReferenceMmu::zap_ipi`: flush remote TLBs, then free at once.
+    Ipi,
+    /// `ReferenceMmu::zap_epoch`: defer the frees to the epoch collector.
+    Epoch,
+    /// `PageTable::zap`; the harness frees the unlinked pages itself afterwards.
+    Retire,
+}
+
+/// The proof a walk is made under.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proof {
+    /// `mmu_lock` held for read.
+    Read,
+    /// `mmu_lock` held for write.
+    Write,
+    /// A lockless walk of a loaded vCPU.
+    Lockless,
+    /// A pinned epoch.
+    Epoch,
+}
+
+/// One page-table operation.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PtOp {
+    /// `PageTable::map(gfn, Spte::leaf(pfn, writable, mmu_writable)?)`.
+    Map {
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// The pfn (any `u64`).
+        pfn: Val,
+        /// Writable now.
+        writable: bool,
+        /// The fast path may make it writable.
+        mmu_writable: bool,
+    },
+    /// Zaps `GfnRange::new(start, end)?`.
+    Zap {
+        /// Raw range start.
+        start: Val,
+        /// Raw range end.
+        end: Val,
+        /// How the unlinked tables are freed.
+        how: ZapHow,
+    },
+    /// `PageTable::walk(proof, gfn)`.
+    Walk {
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// The proof.
+        proof: Proof,
+    },
+    /// `ReferenceMmu::fast_fault` inside a lockless walk.
+    FastFault {
+        /// The gfn (any `u64`).
+        gfn: Val,
+    },
+    /// `ReferenceMmu::fault(vm, gfn, writable, ..)` over the memslot [`SLOT_GFNS`].
+    Fault {
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// A write fault.
+        writable: bool,
+    },
+    /// `Vm::invalidate_range_start` then drop, with the reference MMU as the secondary MMU.
+    Invalidate {
+        /// Raw host-address start.
+        start: Val,
+        /// Raw host-address end.
+        end: Val,
+    },
+}
+
+/// What a page-table operation returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PtOutcome {
+    /// The previous leaf's bits (map).
+    Previous(Option<u64>),
+    /// A zap: whether a flush is owed, and how many table pages were unlinked (`None` where
+    /// the call does not say).
+    Zapped {
+        /// The flush flag (`zap_ipi`, `PageTable::zap`); `None` for `zap_epoch`.
+        flush: Option<bool>,
+        /// Tables unlinked (`zap_epoch`, `PageTable::zap`); `None` for `zap_ipi`.
+        tables: Option<usize>,
+    },
+    /// A walk: the leaf's bits.
+    Leaf(Option<u64>),
+    /// The fast path.
+    Fast(FastFault),
+    /// The fault path.
+    Fault(FaultOutcome),
+    /// An invalidation ran.
+    Invalidated,
+    /// A typed error.
+    Err(Error),
+}
+
+const PRESENT: u64 = 1;
+const WRITABLE: u64 = 2;
+const MMU_WRITABLE: u64 = 4;
+
+/// `Spte::leaf`, from its documentation: pfn from bit 12, present, writable bits.
+fn leaf_bits(pfn: u64, writable: bool, mmu_writable: bool) -> Result<u64, Error> {
+    if pfn > u64::MAX >> 12 {
+        return Err(Error::RangeOverflow);
+    }
+    let w = if writable { WRITABLE | MMU_WRITABLE } else { 0 };
+    let mw = if mmu_writable { MMU_WRITABLE } else { 0 };
+    Ok(pfn << 12 | PRESENT | w | mw)
+}
+
+/// The gfns a table page at `level` (0 = the leaf tables) with index `prefix` covers.
+fn covers(level: usize, prefix: u64) -> Span {
+    let span = (FANOUT as u64).pow(level as u32 + 1);
+    (prefix * span, (prefix + 1) * span)
+}
+
+/// The model: leaves, and the table pages below the root as `(level, prefix)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PtModel {
+    leaves: BTreeMap<u64, u64>,
+    tables: BTreeSet<(usize, u64)>,
+    /// Whether an epoch zap deferred frees (then the live count is only a lower bound).
+    deferred: bool,
+}
+
+impl PtModel {
+    /// Table pages that must be live: the root and every linked table.
+    pub fn live_tables(&self) -> usize {
+        1 + self.tables.len()
+    }
+
+    fn map(&mut self, gfn: u64, bits: u64) -> Option<u64> {
+        for level in 0..LEVELS - 1 {
+            self.tables.insert((level, gfn / (FANOUT as u64).pow(level as u32 + 1)));
+        }
+        self.leaves.insert(gfn, bits)
+    }
+
+    /// Clears the leaves in `r`, unlinks every table page wholly inside it. Returns whether a
+    /// leaf was cleared and how many tables were unlinked.
+    fn zap(&mut self, r: Span) -> (bool, usize) {
+        let cleared: Vec<u64> = self.leaves.range(r.0..r.1).map(|(&g, _)| g).collect();
+        for g in &cleared {
+            self.leaves.remove(g);
+        }
+        let gone: Vec<_> = self
+            .tables
+            .iter()
+            .copied()
+            .filter(|&(l, p)| {
+                let (s, e) = covers(l, p);
+                r.0 <= s && e <= r.1
+            })
+            .collect();
+        for t in &gone {
+            self.tables.remove(t);
+        }
+        (!cleared.is_empty(), gone.len())
+    }
+
+    fn gfn(&self, gfn: Val) -> Result<u64, Error> {
+        if gfn.0 < CAPACITY {
+            Ok(gfn.0)
+        } else {
+            Err(Error::RangeOverflow)
+        }
+    }
+
+    /// Applies `op`; returns what the real call must return.
+    pub fn step(&mut self, op: &PtOp) -> PtOutcome {
+        match self.apply(op) {
+            Ok(o) => o,
+            Err(e) => PtOutcome::Err(e),
+        }
+    }
+
+    fn apply(&mut self, op: &PtOp) -> Result<PtOutcome, Error> {
+        Ok(match *op {
+            PtOp::Map { gfn, pfn, writable, mmu_writable } => {
+                let bits = leaf_bits(pfn.0, writable, mmu_writable)?;
+                let gfn = self.gfn(gfn)?;
+                PtOutcome::Previous(self.map(gfn, bits))
+            }
+            PtOp::Zap { start, end, how } => {
+                let r = crate::model::span(start, end, mmusync::range::MAX_GFN)?;
+                let (cleared, tables) = self.zap(r);
+                self.deferred |= how == ZapHow::Epoch && tables != 0;
+                let flush = cleared || tables != 0;
+                match how {
+                    ZapHow::Ipi => PtOutcome::Zapped { flush: Some(flush), tables: None },
+                    ZapHow::Epoch => PtOutcome::Zapped { flush: None, tables: Some(tables) },
+                    ZapHow::Retire => PtOutcome::Zapped { flush: Some(flush), tables: Some(tables) },
+                }
+            }
+            PtOp::Walk { gfn, .. } => PtOutcome::Leaf(self.leaves.get(&self.gfn(gfn)?).copied()),
+            PtOp::FastFault { gfn } => {
+                let gfn = self.gfn(gfn)?;
+                PtOutcome::Fast(match self.leaves.get_mut(&gfn) {
+                    None => FastFault::Slow,
+                    Some(b) if *b & WRITABLE != 0 => FastFault::Spurious,
+                    Some(b) if *b & MMU_WRITABLE == 0 => FastFault::Slow,
+                    Some(b) => {
+                        *b |= WRITABLE;
+                        FastFault::Fixed
+                    }
+                })
+            }
+            PtOp::Fault { gfn, writable } => {
+                if !(SLOT_GFNS.0 <= gfn.0 && gfn.0 < SLOT_GFNS.1) {
+                    return Err(Error::NoMapping);
+                }
+                let pfn = (SLOT_HVA >> 12) + gfn.0 - SLOT_GFNS.0;
+                let bits = leaf_bits(pfn, writable, writable)?;
+                self.map(gfn.0, bits);
+                PtOutcome::Fault(FaultOutcome::Installed(pfn))
+            }
+            PtOp::Invalidate { start, end } => {
+                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_HVA)?;
+                let slot_hvas = (SLOT_HVA, SLOT_HVA + (SLOT_GFNS.1 - SLOT_GFNS.0) * PAGE_SIZE);
+                let (cs, ce) = (s.max(slot_hvas.0), e.min(slot_hvas.1));
+                if cs < ce {
+                    let first = SLOT_GFNS.0 + (cs - SLOT_HVA) / PAGE_SIZE;
+                    let last = SLOT_GFNS.0 + (ce - SLOT_HVA).div_ceil(PAGE_SIZE);
+                    self.zap((first, last));
+                }
+                PtOutcome::Invalidated
+            }
+        })
+    }
+}
+
+/// `BoxAlloc` with a count of live pages, shared by its clones.
+#[derive(Clone, Debug, Default)]
+pub struct CountingAlloc {
+    live: Arc<AtomicIsize>,
+}
+
+impl CountingAlloc {
+    /// Pages allocated and not yet freed.
+    pub fn live(&self) -> isize {
+        self.live.load(Relaxed)
+    }
+}
+
+// SAFETY: every call is passed to `BoxAlloc`, which keeps the contract; the counter changes
+// nothing about the pages.
+unsafe impl<P> PageAlloc<P> for CountingAlloc {
+    fn alloc(&self, init: P) -> Result<NonNull<P>, P> {
+        let page = BoxAlloc.alloc(init)?;
+        self.live.fetch_add(1, Relaxed);
+        Ok(page)
+    }
+
+    unsafe fn free(&self, page: NonNull<P>) {
+        let before = self.live.fetch_sub(1, Relaxed);
+        assert!(before > 0, "a table page was freed twice, or one that was never allocated");
+        // SAFETY: our caller's contract is `BoxAlloc::free`'s.
+        unsafe { BoxAlloc.free(page) }
+    }
+}
+
+type Mmu<'v> = ReferenceMmu<'v, StdHal, CountingAlloc, LEVELS, FANOUT>;
+
+/// Runs page-table operations against the model, checking every result, every leaf after every
+/// step, and the live table pages (exactly, until an epoch zap defers frees; then as a lower
+/// bound); at the end, that dropping everything frees every page.
+pub fn run_page_table(ops: &[PtOp]) {
+    my_cpu();
+    let alloc = CountingAlloc::default();
+    let vcpus = [Vcpu::new(StdHal)];
+    vcpus[0].load(my_cpu()).expect("fresh vCPU");
+    {
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("root");
+        let handle = mmu.reclaimer().register();
+        let vm: Vm<StdHal, 1> = Vm::new(StdHal);
+        let slot = Memslot::new(0, SLOT_GFNS.0, SLOT_GFNS.1 - SLOT_GFNS.0, SLOT_HVA).expect("slot");
+        vm.set_memslot(&mmu, SlotChange::Create(slot)).expect("create slot");
+        let mut model = PtModel::default();
+        for (i, op) in ops.iter().enumerate() {
+            let want = model.step(op);
+            let got = step(&mmu, &vm, &vcpus[0], &handle, op);
+            check_pt(ops, i, "result", &want, &got);
+            let g = vm.invalidation().mmu_lock().read();
+            let leaves: BTreeMap<u64, u64> = (0..CAPACITY)
+                .filter_map(|gfn| mmu.table().walk(&g, gfn).expect("in range").map(|s| (gfn, s.bits())))
+                .collect();
+            check_pt(ops, i, "leaves", &model.leaves, &leaves);
+            let live = usize::try_from(alloc.live()).expect("never negative");
+            if model.deferred {
+                assert!(live >= model.live_tables(), "step {i}: a linked table page was freed");
+            } else {
+                check_pt(ops, i, "live table pages", &model.live_tables(), &live);
+            }
+        }
+    }
+    assert_eq!(alloc.live(), 0, "table pages leaked after the page table and its reclaimer dropped");
+}
+
+fn check_pt<T: PartialEq + core::fmt::Debug>(ops: &[PtOp], at: usize, what: &str, want: &T, got: &T) {
+    if want != got {
+        let history: String =
+            ops.iter().take(at + 1).enumerate().map(|(i, op)| format!("  {i:3}: {op:?}\n")).collect();
+        panic!(
+            "the page table disagrees with its model at step {at} ({what}):\n  model: {want:?}\n  table: \
+             {got:?}\nhistory:\n{history}"
+        );
+    }
+}
+
+fn step(
+    mmu: &Mmu<'_>,
+    vm: &Vm<StdHal, 1>,
+    vcpu: &Vcpu<StdHal>,
+    handle: &mmusync::epoch::ReclaimHandle,
+    op: &PtOp,
+) -> PtOutcome {
+    let lock = vm.invalidation().mmu_lock();
+    let r: Result<PtOutcome, Error> = (|| {
+        Ok(match *op {
+            PtOp::Map { gfn, pfn, writable, mmu_writable } => {
+                let spte = Spte::leaf(pfn.0, writable, mmu_writable)?;
+                let prev = mmu.table().map(&lock.write(), gfn.0, spte)?;
+                PtOutcome::Previous(prev.map(Spte::bits))
+            }
+            PtOp::Zap { start, end, how } => {
+                let r = GfnRange::new(start.0, end.0)?;
+                let g = lock.write();
+                match how {
+                    ZapHow::Ipi => PtOutcome::Zapped { flush: Some(mmu.zap_ipi(&g, r)?), tables: None },
+                    ZapHow::Epoch => {
+                        let n = mmu.zap_epoch(&g, r, handle)?;
+                        handle.collect();
+                        PtOutcome::Zapped { flush: None, tables: Some(n) }
+                    }
+                    ZapHow::Retire => {
+                        let mut retired = Vec::new();
+                        let flush = mmu
+                            .table()
+                            .zap(&g, r, &mut |page: NonNull<Table<StdHal, FANOUT>>| retired.push(page))?;
+                        let n = retired.len();
+                        for page in retired {
+                            // SAFETY: `zap` unlinked the page under the write lock we still
+                            // hold, hands each page over once, and it came from the table's
+                            // allocator; this thread is the only one, and it holds no walk.
+                            unsafe { mmu.table().allocator().free(page) };
+                        }
+                        PtOutcome::Zapped { flush: Some(flush), tables: Some(n) }
+                    }
+                }
+            }
+            PtOp::Walk { gfn, proof } => {
+                let g = gfn.0;
+                let leaf = match proof {
+                    Proof::Read => mmu.table().walk(&lock.read(), g)?,
+                    Proof::Write => mmu.table().walk(&lock.write(), g)?,
+                    Proof::Lockless => {
+                        let walk = vcpu.walk_lockless_begin().expect("loaded, outside");
+                        mmu.walk(&walk, g)?
+                    }
+                    Proof::Epoch => mmu.walk(&handle.walk_begin(), g)?,
+                };
+                PtOutcome::Leaf(leaf.map(Spte::bits))
+            }
+            PtOp::FastFault { gfn } => {
+                let walk = vcpu.walk_lockless_begin().expect("loaded, outside");
+                PtOutcome::Fast(mmu.fast_fault(&walk, gfn.0)?)
+            }
+            PtOp::Fault { gfn, writable } => {
+                let host = |hva: u64| Ok(hva >> 12);
+                PtOutcome::Fault(mmu.fault(vm, gfn.0, writable, host)?)
+            }
+            PtOp::Invalidate { start, end } => {
+                let h = HvaRange::new(start.0, end.0)?;
+                drop(vm.invalidate_range_start(mmu, h)?);
+                PtOutcome::Invalidated
+            }
+        })
+    })();
+    r.unwrap_or_else(PtOutcome::Err)
+}
+
+/// Decodes `data` into at most [`crate::MAX_OPS`] page-table operations.
+pub fn decode_page_table(data: &[u8]) -> Vec<PtOp> {
+    let mut u = arbitrary::Unstructured::new(data);
+    let mut ops = Vec::new();
+    while ops.len() < crate::MAX_OPS && !u.is_empty() {
+        match u.arbitrary::<PtOp>() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    ops
+}
+
+/// Fuzz target 3's entry point: [`decode_page_table`] then [`run_page_table`].
+pub fn run_page_table_bytes(data: &[u8]) {
+    run_page_table(&decode_page_table(data));
+}

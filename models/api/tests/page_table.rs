@@ -1,0 +1,131 @@
+//! The reference page table against its `BTreeMap` model ([`mmusync_api_model::page_table`]),
+//! with proptest-generated operations, plus the `page_table` fuzz target's seed corpus.
+//!
+//! `PROPTEST_CASES` overrides the number of cases (default 256, about 2 s in a debug build).
+//! `page_table_seed_corpus_is_up_to_date` rewrites `fuzz/corpus/page_table/` when run with
+//! `MMUSYNC_BLESS=1`.
+
+use mmusync_api_model::page_table::{
+    decode_page_table, run_page_table, Proof, PtOp, ZapHow, CAPACITY, SLOT_HVA,
+};
+use mmusync_api_model::{encode_page_table, Val, BOUNDARIES};
+use proptest::prelude::*;
+use proptest::sample::select;
+use std::path::PathBuf;
+
+fn val() -> impl Strategy<Value = Val> {
+    prop_oneof![
+        6 => 0..CAPACITY + 2,
+        1 => select(&BOUNDARIES[..]),
+        1 => any::<u64>(),
+        2 => (0..48u64).prop_map(|k| SLOT_HVA + k * 4096),
+    ]
+    .prop_map(Val)
+}
+
+fn how() -> impl Strategy<Value = ZapHow> {
+    prop_oneof![Just(ZapHow::Ipi), Just(ZapHow::Epoch), Just(ZapHow::Retire)]
+}
+
+fn proof() -> impl Strategy<Value = Proof> {
+    prop_oneof![Just(Proof::Read), Just(Proof::Write), Just(Proof::Lockless), Just(Proof::Epoch)]
+}
+
+fn op() -> impl Strategy<Value = PtOp> {
+    prop_oneof![
+        5 => (val(), val(), any::<bool>(), any::<bool>())
+            .prop_map(|(gfn, pfn, writable, mmu_writable)| PtOp::Map { gfn, pfn, writable, mmu_writable }),
+        2 => (val(), val(), how()).prop_map(|(start, end, how)| PtOp::Zap { start, end, how }),
+        3 => (val(), proof()).prop_map(|(gfn, proof)| PtOp::Walk { gfn, proof }),
+        2 => val().prop_map(|gfn| PtOp::FastFault { gfn }),
+        2 => (val(), any::<bool>()).prop_map(|(gfn, writable)| PtOp::Fault { gfn, writable }),
+        1 => (val(), val()).prop_map(|(start, end)| PtOp::Invalidate { start, end }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn page_table_matches_the_btreemap_model(ops in prop::collection::vec(op(), 1..48)) {
+        run_page_table(&ops);
+    }
+
+    #[test]
+    fn page_table_encoding_round_trips(ops in prop::collection::vec(op(), 0..16)) {
+        prop_assert_eq!(decode_page_table(&encode_page_table(&ops)), ops);
+    }
+}
+
+fn v(x: u64) -> Val {
+    Val(x)
+}
+
+fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
+    let map = |gfn, pfn| PtOp::Map { gfn: v(gfn), pfn: v(pfn), writable: false, mmu_writable: true };
+    vec![
+        (
+            "map-walk-zap",
+            vec![
+                map(0, 100),
+                map(17, 117),
+                map(63, 163),
+                map(64, 1),
+                PtOp::Map { gfn: v(1), pfn: v(u64::MAX), writable: true, mmu_writable: true },
+                PtOp::Walk { gfn: v(17), proof: Proof::Read },
+                PtOp::Walk { gfn: v(17), proof: Proof::Lockless },
+                PtOp::Zap { start: v(16), end: v(32), how: ZapHow::Ipi },
+                PtOp::Walk { gfn: v(17), proof: Proof::Epoch },
+                PtOp::Zap { start: v(0), end: v(64), how: ZapHow::Retire },
+                PtOp::Zap { start: v(5), end: v(4), how: ZapHow::Ipi },
+            ],
+        ),
+        (
+            "epoch-and-fast-path",
+            vec![
+                map(3, 5),
+                PtOp::Map { gfn: v(4), pfn: v(6), writable: false, mmu_writable: false },
+                PtOp::FastFault { gfn: v(3) },
+                PtOp::FastFault { gfn: v(3) },
+                PtOp::FastFault { gfn: v(4) },
+                PtOp::FastFault { gfn: v(5) },
+                PtOp::Zap { start: v(0), end: v(16), how: ZapHow::Epoch },
+                PtOp::Walk { gfn: v(3), proof: Proof::Write },
+            ],
+        ),
+        (
+            "fault-and-invalidate",
+            vec![
+                PtOp::Fault { gfn: v(8), writable: true },
+                PtOp::Fault { gfn: v(39), writable: false },
+                PtOp::Fault { gfn: v(40), writable: false },
+                PtOp::Invalidate { start: v(SLOT_HVA), end: v(SLOT_HVA + 4096) },
+                PtOp::Walk { gfn: v(8), proof: Proof::Read },
+                PtOp::Invalidate { start: v(0), end: v(u64::MAX) },
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn page_table_seed_corpus_is_up_to_date() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/page_table");
+    let bless = std::env::var_os("MMUSYNC_BLESS").is_some();
+    for (name, ops) in seeds() {
+        assert_eq!(decode_page_table(&encode_page_table(&ops)), ops, "seed {name}");
+        run_page_table(&ops);
+        let path = dir.join(format!("seed-{name}"));
+        let bytes = encode_page_table(&ops);
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            let on_disk = std::fs::read(&path).unwrap_or_default();
+            assert_eq!(on_disk, bytes, "{} is stale: rerun with MMUSYNC_BLESS=1", path.display());
+        }
+    }
+}
