@@ -170,7 +170,11 @@ fn zap_of_everything_clears_a_large_table() {
     let table: PageTable<StdHal, BoxAlloc, 13, 8> = PageTable::new(BoxAlloc).unwrap();
     table.map(&g, 5, Spte::leaf(1, false, false).unwrap()).unwrap();
     let mut retired = Vec::new();
-    assert_eq!(table.zap(&g, gfns(0, mmusync::range::MAX_GFN), &mut |p| retired.push(p)), Ok(true), "no flush reported");
+    assert_eq!(
+        table.zap(&g, gfns(0, mmusync::range::MAX_GFN), &mut |p| retired.push(p)),
+        Ok(true),
+        "no flush reported"
+    );
     assert_eq!(table.walk(&g, 5), Ok(None), "the leaf survived a zap of every gfn");
     for page in retired {
         // SAFETY: unlinked under the write lock, handed over once, from BoxAlloc; no walker.

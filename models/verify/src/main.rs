@@ -1,0 +1,101 @@
+//! `mmusync-verify`: the main job. Runs the verification suite — loom (weak memory, every
+//! barrier and rule mutant), shuttle (many threads, liveness), real threads on this CPU — and
+//! ends with the protocol × checker table, the mutant scorecard, and what each checker cannot
+//! see.
+//!
+//! Each checker is its own program (loom needs a `--cfg loom` build of its own, in its own
+//! target directory), so this binary runs them as child processes through `cargo run`, shows
+//! their progress, and reads the JSON each one writes. `ci/verify.sh` is the entry point.
+//!
+//! Exit status: 0 when every scenario passes on the correct code and every mutant is killed by
+//! some checker or documented as not killable; 1 otherwise; 2 when a checker could not run.
+
+mod checkers;
+mod results;
+mod tables;
+
+use clap::Parser;
+use results::{Checker, MutantRun, ScenarioRun};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Runs mmusync's verification suite and prints the scorecard.
+#[derive(Parser, Debug)]
+#[command(name = "mmusync-verify", version, about)]
+pub struct Cli {
+    /// Full mode: every mutant under loom, the full shuttle set, more hardware iterations.
+    /// Without it: quick mode (under two minutes once built): correct-code scenarios only,
+    /// small iteration counts.
+    #[arg(long)]
+    pub full: bool,
+    /// Run the mutant scorecard (implied by --full).
+    #[arg(long)]
+    pub mutants: bool,
+    /// Only scenarios and mutants of this protocol (P1..P5).
+    #[arg(long, value_parser = ["P1", "P2", "P3", "P4", "P5"])]
+    pub protocol: Option<String>,
+    /// Only these checkers (repeatable).
+    #[arg(long, value_enum)]
+    pub checker: Vec<Checker>,
+    /// Print the counterexample of this killed mutant (a Barrier or Rule name) with the command
+    /// that replays it, then exit.
+    #[arg(long, value_name = "MUTANT")]
+    pub replay: Option<String>,
+    /// Also write every result as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Where checkers write their own results.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub results: PathBuf,
+}
+
+impl Cli {
+    fn runs(&self, c: Checker) -> bool {
+        self.checker.is_empty() || self.checker.contains(&c)
+    }
+
+    fn with_mutants(&self) -> bool {
+        self.full || self.mutants || self.replay.is_some()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(mutant) = &cli.replay {
+        return checkers::replay(&cli, mutant);
+    }
+    let start = Instant::now();
+    let mut scenarios: Vec<ScenarioRun> = Vec::new();
+    let mut mutants: Vec<MutantRun> = Vec::new();
+    let mut broken = Vec::new();
+    for checker in Checker::ALL.into_iter().filter(|c| cli.runs(*c)) {
+        match checkers::run(&cli, checker) {
+            Ok((s, m)) => {
+                scenarios.extend(s);
+                mutants.extend(m);
+            }
+            Err(e) => broken.push(format!("{checker}: {e}")),
+        }
+    }
+    if let Some(p) = &cli.protocol {
+        scenarios.retain(|s| &s.protocol == p);
+        mutants.retain(|m| results::mutant_protocol(&m.mutant).map(|x| x.short()) == Some(p.as_str()));
+    }
+    let verdict = tables::print(&cli, &scenarios, &mutants, &broken);
+    println!("\nmmusync-verify: {} in {:.0}s", verdict.summary(), start.elapsed().as_secs_f64());
+    if let Some(path) = &cli.json {
+        let doc = serde_json::json!({
+            "mode": if cli.full { "full" } else { "quick" },
+            "scenarios": scenarios,
+            "mutants": mutants,
+            "checker_errors": broken,
+            "verdict": verdict.summary(),
+        });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    verdict.exit_code()
+}
