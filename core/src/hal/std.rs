@@ -12,17 +12,25 @@
 //!   [`CpuRegistration`]; the slot is given back when that guard drops (or, if it is leaked,
 //!   when the thread exits). The slots are **process-global**: every `StdHal` value (it is a
 //!   zero-sized handle) sees the same CPUs. `current_cpu` reads a thread-local.
-//! * **Interrupts.** A real-time signal, [`StdHal::ipi_signal`] (`SIGRTMIN() +`
-//!   [`IPI_SIGNAL_OFFSET`]), plays the IPI. `irq_save` blocks it with `pthread_sigmask` and
-//!   `irq_restore` unblocks it, so a signal sent meanwhile stays pending and its handler runs,
-//!   at the latest, before the unblocking call returns: exactly the "pending IPI is taken at
-//!   `local_irq_enable`" behaviour the protocols rely on.
+//! * **Interrupts: a soft mask.** A real-time signal, [`StdHal::ipi_signal`] (`SIGRTMIN() +`
+//!   [`IPI_SIGNAL_OFFSET`]), plays the IPI. It is never blocked on a CPU thread: as with
+//!   PowerPC's lazy interrupt masking, "interrupts off" is a thread-local flag. `irq_save`
+//!   only clears the flag (no system call). The handler, when it finds the flag clear, records
+//!   the IPI as pending in another thread-local and returns *without* acknowledging it;
+//!   `irq_restore`, when it turns interrupts back on, sets the flag and then acknowledges a
+//!   pending IPI itself, exactly as the handler would. So an IPI sent while interrupts are off
+//!   is taken, at the latest, before the re-enabling `irq_restore` returns: the "pending IPI is
+//!   taken at `local_irq_enable`" behaviour the protocols rely on. The flag and the pending
+//!   bit are touched only by their thread and by its signal handler (which interrupts that
+//!   thread), so relaxed atomics and `compiler_fence`s order them; no hardware fence is
+//!   needed for that, and interrupts off/on cost a few loads and stores.
 //! * **IPI with wait.** `ipi_and_wait` takes a ticket from each target slot's `sent` counter,
 //!   sends the signal with `pthread_kill`, and spins (yielding) until the slot's `acked`
-//!   counter reaches the ticket. The handler (async-signal-safe: atomics only) raises `acked`
-//!   to the `sent` value it reads, between two `SeqCst` fences. Signals may coalesce or be
-//!   delivered more than once; the counters make that harmless. Offline slots and the
-//!   caller's own slot are skipped.
+//!   counter reaches the ticket. An acknowledgement (async-signal-safe: atomics only), by the
+//!   handler or by a deferring `irq_restore`, raises `acked` to the `sent` value it reads
+//!   (`fetch_max`), between two `SeqCst` fences. Signals may coalesce or be delivered more
+//!   than once, and an IPI may be acknowledged twice; the counters make that harmless.
+//!   Offline slots and the caller's own slot are skipped.
 //!
 //! The handler is installed once per process (`sigaction`, `SA_RESTART`) by the first
 //! registration, before any slot can be signalled. Registration fails with
@@ -72,7 +80,9 @@ mod cpus {
     use core::cell::Cell;
     use core::fmt;
     use core::marker::PhantomData;
-    use core::sync::atomic::{fence, AtomicU64, Ordering::SeqCst};
+    use core::sync::atomic::{
+        compiler_fence, fence, AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst,
+    };
     use std::sync::OnceLock;
 
     /// The IPI signal is `SIGRTMIN() + IPI_SIGNAL_OFFSET`. The offset keeps clear of
@@ -86,8 +96,15 @@ mod cpus {
         /// This thread's CPU slot, or `NO_CPU`. Const-initialized and without a destructor, so
         /// reading it compiles to a plain TLS access that the signal handler may do.
         static CURRENT: Cell<u8> = const { Cell::new(NO_CPU) };
-        /// Whether this thread's "interrupts" (the IPI signal) are enabled.
-        static IRQS_ON: Cell<bool> = const { Cell::new(true) };
+        /// Whether this thread's "interrupts" are enabled: the soft mask. Written only by the
+        /// thread (`irq_save`, `irq_restore`), read by it and by its signal handler. An atomic
+        /// (relaxed: one thread and its handler, ordered by `compiler_fence`s) so that the
+        /// handler's read is not a data race; const-initialized, no destructor.
+        static IRQS_ON: AtomicBool = const { AtomicBool::new(true) };
+        /// Whether an IPI arrived while `IRQS_ON` was clear and is not yet acknowledged. Set
+        /// only by the signal handler (while `IRQS_ON` is clear), cleared only by the thread in
+        /// `irq_restore` (after it set `IRQS_ON`).
+        static IPI_PENDING: AtomicBool = const { AtomicBool::new(false) };
         /// Gives the slot back at thread exit if the registration guard was leaked.
         static EXIT_RELEASE: ExitRelease = const { ExitRelease };
     }
@@ -176,7 +193,7 @@ mod cpus {
         /// for it while it still reads.
         fn drop(&mut self) {
             assert!(
-                IRQS_ON.with(Cell::get),
+                IRQS_ON.with(|f| f.load(Relaxed)),
                 "CpuRegistration dropped with interrupts disabled (CPU {} still in a critical section)",
                 self.cpu.index()
             );
@@ -207,12 +224,17 @@ mod cpus {
         slot.acked.fetch_max(slot.sent.load(SeqCst), SeqCst);
     }
 
-    /// The IPI handler. Async-signal-safe: a const thread-local read and atomics, no locks, no
-    /// allocation, no `errno`.
-    extern "C" fn on_ipi(_sig: libc::c_int) {
+    /// Acknowledges every IPI sent to this thread's slot so far: raises `acked` to the `sent`
+    /// value read now. Called by the handler (interrupts on) and by `irq_restore` (an IPI that
+    /// arrived while they were off). Async-signal-safe. Idempotent: acknowledging twice, or
+    /// with no IPI outstanding, only raises `acked` to a value `sent` already reached, which
+    /// no sender waits beyond.
+    #[inline]
+    fn ack_ipis() {
         // Everything the sender wrote before taking its ticket is visible from here on, and
-        // everything this thread did before the signal was delivered is visible to a sender
-        // that reads our ack (the contract's "full barrier on both sides").
+        // everything this thread did before this point (in particular every access it made
+        // while interrupts were off) is visible to a sender that reads our ack (the contract's
+        // "full barrier on both sides").
         fence(SeqCst);
         let i = CURRENT.with(Cell::get);
         if i != NO_CPU {
@@ -220,6 +242,24 @@ mod cpus {
             slot.acked.fetch_max(slot.sent.load(SeqCst), SeqCst);
         }
         fence(SeqCst);
+    }
+
+    /// The IPI handler. Async-signal-safe: const thread-local reads and atomics, no locks, no
+    /// allocation, no `errno`.
+    ///
+    /// The handler interrupts its own thread between two instructions, so it sees every
+    /// access the thread made before that point and none after (program order; the
+    /// `compiler_fence`s in `irq_save`/`irq_restore` keep the compiler from moving the
+    /// thread's accesses across the flag). If interrupts are soft-disabled it only records
+    /// the IPI; the re-enabling `irq_restore` acknowledges it.
+    extern "C" fn on_ipi(_sig: libc::c_int) {
+        compiler_fence(SeqCst);
+        if IRQS_ON.with(|f| f.load(Relaxed)) {
+            ack_ipis();
+        } else {
+            IPI_PENDING.with(|p| p.store(true, Relaxed));
+        }
+        compiler_fence(SeqCst);
     }
 
     fn errno() -> i32 {
@@ -257,9 +297,15 @@ mod cpus {
         Ok(())
     }
 
+    /// This thread's soft mask: (`IRQS_ON`, `IPI_PENDING`).
+    #[cfg(test)]
+    pub(super) fn soft_mask() -> (bool, bool) {
+        (IRQS_ON.with(|f| f.load(Relaxed)), IPI_PENDING.with(|p| p.load(Relaxed)))
+    }
+
     /// Blocks (`libc::SIG_BLOCK`) or unblocks (`libc::SIG_UNBLOCK`) the IPI signal for the
-    /// calling thread.
-    fn mask_ipi(how: libc::c_int) {
+    /// calling thread. Only registration uses it (and tests): interrupts off is the soft mask.
+    pub(super) fn mask_ipi(how: libc::c_int) {
         // SAFETY: `set` is initialized by `sigemptyset` before use; `pthread_sigmask` reads
         // it and writes no old set (null).
         let rc = unsafe {
@@ -281,8 +327,9 @@ mod cpus {
 
         /// Makes the calling thread a CPU: claims the lowest free slot (process-wide), installs
         /// the IPI handler if this is the first registration in the process, and unblocks the
-        /// signal unless the thread is inside `irq_save` (a new thread inherits its creator's
-        /// signal mask, and may start with it blocked).
+        /// signal (a new thread inherits its creator's signal mask, which may have it blocked).
+        /// Interrupts off is the soft mask, so the signal stays unblocked even inside
+        /// `irq_save`: the handler defers the IPI itself.
         ///
         /// The thread must keep the registration while it runs protocol code that needs
         /// [`Cpus`]: [`current_cpu`](Cpus::current_cpu) panics on a thread that is not a CPU.
@@ -292,11 +339,9 @@ mod cpus {
                 return Err(CpuError::AlreadyRegistered(slot_id(current)));
             }
             (*INSTALLED.get_or_init(install))?;
-            // Make the real mask match our flag: a new thread inherits its creator's mask, which
-            // may have the IPI blocked while this thread's flag says interrupts are on.
-            if IRQS_ON.with(Cell::get) {
-                mask_ipi(libc::SIG_UNBLOCK);
-            }
+            // A new thread inherits its creator's mask, which may have the IPI blocked; a CPU
+            // must always be able to receive it (the soft mask decides when it is taken).
+            mask_ipi(libc::SIG_UNBLOCK);
             // Registers the thread-exit fallback (first access of a thread-local with a
             // destructor).
             EXIT_RELEASE.with(|_| ());
@@ -325,9 +370,24 @@ mod cpus {
     // SAFETY:
     // * `current_cpu` returns the slot the calling thread claimed under the slot lock; a slot
     //   has one owner at a time, so no two running threads share an id.
-    // * After `irq_save` returns, the IPI signal is blocked for this thread (`pthread_sigmask`
-    //   is synchronous), so its handler, the only thing that acknowledges an IPI to this CPU,
-    //   cannot run on it until `irq_restore` unblocks the signal.
+    // * After `irq_save` returns, this thread's `IRQS_ON` is clear. An IPI is acknowledged to
+    //   this CPU only by `ack_ipis`, called by the handler only when it reads `IRQS_ON` set,
+    //   and by `irq_restore` only after it re-enables (sets `IRQS_ON`); nothing else sets the
+    //   flag (restores nest), so no acknowledgement happens until the matching `irq_restore`
+    //   re-enables. The handler runs on this thread, between two of its instructions, so its
+    //   relaxed read sees the thread's latest store in program order; the `compiler_fence`s
+    //   keep the compiler from moving the accesses made while interrupts are off (the walk's
+    //   reads) above the clearing store or below the setting store. Hence every such access
+    //   precedes, in program order, the acknowledging `ack_ipis`, whose leading `SeqCst` fence
+    //   and `SeqCst` RMW publish them to the sender: the same ordering the old blocked-signal
+    //   handler gave.
+    // * No IPI is lost: a signal delivered while the flag is clear sets `IPI_PENDING`, which
+    //   only `irq_restore` clears, after setting the flag and before acknowledging. A signal
+    //   delivered after the flag is set is acknowledged by the handler. If one lands between
+    //   the flag store and the `IPI_PENDING` check, the handler acknowledges and `irq_restore`
+    //   may acknowledge again: harmless, since an acknowledgement is a `fetch_max` of the
+    //   current `sent`. The handler never sets `IPI_PENDING` once the flag is set, so the
+    //   clear cannot discard an unacknowledged IPI.
     // * `ipi_and_wait` takes a ticket from each online target's `sent` (a SeqCst RMW after a
     //   SeqCst fence: the caller's earlier writes are ordered before it), signals the thread
     //   while holding the slot lock (so the thread is alive and online), and returns only when
@@ -346,20 +406,38 @@ mod cpus {
             slot_id(i)
         }
 
+        #[inline]
         fn irq_save(&self) -> IrqState {
-            let was_on = IRQS_ON.with(|f| f.replace(false));
-            if was_on {
-                mask_ipi(libc::SIG_BLOCK);
-            }
+            // Only this thread writes the flag, so a load and a store (no RMW) suffice: a
+            // handler that runs between them reads "on" and acknowledges, which is fine, since
+            // nothing of the critical section has run yet.
+            let was_on = IRQS_ON.with(|f| {
+                let was_on = f.load(Relaxed);
+                f.store(false, Relaxed);
+                was_on
+            });
+            // The caller's accesses with interrupts off stay after the clearing store.
+            compiler_fence(SeqCst);
             IrqState(was_on)
         }
 
+        #[inline]
         unsafe fn irq_restore(&self, state: IrqState) {
             if state.0 {
-                IRQS_ON.with(|f| f.set(true));
-                // A signal that arrived while blocked is delivered, and acknowledged, before
-                // this call returns.
-                mask_ipi(libc::SIG_UNBLOCK);
+                // The caller's accesses with interrupts off stay before the setting store.
+                compiler_fence(SeqCst);
+                IRQS_ON.with(|f| f.store(true, Relaxed));
+                // The pending check stays after the setting store: from the store on, the
+                // handler acknowledges by itself and no longer sets `IPI_PENDING`.
+                compiler_fence(SeqCst);
+                if IPI_PENDING.with(|p| p.load(Relaxed)) {
+                    IPI_PENDING.with(|p| p.store(false, Relaxed));
+                    // What the handler would have done. A signal landing anywhere in this
+                    // block is acknowledged by the handler too; the second `fetch_max` is
+                    // harmless.
+                    ack_ipis();
+                }
+                compiler_fence(SeqCst);
             }
         }
 
@@ -382,7 +460,7 @@ mod cpus {
                 let thread = slot.thread.lock();
                 let Some(Thread(t)) = *thread else { continue };
                 assert!(
-                    IRQS_ON.with(Cell::get),
+                    IRQS_ON.with(|f| f.load(Relaxed)),
                     "ipi_and_wait with interrupts disabled would wait for CPU {i} forever if it waits for us"
                 );
                 tickets[i] = slot.sent.fetch_add(1, SeqCst) + 1;
@@ -491,7 +569,8 @@ mod tests {
         }
     }
 
-    fn ipi_blocked() -> bool {
+    /// Whether the IPI signal is blocked in the thread's real signal mask.
+    fn signal_blocked() -> bool {
         // SAFETY: `cur` is written by `pthread_sigmask` (null new set: query only) before
         // `sigismember` reads it.
         unsafe {
@@ -499,6 +578,11 @@ mod tests {
             assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut cur), 0);
             libc::sigismember(&cur, StdHal::ipi_signal()) == 1
         }
+    }
+
+    /// Whether this thread's soft mask has interrupts off.
+    fn irqs_off() -> bool {
+        !cpus::soft_mask().0
     }
 
     #[test]
@@ -525,18 +609,34 @@ mod tests {
     fn nested_irq_save_restore_keeps_interrupts_off_until_the_outer_restore() {
         thread::spawn(|| {
             let _reg = StdHal::register_cpu().unwrap();
-            assert!(!ipi_blocked());
+            assert!(!irqs_off());
             let outer = StdHal.irq_save();
             assert_eq!(outer, IrqState(true));
             let inner = StdHal.irq_save();
             assert_eq!(inner, IrqState(false));
-            assert!(ipi_blocked());
+            assert!(irqs_off());
             // SAFETY: restores nest: inner first, then outer.
             unsafe { StdHal.irq_restore(inner) };
-            assert!(ipi_blocked(), "the inner restore must not re-enable interrupts");
+            assert!(irqs_off(), "the inner restore must not re-enable interrupts");
             // SAFETY: as above.
             unsafe { StdHal.irq_restore(outer) };
-            assert!(!ipi_blocked());
+            assert!(!irqs_off());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_mask_is_soft_the_signal_stays_unblocked() {
+        thread::spawn(|| {
+            let _reg = StdHal::register_cpu().unwrap();
+            assert!(!signal_blocked());
+            let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
+            assert!(irqs_off());
+            assert!(!signal_blocked(), "irq_save must not touch the real signal mask");
+            drop(guard);
+            assert!(!irqs_off());
+            assert!(!signal_blocked());
         })
         .join()
         .unwrap();
@@ -545,19 +645,85 @@ mod tests {
     #[test]
     fn registration_unblocks_an_inherited_mask() {
         thread::spawn(|| {
-            let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
-            // The child inherits the blocked signal, but its own interrupt flag says "on".
+            cpus::mask_ipi(libc::SIG_BLOCK);
+            // The child inherits the blocked signal.
             thread::spawn(|| {
-                assert!(ipi_blocked());
+                assert!(signal_blocked());
                 let _reg = StdHal::register_cpu().unwrap();
-                assert!(!ipi_blocked(), "a CPU with interrupts on must be able to take IPIs");
+                assert!(!signal_blocked(), "a CPU must be able to receive IPIs");
+                assert!(!irqs_off());
             })
             .join()
             .unwrap();
-            drop(guard);
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn an_ipi_taken_with_interrupts_off_is_pending_until_the_restore_acknowledges_it() {
+        let target_cpu: Arc<std::sync::Mutex<Option<CpuId>>> = Arc::default();
+        let irqs_off_now = Arc::new(AtomicBool::new(false));
+        let restored = Arc::new(AtomicBool::new(false));
+        let target = {
+            let (target_cpu, irqs_off_now, restored) =
+                (target_cpu.clone(), irqs_off_now.clone(), restored.clone());
+            thread::spawn(move || {
+                let reg = StdHal::register_cpu().unwrap();
+                *target_cpu.lock().unwrap() = Some(reg.cpu());
+                let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
+                irqs_off_now.store(true, SeqCst);
+                // The handler runs on this thread while the flag is clear and defers.
+                wait_until("the IPI to arrive and be deferred", || cpus::soft_mask().1);
+                restored.store(true, SeqCst);
+                drop(guard);
+                assert_eq!(cpus::soft_mask(), (true, false), "the restore must take the pending IPI");
+                drop(reg);
+            })
+        };
+        let _reg = StdHal::register_cpu().unwrap();
+        wait_until("the target to disable interrupts", || irqs_off_now.load(SeqCst));
+        let mut set = CpuSet::empty();
+        set.insert(target_cpu.lock().unwrap().unwrap());
+        StdHal.ipi_and_wait(set);
+        assert!(restored.load(SeqCst), "IPI completed before the target re-enabled interrupts");
+        target.join().unwrap();
+    }
+
+    #[test]
+    fn no_ipi_is_lost_while_the_target_toggles_interrupts() {
+        // The target opens and closes critical sections back to back, so signals land in every
+        // part of `irq_save`/`irq_restore`, including between the flag store and the pending
+        // check. Every `ipi_and_wait` must still return (a lost IPI hangs it).
+        let target_cpu: Arc<std::sync::Mutex<Option<CpuId>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let target = {
+            let (target_cpu, stop) = (target_cpu.clone(), stop.clone());
+            thread::spawn(move || {
+                let reg = StdHal::register_cpu().unwrap();
+                *target_cpu.lock().unwrap() = Some(reg.cpu());
+                let mut n = 0u64;
+                while !stop.load(SeqCst) {
+                    let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
+                    n = core::hint::black_box(n.wrapping_add(1));
+                    drop(guard);
+                    if n % 64 == 0 {
+                        thread::yield_now();
+                    }
+                }
+                assert_eq!(cpus::soft_mask(), (true, false));
+                drop(reg);
+            })
+        };
+        let _reg = StdHal::register_cpu().unwrap();
+        wait_until("the target to register", || target_cpu.lock().unwrap().is_some());
+        let mut set = CpuSet::empty();
+        set.insert(target_cpu.lock().unwrap().unwrap());
+        for _ in 0..300 {
+            StdHal.ipi_and_wait(set);
+        }
+        stop.store(true, SeqCst);
+        target.join().unwrap();
     }
 
     #[test]

@@ -1,0 +1,334 @@
+//! Hardware scenarios: the P5 store-buffering shapes and the reference MMU's fault path,
+//! written directly over core's vCPU, walk, epoch and reference-MMU API for real threads.
+//!
+//! The model scenarios ([`mmusync_models::SCENARIOS`]) run each role once per iteration, which
+//! is right for loom's exhaustive search but leaves a real CPU little chance to show a rare
+//! reordering. These run many *rounds* per role invocation: both roles meet at a rendezvous,
+//! each waits a random short delay (so that, over many rounds, the two sides' critical
+//! instructions line up at every offset), and then they race. Violations are counted per round
+//! instead of panicking, so a mutant's hit rate can be reported per million rounds.
+//!
+//! Freed table pages and guest pages are poisoned and quarantined ([`crate::poison`]): a walker
+//! that reads poison, or an SPTE that points at a freed guest page, is a violation, and no read
+//! is ever a real use-after-free.
+//!
+//! | scenario | shape | roles |
+//! |---|---|---|
+//! | `sb-walk` | SB-walk: lockless walk vs unlink + IPI flush + free | walker (vCPU 0), zapper |
+//! | `sb-entry` | SB-entry: guest entry with a TLB vs unlink + flush request + free | vcpu, requester |
+//! | `epoch-walk` | epoch (RCU) walks and a guest TLB vs epoch zaps (flush before unpin) | vcpu, zapper |
+//! | `mmu-fault-vs-invalidation` | the reference MMU: faults, lockless walks, fast path vs MMU-notifier invalidations that free guest pages and table pages | vcpu, invalidator |
+
+mod entry;
+mod epoch;
+mod mmu;
+mod walk;
+
+use crate::exec::ThreadExec;
+use mmusync::barrier::Protocol;
+use mmusync::{Barrier as B, Rule as R};
+use mmusync_models::{Invariant, Mutant, ScenarioHal};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Mutex;
+
+/// Knobs of the hardware scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Each side adds a random `0..jitter` delay steps (a step is one iteration of an empty
+    /// loop, about a nanosecond) to its wait after the rendezvous.
+    pub jitter: u32,
+    /// How many entry reads a walk (or a guest run) does through the page it found (about a
+    /// nanosecond each): how long it holds the page.
+    pub hold: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { jitter: 256, hold: 2048 }
+    }
+}
+
+/// What one batch of rounds saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Rounds run.
+    pub rounds: u64,
+    /// Rounds (or, for free-running roles, observations) that violated an invariant.
+    pub violations: u64,
+    /// Rounds in which the race the scenario is about was on (the walker or the guest reached
+    /// the page before the zapper unlinked it): the denominator that matters for a barrier
+    /// mutant. `hw-mmu-fault-vs-invalidation` counts the vCPU's iterations here.
+    pub contended: u64,
+    /// The first violation, in words.
+    pub first: Option<String>,
+}
+
+impl Batch {
+    /// Adds `other`'s counts; keeps the first violation seen.
+    pub fn absorb(&mut self, other: Batch) {
+        self.rounds += other.rounds;
+        self.violations += other.violations;
+        self.contended += other.contended;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
+/// Violation counter shared by the roles of one batch.
+#[derive(Default)]
+struct Recorder {
+    violations: AtomicU64,
+    contended: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Recorder {
+    fn violation(&self, inv: Invariant, detail: std::fmt::Arguments<'_>) {
+        if self.violations.fetch_add(1, SeqCst) == 0 {
+            let msg = format!("{}: {inv}: {detail}", mmusync_models::exec::VIOLATION);
+            *self.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        }
+    }
+
+    fn contended(&self) {
+        self.contended.fetch_add(1, SeqCst);
+    }
+
+    fn finish(self, rounds: u64) -> Batch {
+        Batch {
+            rounds,
+            violations: self.violations.into_inner(),
+            contended: self.contended.into_inner(),
+            first: self.first.into_inner().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+}
+
+/// Two roles meet here before each phase of a round. Counting, so it never needs resetting.
+/// It spins (yielding now and then, for machines with fewer cores than roles): a thread woken
+/// from a sleep would arrive far too late to race.
+#[repr(align(128))]
+struct Rendezvous {
+    count: AtomicU64,
+}
+
+impl Rendezvous {
+    fn new() -> Self {
+        Rendezvous { count: AtomicU64::new(0) }
+    }
+
+    /// Meeting number `n` (0, 1, 2, ...) of two parties.
+    fn meet(&self, n: u64) {
+        self.count.fetch_add(1, SeqCst);
+        let target = 2 * (n + 1);
+        let mut spins = 0u32;
+        while self.count.load(SeqCst) < target {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 512 == 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// xorshift64*: cheap per-role randomness for the delays.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        if n == 0 {
+            0
+        } else {
+            ((x >> 32) % u64::from(n)) as u32
+        }
+    }
+}
+
+/// Waits `n` delay steps (iterations of an empty loop the compiler cannot remove).
+#[inline(always)]
+fn delay(n: u32) {
+    for i in 0..n {
+        std::hint::black_box(i);
+    }
+}
+
+/// Keeps the race centred: the side that starts the race (the zapper) waits `base + 0..jitter`
+/// steps, and `base` follows what the other side saw. When the other side was early (it
+/// reached the page before the unlink), the zapper moves earlier by `down` steps, otherwise
+/// later by `up`; so the other side is early in about `up / (up + down)` of the rounds, and the
+/// rounds gather around the point where the two sides' critical accesses meet.
+struct Pacer {
+    base: u32,
+    up: u32,
+    down: u32,
+}
+
+impl Pacer {
+    /// At most this many steps of base delay (about 50 us).
+    const MAX: u32 = 50_000;
+
+    fn new(up: u32, down: u32) -> Self {
+        Pacer { base: 0, up, down }
+    }
+
+    fn delay(&self, rng: &mut Rng, jitter: u32) -> u32 {
+        self.base + rng.below(jitter)
+    }
+
+    fn feedback(&mut self, other_was_early: bool) {
+        self.base = if other_was_early {
+            self.base.saturating_sub(self.down)
+        } else {
+            (self.base + self.up).min(Self::MAX)
+        };
+    }
+}
+
+/// Which body a descriptor runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Id {
+    SbWalk,
+    SbEntry,
+    EpochWalk,
+    MmuFaultVsInvalidation,
+}
+
+/// One hardware scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct HwScenario {
+    /// Unique name, as the CLI takes it.
+    pub name: &'static str,
+    /// The protocol under test.
+    pub protocol: Protocol,
+    /// The shape it races, in the spec's terms.
+    pub spec: &'static str,
+    /// Its roles, in CPU order.
+    pub roles: &'static [&'static str],
+    /// The invariants it checks.
+    pub invariants: &'static [Invariant],
+    /// The mutants it is meant to kill on real hardware. Barrier mutants among them are
+    /// probabilistic: the stress report says how often they were seen.
+    pub kills: &'static [Mutant],
+    id: Id,
+}
+
+impl HwScenario {
+    /// Runs one batch of `rounds` rounds under `hal` on `exec` (which must have at least
+    /// `roles.len()` CPUs) and reports what it saw.
+    pub fn run_batch<H: ScenarioHal>(
+        &self,
+        hal: &H,
+        exec: &ThreadExec,
+        rounds: u64,
+        tuning: Tuning,
+        seed: u64,
+    ) -> Batch {
+        assert!(exec.cpus() >= self.roles.len(), "{}: needs {} CPUs", self.name, self.roles.len());
+        match self.id {
+            Id::SbWalk => walk::sb_walk(hal, exec, rounds, tuning, seed),
+            Id::SbEntry => entry::sb_entry(hal, exec, rounds, tuning, seed),
+            Id::EpochWalk => epoch::epoch_walk(hal, exec, rounds, tuning, seed),
+            Id::MmuFaultVsInvalidation => mmu::fault_vs_invalidation(hal, exec, rounds, tuning, seed),
+        }
+    }
+
+    /// The scenario called `name`.
+    pub fn by_name(name: &str) -> Option<&'static HwScenario> {
+        HW_SCENARIOS.iter().find(|s| s.name == name)
+    }
+}
+
+const fn b(x: B) -> Mutant {
+    Mutant::Barrier(x)
+}
+
+const fn r(x: R) -> Mutant {
+    Mutant::Rule(x)
+}
+
+/// Every hardware scenario.
+pub const HW_SCENARIOS: &[HwScenario] = &[
+    HwScenario {
+        name: "hw-sb-walk",
+        protocol: Protocol::P5Walks,
+        spec: "§6.1 SB-walk: walker W(mode) mb R(link) R(page) vs zapper W(unlink) mb R(mode), IPI if busy, free",
+        roles: &["walker", "zapper"],
+        invariants: &[Invariant::WalkerReadFreedTable],
+        kills: &[
+            b(B::WalkBeginModeBeforeSpteReads),
+            r(R::WalkDisablesInterrupts),
+            r(R::FlushWaitsForReaders),
+            r(R::FreeAfterFlush),
+        ],
+        id: Id::SbWalk,
+    },
+    HwScenario {
+        name: "hw-sb-entry",
+        protocol: Protocol::P5Walks,
+        spec: "§6.2 SB-entry: vCPU W(mode=IN_GUEST) mb R(requests), guest walks through its TLB vs requester W(unlink) W(request) mb R(mode), IPI if in guest, free",
+        roles: &["vcpu", "requester"],
+        invariants: &[Invariant::StaleTlbAfterFlush, Invariant::WalkerReadFreedTable],
+        kills: &[b(B::GuestEntryModeBeforeRequests), r(R::EntryChecksRequests), r(R::FreeAfterFlush)],
+        id: Id::SbEntry,
+    },
+    HwScenario {
+        name: "hw-epoch-walk",
+        protocol: Protocol::P5Walks,
+        spec: "§6.4 epoch reclamation: pinned software walks and a guest TLB vs pin, unlink, flush, defer, unpin",
+        roles: &["vcpu", "zapper"],
+        invariants: &[Invariant::WalkerReadFreedTable, Invariant::StaleTlbAfterFlush],
+        // None reachable: see the module docs of `epoch.rs`.
+        kills: &[],
+        id: Id::EpochWalk,
+    },
+    HwScenario {
+        name: "hw-mmu-fault-vs-invalidation",
+        protocol: Protocol::P2Retry,
+        spec: "§3.3 + §6.1 on the reference MMU: faults (F0-F14), lockless walks and the fast path vs invalidate_range_start/end that remap and free guest pages and unlink table pages",
+        roles: &["vcpu", "invalidator"],
+        invariants: &[Invariant::SpteMapsFreedPage, Invariant::WalkerReadFreedTable],
+        kills: &[
+            r(R::RetryChecksInProgress),
+            r(R::FaultRetriesUnderLock),
+            r(R::WalkDisablesInterrupts),
+            r(R::FlushWaitsForReaders),
+            r(R::FreeAfterFlush),
+        ],
+        id: Id::MmuFaultVsInvalidation,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_distinct_from_the_model_scenarios() {
+        for (i, s) in HW_SCENARIOS.iter().enumerate() {
+            assert!(HW_SCENARIOS[..i].iter().all(|o| o.name != s.name), "duplicate {}", s.name);
+            assert!(
+                mmusync_models::Scenario::by_name(s.name).is_none(),
+                "{} shadows a model scenario",
+                s.name
+            );
+            assert_eq!(HwScenario::by_name(s.name).map(|x| x.id), Some(s.id));
+        }
+    }
+
+    #[test]
+    fn delays_stay_in_range() {
+        let mut rng = Rng::new(7);
+        assert!((0..1000).all(|_| rng.below(5) < 5));
+        assert_eq!(rng.below(0), 0);
+    }
+}
