@@ -96,7 +96,7 @@ fn protocol_of(scenario: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn loom_command(cli: &Cli, extra: &[String]) -> Command {
+fn loom_command(extra: &[String]) -> Command {
     let mut args: Vec<String> = vec!["--jobs".into(), "2".into()];
     args.extend_from_slice(extra);
     let mut cmd = cargo_run("mmusync-models", "loom-scorecard", &args);
@@ -104,7 +104,6 @@ fn loom_command(cli: &Cli, extra: &[String]) -> Command {
     if std::env::var_os("CARGO_TARGET_DIR").is_none() {
         cmd.env("CARGO_TARGET_DIR", workspace_root().join("target/loom"));
     }
-    let _ = cli;
     cmd
 }
 
@@ -118,7 +117,11 @@ fn loom(cli: &Cli) -> Result<Results, String> {
         args.push("--mutant".into());
         args.push("none".into());
     }
-    run_logged("loom", loom_command(cli, &args), &cli.results.join("loom-scorecard.txt"))?;
+    if let Some(p) = &cli.protocol {
+        args.push("--protocol".into());
+        args.push(p.clone());
+    }
+    run_logged("loom", loom_command(&args), &cli.results.join("loom-scorecard.txt"))?;
     let rows = read_json(&json)?;
     let rows = rows.as_array().ok_or("loom scorecard is not an array")?;
     let mut scenarios = Vec::new();
@@ -308,7 +311,7 @@ pub fn replay(cli: &Cli, mutant: &str) -> ExitCode {
         "--replay-dir".into(),
         dir.display().to_string(),
     ];
-    match loom_command(cli, &args).status() {
+    match loom_command(&args).status() {
         Ok(s) if s.success() || s.code() == Some(1) => ExitCode::SUCCESS,
         Ok(s) => {
             eprintln!("loom-scorecard exited with {s}");

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The loom suite: every scenario on the correct code (cargo test), then the mutant scorecard
+# (every named barrier and rule dropped/broken in turn, against the scenarios).
+#
+# Results go to results/ (gitignored):
+#   results/loom-test.txt          the correct-code runs: scenario, bound, executions, time
+#   results/loom-scorecard.md      the scorecard table (mutant, killing scenario, executions
+#                                  to first failure, time, kill kind)
+#   results/loom-scorecard.json    the same rows as JSON
+#   results/loom-scorecard.txt     table + notes (not killable, with reasons) + every killed
+#                                  mutant's counterexample trace and its replay command
+#   results/loom-time.txt          wall time of each phase and of the whole run
+#   results/replay/*.json          loom checkpoints of each failing execution (replayable)
+#
+# Budget: under 15 minutes on 2 cores (aim: under 8, build included). Per-scenario preemption
+# bounds live in models/src/loom/runner.rs (`bound`); MMUSYNC_LOOM_BOUND=N|none overrides all of
+# them. Extra arguments go to loom-scorecard (for example `--protocol P2`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export RUSTFLAGS="--cfg loom --cfg crossbeam_loom"
+# A separate target directory: a cfg change would otherwise rebuild the normal one.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
+mkdir -p results
+start=$(date +%s)
+
+cargo build -p mmusync-models --release --tests --bins
+built=$(date +%s)
+cargo test -p mmusync-models --release --test loom -- --nocapture 2>&1 | tee results/loom-test.txt
+tested=$(date +%s)
+rm -rf results/replay
+cargo run -q -p mmusync-models --release --bin loom-scorecard -- \
+  --jobs 2 --replay --replay-dir results/replay \
+  --json results/loom-scorecard.json --table results/loom-scorecard.md "$@" 2>&1 | tee results/loom-scorecard.txt
+end=$(date +%s)
+
+{
+  echo "build:     $(( built - start ))s"
+  echo "test:      $(( tested - built ))s"
+  echo "scorecard: $(( end - tested ))s"
+  echo "total:     $(( end - start ))s"
+} | tee results/loom-time.txt
+echo "ci/loom.sh: total $(( end - start ))s"

@@ -1,0 +1,360 @@
+//! The CI set and the soak mode.
+//!
+//! **CI** ([`ci`]): for every target,
+//!
+//! 1. the correct code under the random scheduler and under PCT, each for the target's pass
+//!    iterations: every execution must pass (or, for a target that models a bug on purpose,
+//!    the bug must be found: a failure of the expected kind within the kill cap);
+//! 2. every rule mutant the target lists: random and PCT in turn, in [`KILL_ROUNDS`] rounds,
+//!    up to the kill cap per scheduler, stopping at the first failure. A failure other than
+//!    [`Outcome::Error`] is a kill; a mutant that survives fails the CI run (a check that cannot
+//!    fail is a defect), unless it is documented in [`SHUTTLE_BLIND`];
+//! 3. the barrier mutants the target lists are reported as invisible to shuttle (sequential
+//!    consistency), not run.
+//!
+//! Seeds are fixed, so a CI run is deterministic: the same executions, the same kills, the same
+//! iterations to failure. Iteration counts scale with [`Plan::scale`].
+//!
+//! **Soak** ([`soak`]): the correct code only, every passing target under both schedulers, with
+//! fresh seeds and a time budget instead of an iteration count.
+
+use crate::runner::{self, Options, Outcome, Persist, Report, Sched, Target};
+use mmusync::Rule;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Multiplies every iteration count (1.0: the CI set).
+    pub scale: f64,
+    /// PCT's bug depth.
+    pub pct_depth: usize,
+    /// The schedulers' seed.
+    pub seed: u64,
+    /// Where reports and schedules go.
+    pub out: PathBuf,
+    /// Only these targets (all when empty).
+    pub only: Vec<String>,
+    /// Spin hints per CPU and execution before a liveness failure.
+    pub spin_budget: u64,
+}
+
+impl Plan {
+    /// The CI plan, writing under `out`.
+    pub fn ci(out: PathBuf) -> Self {
+        Plan {
+            scale: 1.0,
+            pct_depth: 3,
+            seed: Options::default().seed,
+            out,
+            only: Vec::new(),
+            spin_budget: runner::SPIN_BUDGET,
+        }
+    }
+
+    fn selected(&self) -> Vec<Target> {
+        runner::targets()
+            .into_iter()
+            .filter(|t| self.only.is_empty() || self.only.iter().any(|o| o == t.name))
+            .collect()
+    }
+
+    fn options(&self, iterations: usize) -> Options {
+        Options {
+            iterations: ((iterations as f64 * self.scale).ceil() as usize).max(1),
+            seed: self.seed,
+            spin_budget: self.spin_budget,
+            persist: Persist::Dir(self.out.clone()),
+            ..Options::default()
+        }
+    }
+}
+
+/// CI iteration counts for a target: (correct code, per scheduler; kill cap, per scheduler).
+/// Chosen so that the whole CI set runs in a few minutes on two cores (docs/shuttle.md has the
+/// measured times): a small scenario's execution takes tens of microseconds, a large one's
+/// about a millisecond.
+pub fn ci_iterations(t: &Target) -> (usize, usize) {
+    match t.roles {
+        0..=3 => (10_000, 10_000),
+        _ => (3_000, 20_000),
+    }
+}
+
+/// Rule mutants that a target lists but shuttle cannot kill in it, and why. They are still
+/// run (their rows say "not killed (documented)"), but do not fail the CI set.
+pub const SHUTTLE_BLIND: &[(&str, Rule, &str)] = &[(
+    "epoch-walk",
+    Rule::FlushBeforeUnpin,
+    "the epoch (RCU) is crossbeam-epoch on real atomics: shuttle neither schedules inside it nor sees its \
+     ordering, so a pin, an unpin or a three-step collect runs as one indivisible step (loom runs crossbeam's \
+     loom mode and kills it)",
+)];
+
+/// Why shuttle cannot kill `rule` in `target`, if it is documented as blind to it.
+pub fn blind(target: &str, rule: Rule) -> Option<&'static str> {
+    SHUTTLE_BLIND.iter().find(|(t, r, _)| *t == target && *r == rule).map(|(_, _, why)| *why)
+}
+
+/// One line of a CI report.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The target.
+    pub target: &'static str,
+    /// What was run: `correct`, a rule name, or a barrier name.
+    pub what: String,
+    /// What was required.
+    pub required: String,
+    /// The run(s) behind the row; empty for a barrier mutant (not run).
+    pub reports: Vec<Report>,
+    /// Whether the requirement holds.
+    pub ok: bool,
+    /// What happened, in words.
+    pub result: String,
+}
+
+/// Runs the correct code of `t` under both schedulers.
+fn pass_rows(plan: &Plan, t: &Target, iterations: usize, rows: &mut Vec<Row>) {
+    for sched in [Sched::Random, Sched::Pct { depth: plan.pct_depth }] {
+        let r = runner::run(*t, None, sched, &plan.options(iterations));
+        let ok = r.outcome == Outcome::Pass;
+        let result = if ok {
+            format!("pass: {} executions, {:.1?}, max {} spins/CPU", r.executions, r.time, r.max_spins)
+        } else {
+            format!(
+                "FAILED ({}) at execution {}: {}",
+                r.outcome,
+                r.executions,
+                r.message.as_deref().unwrap_or("")
+            )
+        };
+        rows.push(Row {
+            target: t.name,
+            what: format!("correct ({sched})"),
+            required: "pass".into(),
+            reports: vec![r],
+            ok,
+            result,
+        });
+    }
+}
+
+/// Rounds of a kill attempt: each runs the random scheduler, then PCT, for a quarter of the
+/// cap, with the round's own seed, so a mutant that only PCT (or only random) finds is not
+/// kept waiting behind the other scheduler's whole cap.
+pub const KILL_ROUNDS: usize = 4;
+
+/// Runs `t` with `mutant` (or the correct code of a bug-modelling target) until the first
+/// failure: in [`KILL_ROUNDS`] rounds of random then PCT, `cap` executions per scheduler in
+/// all. `kill` says which failures count.
+fn kill_row(
+    plan: &Plan,
+    t: &Target,
+    mutant: Option<Rule>,
+    cap: usize,
+    required: &str,
+    kill: impl Fn(Outcome) -> bool,
+) -> Row {
+    let mut reports: Vec<Report> = Vec::new();
+    'rounds: for round in 0..KILL_ROUNDS {
+        for sched in [Sched::Random, Sched::Pct { depth: plan.pct_depth }] {
+            let mut opts = plan.options(cap.div_ceil(KILL_ROUNDS));
+            opts.seed = plan.seed.wrapping_add(round as u64);
+            let r = runner::run(*t, mutant, sched, &opts);
+            let done = r.outcome != Outcome::Pass;
+            reports.push(r);
+            if done {
+                break 'rounds;
+            }
+        }
+    }
+    let last = reports.last().cloned();
+    let (ok, result) = match last {
+        Some(r) if r.outcome != Outcome::Pass => {
+            let tried: u64 = reports.iter().map(|r| r.executions).sum();
+            let ok = kill(r.outcome);
+            let sched = r.sched.map(|s| s.to_string()).unwrap_or_default();
+            (
+                ok,
+                format!(
+                    "{} by {sched} (seed {:#x}) at execution {} ({tried} in all, {:.1?})",
+                    if ok {
+                        format!("killed ({})", r.outcome)
+                    } else {
+                        format!("WRONG FAILURE ({})", r.outcome)
+                    },
+                    r.seed,
+                    r.executions,
+                    reports.iter().map(|r| r.time).sum::<Duration>()
+                ),
+            )
+        }
+        _ => {
+            let n: u64 =
+                reports.iter().filter(|r| r.sched == Some(Sched::Random)).map(|r| r.executions).sum();
+            match mutant.and_then(|m| blind(t.name, m)) {
+                Some(why) => {
+                    (true, format!("not killed in {n} random + {n} PCT executions (documented: {why})"))
+                }
+                None => (false, format!("NOT KILLED in {n} random + {n} PCT executions")),
+            }
+        }
+    };
+    Row {
+        target: t.name,
+        what: mutant.map_or_else(|| "correct (a bug on purpose)".to_string(), |m| m.name().to_string()),
+        required: required.into(),
+        reports,
+        ok,
+        result,
+    }
+}
+
+/// Runs the CI set. Returns every row; the run passed when every row is `ok`.
+pub fn ci(plan: &Plan, mut progress: impl FnMut(&Row)) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for t in plan.selected() {
+        let (pass, cap) = ci_iterations(&t);
+        let start = rows.len();
+        if t.expect == Outcome::Pass {
+            pass_rows(plan, &t, pass, &mut rows);
+        } else {
+            let expect = t.expect;
+            rows.push(kill_row(plan, &t, None, cap, &format!("found ({expect})"), |o| o.is(expect)));
+        }
+        for rule in t.kills() {
+            rows.push(kill_row(plan, &t, Some(rule), cap, "killed", |o| o != Outcome::Error));
+        }
+        for b in t.invisible_barriers() {
+            rows.push(Row {
+                target: t.name,
+                what: b.name().to_string(),
+                required: "none (barrier)".into(),
+                reports: Vec::new(),
+                ok: true,
+                result: "invisible to shuttle: every access is SeqCst, every fence a no-op (loom kills it)"
+                    .into(),
+            });
+        }
+        for row in &rows[start..] {
+            progress(row);
+        }
+    }
+    rows
+}
+
+/// The soak mode: the correct code of every passing target (or of `plan.only`), under both
+/// schedulers, for `total` in all, split evenly; fresh seeds unless `plan.seed` was given.
+pub fn soak(plan: &Plan, total: Duration, mut progress: impl FnMut(&Report)) -> Vec<Report> {
+    let targets: Vec<Target> = plan.selected().into_iter().filter(|t| t.expect == Outcome::Pass).collect();
+    let per_run = total / (2 * targets.len().max(1)) as u32;
+    let mut reports = Vec::new();
+    for t in targets {
+        for sched in [Sched::Random, Sched::Pct { depth: plan.pct_depth }] {
+            let opts = Options { iterations: usize::MAX, max_time: Some(per_run), ..plan.options(1) };
+            let r = runner::run(t, None, sched, &opts);
+            progress(&r);
+            reports.push(r);
+        }
+    }
+    reports
+}
+
+/// The part of a failure's panic message that a regression test expects: up to the second
+/// `:` (`invariant violated: SPTE maps a freed page`, `liveness violated: starvation`,
+/// `deadlock! blocked tasks`), or the whole first line.
+pub fn expected_message(msg: &str) -> &str {
+    let line = msg.lines().next().unwrap_or("");
+    if line.starts_with("deadlock!") {
+        // The rest names shuttle's task ids, which say nothing the trace does not.
+        return "deadlock! blocked tasks";
+    }
+    match line.match_indices(':').nth(1) {
+        Some((i, _)) => &line[..i],
+        None => line,
+    }
+}
+
+/// A failure in full: message, schedule, replay command, trace.
+pub fn failure_details(r: &Report) -> String {
+    let mut out = String::new();
+    let mutant = r.mutant.map(|m| format!(" with rule {m} broken")).unwrap_or_default();
+    let sched =
+        r.sched.map(|s| format!(" under {s} (seed {})", r.seed)).unwrap_or_else(|| " on replay".into());
+    let _ = writeln!(out, "### {}{mutant}{sched}: {} at execution {}", r.target, r.outcome, r.executions);
+    if let Some(m) = &r.message {
+        let _ = writeln!(out, "panic: {m}");
+    }
+    if r.outcome == Outcome::Deadlock {
+        let _ = writeln!(
+            out,
+            "(shuttle's task 0 is the main task, blocked while the roles run; task k is CPU k-1)"
+        );
+    }
+    if let Some(s) = &r.schedule {
+        let _ = writeln!(out, "schedule: {s}");
+    }
+    if let Some(f) = &r.schedule_file {
+        let _ = writeln!(out, "schedule file: {}", f.display());
+    }
+    if let Some(c) = r.replay_command() {
+        let _ = writeln!(out, "replay: {c}");
+    }
+    if let Some(t) = &r.trace {
+        let _ = writeln!(out, "trace of the failing execution (last steps):\n{t}");
+    }
+    out
+}
+
+/// The CI rows as a markdown table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from("| target | run | required | result |\n|---|---|---|---|\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {}{} |",
+            r.target,
+            r.what,
+            r.required,
+            if r.ok { "" } else { "**FAIL** " },
+            r.result
+        );
+    }
+    out
+}
+
+/// The rule scorecard of a CI run, as markdown: for every [`Rule`], the targets that killed
+/// it under shuttle (scheduler and executions to the kill), or why none did.
+pub fn scorecard(rows: &[Row]) -> String {
+    let mut out = String::from("| rule | killed by (scheduler, executions to the kill) |\n|---|---|\n");
+    for rule in Rule::ALL {
+        let kills: Vec<String> = rows
+            .iter()
+            .filter(|r| r.ok && r.what == rule.name())
+            .filter_map(|r| r.reports.last().filter(|rep| rep.outcome != Outcome::Pass).map(|rep| (r, rep)))
+            .map(|(r, rep)| {
+                let sched = rep.sched.map(|s| s.to_string()).unwrap_or_default();
+                format!("{} ({sched}, {}; {})", r.target, rep.executions, rep.outcome)
+            })
+            .collect();
+        let cell = if kills.is_empty() {
+            let why: Vec<&str> = runner::targets().iter().filter_map(|t| blind(t.name, *rule)).collect();
+            if why.is_empty() {
+                "**not killed**".to_string()
+            } else {
+                format!("not killed: {}", why.join("; "))
+            }
+        } else {
+            kills.join(", ")
+        };
+        let _ = writeln!(out, "| `{rule}` | {cell} |");
+    }
+    out
+}
+
+/// Which targets list `rule`.
+pub fn targeted_by(rule: Rule) -> Vec<&'static str> {
+    runner::targets().into_iter().filter(|t| t.kills().contains(&rule)).map(|t| t.name).collect()
+}

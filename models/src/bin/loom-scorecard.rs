@@ -1,0 +1,225 @@
+//! `loom-scorecard`: runs every mutant of mmusync's named barriers and rules against the
+//! scenarios under loom, and prints (and saves) the scorecard.
+//!
+//! Build and run it with loom's cfg:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom --cfg crossbeam_loom" cargo run -p mmusync-models --release --bin loom-scorecard -- --json results/loom-scorecard.json
+//! ```
+//!
+//! Without `--cfg loom` the binary only says how to build it.
+
+#[cfg(loom)]
+fn main() {
+    std::process::exit(cli::main());
+}
+
+#[cfg(not(loom))]
+fn main() {
+    eprintln!("loom-scorecard needs a loom build: RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" cargo run -p mmusync-models --release --bin loom-scorecard");
+    std::process::exit(2);
+}
+
+#[cfg(loom)]
+mod cli {
+    use clap::{Arg, ArgAction, Command};
+    use mmusync::barrier::Protocol;
+    use mmusync_models::loom::runner::bound;
+    use mmusync_models::loom::scorecard::{
+        json, known_hole, mutant_names, not_killable, scorecard, table, Row, Selection,
+    };
+    use mmusync_models::loom::trace::render;
+    use mmusync_models::{Mutant, Scenario, SCENARIOS};
+    use std::path::PathBuf;
+
+    fn command() -> Command {
+        Command::new("loom-scorecard")
+            .about("Runs every barrier and rule mutant of mmusync against the loom scenarios and prints the scorecard")
+            .arg(Arg::new("scenario").long("scenario").value_name("NAME").help("only this scenario"))
+            .arg(Arg::new("protocol").long("protocol").value_name("P1..P5").help("only this protocol's mutants, its scenarios, and the scenarios that target (or check) one of its mutants"))
+            .arg(Arg::new("mutant").long("mutant").value_name("NAME").help("only this mutant (a Barrier or Rule variant name; `none` = only the correct code)"))
+            .arg(Arg::new("json").long("json").value_name("PATH").help("also write the scorecard as JSON"))
+            .arg(Arg::new("table").long("table").value_name("PATH").help("also write the scorecard as a Markdown table"))
+            .arg(Arg::new("replay").long("replay").action(ArgAction::SetTrue).help("record a loom checkpoint of each failing execution, so that it can be replayed (counterexample traces are always printed)"))
+            .arg(Arg::new("replay-dir").long("replay-dir").value_name("DIR").default_value("results/replay").help("where --replay keeps loom checkpoint files"))
+            .arg(Arg::new("jobs").long("jobs").value_name("N").value_parser(clap::value_parser!(usize)).default_value("2").help("loom models run in parallel"))
+            .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("list scenarios and mutants, then exit"))
+    }
+
+    fn list() {
+        println!("scenarios:");
+        for s in SCENARIOS {
+            println!(
+                "  {:<32} {} [{}] roles: {}",
+                s.name,
+                s.protocol.short(),
+                bound(s).describe(),
+                s.roles.join(", ")
+            );
+        }
+        println!("mutants:");
+        for (kind, name) in mutant_names() {
+            println!("  {kind:<8} {name}");
+        }
+    }
+
+    fn counterexample(row: &Row, replay_dir: Option<&PathBuf>) {
+        let (Some(m), Some(r)) = (row.mutant, row.report.as_ref()) else { return };
+        println!();
+        println!(
+            "=== {} ({}) killed by {} after {} executions [{}] ===",
+            m.name(),
+            m.kind(),
+            r.scenario,
+            r.executions,
+            r.bound.describe()
+        );
+        println!("{}", r.message.as_deref().unwrap_or(""));
+        println!("interleaving (cpu, role, step; issued barriers included, the mutant marked ***):");
+        print!("{}", render(&r.roles, &r.trace, true));
+        let cmd = std::format!(
+            "RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" cargo run -p mmusync-models --release --bin loom-scorecard -- --scenario {} --mutant {} --replay",
+            r.scenario,
+            m.name()
+        );
+        match replay_dir {
+            Some(dir) => {
+                let cp = dir.join(std::format!("{}--{}.json", r.scenario, m.name()));
+                println!("replay: loom checkpoint {} holds this execution; re-running", cp.display());
+                println!("  {cmd} --replay-dir {}", dir.display());
+                println!("starts from it (the first execution is this one). Add LOOM_LOG=1 LOOM_LOCATION=1 for loom's own per-access log.");
+            }
+            None => println!("replay: {cmd}\n  (records a loom checkpoint of the failing execution under results/replay/, then replays from it)"),
+        }
+    }
+
+    pub fn main() -> i32 {
+        let m = command().get_matches();
+        if m.get_flag("list") {
+            list();
+            return 0;
+        }
+        let scenario = m.get_one::<String>("scenario").cloned();
+        if let Some(name) = &scenario {
+            if Scenario::by_name(name).is_none() {
+                eprintln!("no scenario {name}; --list shows them");
+                return 2;
+            }
+        }
+        let protocol = match m.get_one::<String>("protocol").map(|p| p.to_ascii_uppercase()) {
+            None => None,
+            Some(p) => match [
+                Protocol::P1Invalidation,
+                Protocol::P2Retry,
+                Protocol::P3Memslots,
+                Protocol::P4Unsync,
+                Protocol::P5Walks,
+            ]
+            .into_iter()
+            .find(|x| x.short() == p)
+            {
+                Some(x) => Some(x),
+                None => {
+                    eprintln!("no protocol {p}; use P1, P2, P3, P4 or P5");
+                    return 2;
+                }
+            },
+        };
+        let mutant = m.get_one::<String>("mutant").cloned();
+        if let Some(name) = &mutant {
+            if name != "none" && Mutant::from_name(name).is_none() {
+                eprintln!("no mutant {name}; --list shows them");
+                return 2;
+            }
+        }
+        let replay = m.get_flag("replay");
+        let replay_dir =
+            replay.then(|| PathBuf::from(m.get_one::<String>("replay-dir").expect("has a default")));
+        if let Some(dir) = &replay_dir {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("cannot create {}: {e}", dir.display());
+                return 2;
+            }
+        }
+        let sel = Selection {
+            scenario,
+            protocol,
+            mutant,
+            jobs: *m.get_one::<usize>("jobs").expect("has a default"),
+            replay_dir: replay_dir.clone(),
+        };
+        let start = std::time::Instant::now();
+        let rows = scorecard(&sel);
+        let elapsed = start.elapsed();
+
+        let md = table(&rows);
+        println!("{md}");
+        for row in &rows {
+            if let (Some(m), false) = (row.mutant, row.killed()) {
+                if let Some(why) = not_killable(m) {
+                    println!("- {}: not killable by loom: {why}", m.name());
+                    if let Some(c) = row.confirmation() {
+                        println!("  {c}");
+                    }
+                }
+                if let Some(why) = known_hole(m) {
+                    println!("- {}: NOT KILLED, known checker hole: {why}", m.name());
+                }
+            }
+            if row.mutant.is_none() && !row.ok() {
+                if let Some(r) = &row.report {
+                    println!(
+                        "!! the correct code FAILED {}: {}\n{}",
+                        r.scenario,
+                        r.message.as_deref().unwrap_or(""),
+                        render(&r.roles, &r.trace, true)
+                    );
+                }
+            }
+        }
+        for row in rows.iter().filter(|r| r.killed()) {
+            counterexample(row, replay_dir.as_ref());
+        }
+        let bad: Vec<String> = rows
+            .iter()
+            .filter(|r| !r.ok())
+            .map(|r| {
+                r.mutant
+                    .map(|m| m.name().to_string())
+                    .unwrap_or_else(|| std::format!("correct code in {}", r.scenario.unwrap_or("?")))
+            })
+            .collect();
+        let killed = rows.iter().filter(|r| r.killed()).count();
+        let mutants = rows.iter().filter(|r| r.mutant.is_some()).count();
+        let documented = rows
+            .iter()
+            .filter(|r| !r.killed() && r.mutant.is_some_and(|m| not_killable(m).is_some()))
+            .count();
+        let holes =
+            rows.iter().filter(|r| !r.killed() && r.mutant.is_some_and(|m| known_hole(m).is_some())).count();
+        let scenarios = rows.iter().filter(|r| r.mutant.is_none()).count();
+        let passed = rows.iter().filter(|r| r.mutant.is_none() && r.ok()).count();
+        println!(
+            "\ncorrect code: {passed} of {scenarios} scenarios pass; mutants: {killed} of {mutants} killed, {documented} documented as not killable, {holes} known holes, {} survived; {} problems; total {elapsed:.2?}",
+            mutants - killed - documented - holes,
+            bad.len()
+        );
+        for (flag, text) in [("json", json(&rows)), ("table", md)] {
+            if let Some(path) = m.get_one::<String>(flag) {
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("cannot write {path}: {e}");
+                    return 2;
+                }
+            }
+        }
+        if bad.is_empty() {
+            0
+        } else {
+            eprintln!("scorecard problems: {}", bad.join(", "));
+            1
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Runs one scenario under loom, with or without a mutant, and classifies the outcome.
+
+use super::exec::LoomExec;
+use super::hal::LoomHal;
+use super::trace::{self, Entry};
+use crate::exec::VIOLATION;
+use crate::mutant::Mutant;
+use crate::scenario::Scenario;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::string::{String, ToString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+use std::vec::Vec;
+
+/// How a scenario is explored under loom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// loom's preemption bound; `None` explores every interleaving (exhaustive, up to loom's
+    /// partial-order reduction).
+    pub preemptions: Option<usize>,
+}
+
+impl Bound {
+    /// `"exhaustive"` or `"bounded (N preemptions)"`.
+    pub fn describe(&self) -> String {
+        match self.preemptions {
+            None => "exhaustive".to_string(),
+            Some(n) => std::format!("bounded ({n} preemptions)"),
+        }
+    }
+}
+
+/// The bound each scenario runs under. The environment variable `MMUSYNC_LOOM_BOUND`, when set
+/// to a number (a preemption bound) or to `none` (exhaustive), replaces it for every scenario,
+/// to explore further by hand; so does loom's own `LOOM_MAX_PREEMPTIONS` (a number only: loom
+/// itself parses it).
+pub fn bound(s: &Scenario) -> Bound {
+    for var in ["MMUSYNC_LOOM_BOUND", "LOOM_MAX_PREEMPTIONS"] {
+        if let Ok(v) = std::env::var(var) {
+            if v == "none" || v == "exhaustive" {
+                return Bound { preemptions: None };
+            }
+            if let Ok(n) = v.parse() {
+                return Bound { preemptions: Some(n) };
+            }
+        }
+    }
+    // Measured on the 2-core CI machine (docs/models.md has the table): exhaustive wherever it
+    // takes under ~10 s; otherwise the largest bound that keeps the whole suite (the correct
+    // code twice, plus every mutant that survives a scenario exploring it in full) well inside
+    // the CI budget. The next bound up costs about 8x (fault-vs-invalidation: 44k executions at
+    // 3, 357k at 4; multi-slot-range-merge: 78k at 3, 710k at 4; epoch-walk: 232k at 3).
+    let preemptions = match s.name {
+        "fault-vs-invalidation" | "multi-slot-range-merge" | "epoch-walk" => Some(3),
+        "memslot-swap-vs-invalidation" => Some(4),
+        _ => None,
+    };
+    Bound { preemptions }
+}
+
+/// loom's per-execution branch limit, unless `LOOM_MAX_BRANCHES` says otherwise.
+pub const MAX_BRANCHES: usize = 20_000;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every explored execution kept every invariant.
+    Pass,
+    /// The scenario's own invariant assertion failed: a real kill.
+    Violation,
+    /// loom found every thread blocked. A kill only for a liveness mutant.
+    Deadlock,
+    /// Any other failure (loom's branch limit, an unrelated panic): never a kill.
+    Error,
+}
+
+impl Outcome {
+    /// Short label for tables.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Violation => "invariant",
+            Outcome::Deadlock => "deadlock",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// The mutant, or `None` for the correct code.
+    pub mutant: Option<Mutant>,
+    /// Barriers or rules dropped together with the mutant (empty but for redundancy checks).
+    pub also: Vec<Mutant>,
+    /// The bound used.
+    pub bound: Bound,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Executions explored: all of them on a pass, up to and including the failing one
+    /// otherwise.
+    pub executions: u64,
+    /// Wall time.
+    pub time: Duration,
+    /// The panic message of a failure.
+    pub message: Option<String>,
+    /// Role names (CPU order) of the failing execution.
+    pub roles: Vec<&'static str>,
+    /// The failing execution's trace.
+    pub trace: Vec<Entry>,
+    /// Barriers and rules reached in any execution.
+    pub touched: BTreeSet<Mutant>,
+}
+
+/// Options of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A loom checkpoint file for replay. If it exists, loom starts from the execution it
+    /// holds (the replay). Otherwise, when the run fails, the failing execution is written to
+    /// it: the run is repeated (exploration is deterministic) with loom told to store the path
+    /// of exactly that execution, so the first run pays nothing for it. (Storing every
+    /// execution's path, loom's `checkpoint_interval = 1`, made the scorecard three times
+    /// slower.)
+    pub checkpoint: Option<PathBuf>,
+    /// Barriers or rules dropped together with the mutant (the scorecard's redundancy check).
+    pub also: Vec<Mutant>,
+}
+
+std::thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(std::boxed::Box::new(move |info| {
+            let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+                (*s).to_string()
+            } else if let Some(s) = info.payload().downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "(non-string panic)".to_string()
+            };
+            let first = LAST_PANIC.with(|p| {
+                let mut p = p.borrow_mut();
+                let first = p.is_none();
+                if first {
+                    *p = Some(std::format!(
+                        "{msg} (at {})",
+                        info.location().map(|l| l.to_string()).unwrap_or_default()
+                    ));
+                }
+                first
+            });
+            if first && std::env::var_os("MMUSYNC_LOOM_PANICS").is_some() {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Runs `s` under loom with `mutant` applied (or the correct code).
+pub fn run(s: &'static Scenario, mutant: Option<Mutant>, opts: &Options) -> Report {
+    let Some(cp) = &opts.checkpoint else { return explore(s, mutant, opts, None) };
+    if cp.exists() {
+        // Replay: start from the stored execution, store nothing.
+        let r = explore(s, mutant, opts, Some((cp, usize::MAX)));
+        if r.outcome == Outcome::Pass {
+            // A passing run's checkpoint would skip exploration next time: drop it.
+            let _ = std::fs::remove_file(cp);
+        }
+        return r;
+    }
+    let first = explore(s, mutant, opts, None);
+    if first.outcome == Outcome::Pass {
+        return first;
+    }
+    // Record the failing execution: the same exploration, storing the path of execution N only.
+    let interval = usize::try_from(first.executions).unwrap_or(usize::MAX).max(1);
+    let again = explore(s, mutant, opts, Some((cp, interval)));
+    if again.outcome == first.outcome && again.executions == first.executions {
+        Report { time: first.time, ..again }
+    } else {
+        // Not reproduced (it should be: loom explores deterministically): keep the first
+        // report and no checkpoint that would replay something else.
+        let _ = std::fs::remove_file(cp);
+        first
+    }
+}
+
+/// One loom exploration; `checkpoint`: the file and loom's store interval.
+fn explore(
+    s: &'static Scenario,
+    mutant: Option<Mutant>,
+    opts: &Options,
+    checkpoint: Option<(&PathBuf, usize)>,
+) -> Report {
+    install_panic_hook();
+    LAST_PANIC.with(|p| p.borrow_mut().take());
+    trace::take_touched();
+    let bound = bound(s);
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = bound.preemptions;
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        // Wait loops (SRCU, the memslot swap's wait, IPI-and-wait) spend branches on every
+        // spin; loom's default of 1,000 per execution is too tight for the longer scenarios.
+        builder.max_branches = MAX_BRANCHES;
+    }
+    builder.checkpoint_file = None;
+    if let Some((cp, interval)) = checkpoint {
+        builder.checkpoint_file = Some(cp.clone());
+        builder.checkpoint_interval = interval;
+    }
+    let executions = Arc::new(AtomicU64::new(0));
+    let counter = executions.clone();
+    let also = opts.also.clone();
+    let start = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        builder.check(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            trace::start_execution();
+            let hal = LoomHal::with_also_dropped(mutant, &also);
+            s.run(&hal, &LoomExec);
+        })
+    }));
+    let time = start.elapsed();
+    let touched = trace::take_touched();
+    let executions = executions.load(Ordering::Relaxed);
+    let (outcome, message, roles, trace) = match result {
+        Ok(()) => (Outcome::Pass, None, Vec::new(), Vec::new()),
+        Err(payload) => {
+            let message = LAST_PANIC.with(|p| p.borrow_mut().take()).or_else(|| {
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            });
+            let text = message.clone().unwrap_or_default();
+            let outcome = if text.starts_with(VIOLATION) {
+                Outcome::Violation
+            } else if text.contains("deadlock") {
+                Outcome::Deadlock
+            } else {
+                Outcome::Error
+            };
+            let (roles, trace) = trace::take();
+            (outcome, message, roles, trace)
+        }
+    };
+    Report {
+        scenario: s.name,
+        mutant,
+        also: opts.also.clone(),
+        bound,
+        outcome,
+        executions,
+        time,
+        message,
+        roles,
+        trace,
+        touched,
+    }
+}

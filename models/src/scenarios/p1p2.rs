@@ -1,0 +1,182 @@
+//! P1 + P2: faults against invalidations.
+//!
+//! Every scenario here has a vCPU that faults on gfn 0 once and an invalidator that changes
+//! the primary MMU's page behind it: start (zap the SPTE, flush) → the primary MMU remaps the
+//! host page and frees the old one → end. The invariant is I2.1: after both finish, no SPTE
+//! maps a freed page. (Nothing zaps after `start`, so a stale install is still there at the
+//! end; the final check sees every violation.)
+
+use super::{page_hvas, setup, x86_fault, Host, Sptes};
+use crate::exec::{Executor, Role};
+use crate::scenario::ScenarioHal;
+use alloc::sync::Arc;
+use alloc::vec;
+use mmusync::invalidation::Invalidation;
+use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::notifier::Vm;
+use mmusync::range::GfnRange;
+
+/// §9.2 #1: the x86 fault path against `invalidate_range_start`/`end` through the memslot
+/// layer. Needs both halves of MP-2 and every retry check.
+pub fn fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        vm: Vm<H, 1>,
+        host: Host<H, 1, 2>,
+        sptes: Sptes<H, X, 1>,
+    }
+    let w = Arc::new(World { vm: Vm::new(hal.clone()), host: Host::new([1]), sptes: Sptes::new(x.clone()) });
+    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wi, xi) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+        }),
+        Role::new("invalidator", move || {
+            let hvas = page_hvas(0);
+            xi.step(format_args!("invalidate_range_start({:#x})", hvas.start()));
+            setup(wi.vm.start(&wi.sptes, hvas));
+            wi.host.remap_and_free(&xi, 0, 2);
+            xi.step(format_args!("invalidate_range_end"));
+            setup(wi.vm.end(hvas));
+        }),
+    ]);
+    w.sptes.assert_no_freed(&w.host.pages);
+}
+
+/// §3.2 MP-1: the PowerPC Book3S HV shape. The retry check runs without `mmu_lock`
+/// ([`Invalidation::retry_lockless`]), under the per-HPTE lock that the zap also takes. The
+/// writer's `seq++ → wmb → in_progress--` must meet the reader's `in_progress → rmb → seq`.
+pub fn mp1_lockless_retry<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        inv: Invalidation<H>,
+        host: Host<H, 1, 2>,
+        sptes: Sptes<H, X, 1>,
+    }
+    let w = Arc::new(World {
+        inv: Invalidation::new(hal.clone()),
+        host: Host::new([1]),
+        sptes: Sptes::new(x.clone()),
+    });
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wi, xi) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let snap = wv.inv.snapshot();
+            xv.step(format_args!("snapshot seq = {}", snap.seq()));
+            let pfn = wv.host.gup_fast(&xv, page_hvas(0).start());
+            let _hpte = wv.sptes.hpte_lock.lock();
+            let stale = setup(wv.inv.retry_lockless(&snap));
+            xv.step(format_args!("retry_lockless(seq {}) under the HPTE lock -> {stale}", snap.seq()));
+            if !stale {
+                wv.sptes.install(0, pfn);
+            }
+        }),
+        Role::new("invalidator", move || {
+            let range = setup(GfnRange::single(0));
+            {
+                let g = wi.inv.mmu_lock().write();
+                setup(wi.inv.begin(&g, range));
+                xi.step(format_args!("begin: in_progress++"));
+                let _hpte = wi.sptes.hpte_lock.lock();
+                wi.sptes.zap(0);
+            }
+            wi.host.remap_and_free(&xi, 0, 2);
+            let g = wi.inv.mmu_lock().write();
+            setup(wi.inv.end(&g));
+            xi.step(format_args!("end: seq++, in_progress--"));
+        }),
+    ]);
+    w.sptes.assert_no_freed(&w.host.pages);
+}
+
+/// §3.2 MP-2: the primary MMU zaps its PTE under the PTE lock, releases it, then `end` takes
+/// `mmu_lock` and bumps `seq`; the fault reads `seq`, then walks the host PTE locklessly
+/// (GUP-fast), then checks with the unranged [`Invalidation::retry`] under the read lock
+/// (arm64). LKMM orders the zap before `seq++` through the lock chain; C11 does not, which is
+/// why the crate has [`mmusync::Barrier::InvalidateEndZapBeforeSeq`].
+pub fn mp2_snapshot_placement<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        inv: Invalidation<H>,
+        host: Host<H, 1, 1>,
+        sptes: Sptes<H, X, 1>,
+    }
+    let w = Arc::new(World {
+        inv: Invalidation::new(hal.clone()),
+        host: Host::new([1]),
+        sptes: Sptes::new(x.clone()),
+    });
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wi, xi) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let snap = wv.inv.snapshot();
+            xv.step(format_args!("snapshot seq = {}", snap.seq()));
+            let pfn = wv.host.gup_fast(&xv, page_hvas(0).start());
+            if pfn == 0 {
+                return;
+            }
+            let g = wv.inv.mmu_lock().read();
+            let stale = setup(wv.inv.retry(&g, &snap));
+            xv.step(format_args!("retry(seq {}) under mmu_lock (read) -> {stale}", snap.seq()));
+            if !stale {
+                wv.sptes.install(0, pfn);
+            }
+        }),
+        Role::new("invalidator", move || {
+            {
+                let g = wi.inv.mmu_lock().write();
+                setup(wi.inv.begin(&g, setup(GfnRange::single(0))));
+                xi.step(format_args!("begin: in_progress++"));
+                wi.sptes.zap(0);
+            }
+            wi.host.remap_and_free(&xi, 0, 0);
+            let g = wi.inv.mmu_lock().write();
+            setup(wi.inv.end(&g));
+            xi.step(format_args!("end: seq++, in_progress--"));
+        }),
+    ]);
+    w.sptes.assert_no_freed(&w.host.pages);
+}
+
+/// §2.4: one `invalidate_range_start` hits two memslots, so `begin` runs once and `range_add`
+/// twice in one critical section; the merged range must cover both. A fault on the first
+/// slot's gfn while the invalidation is open must retry.
+pub fn multi_slot_range_merge<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        vm: Vm<H, 2>,
+        host: Host<H, 2, 4>,
+        sptes: Sptes<H, X, 2>,
+    }
+    let w =
+        Arc::new(World { vm: Vm::new(hal.clone()), host: Host::new([1, 2]), sptes: Sptes::new(x.clone()) });
+    for i in 0..2 {
+        let slot = setup(Memslot::new(i as u16, i, 1, page_hvas(i).start()));
+        setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(slot)));
+    }
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wi, xi) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+        }),
+        Role::new("invalidator", move || {
+            let hvas = page_hvas(0).union(&page_hvas(1));
+            xi.step(format_args!(
+                "invalidate_range_start({:#x}..{:#x}): two memslots",
+                hvas.start(),
+                hvas.end()
+            ));
+            setup(wi.vm.start(&wi.sptes, hvas));
+            wi.host.remap_and_free(&xi, 0, 3);
+            wi.host.remap_and_free(&xi, 1, 4);
+            xi.step(format_args!("invalidate_range_end"));
+            setup(wi.vm.end(hvas));
+        }),
+    ]);
+    w.sptes.assert_no_freed(&w.host.pages);
+}

@@ -1,0 +1,101 @@
+//! P3: memslot updates against invalidations and faults.
+
+use super::{page_hvas, setup, x86_fault, Host, Sptes};
+use crate::exec::{violated, Executor, Invariant, Role};
+use crate::ghost::Flag;
+use crate::scenario::ScenarioHal;
+use alloc::sync::Arc;
+use alloc::vec;
+use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::notifier::Vm;
+use mmusync::Error;
+
+/// §4.3: an invalidation of hva page 0 runs start → end while the memslot updater creates a
+/// slot over that page. Start and end each decide on their own whether a memslot overlaps; the
+/// swap must wait out the open pair, so both decide alike. Asserts I1.3: `end` never finds
+/// `in_progress` already at zero, and `in_progress` is zero when both are done. The updater is
+/// role 0 so that the mutants' windows are two preemptions deep.
+pub fn memslot_swap_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        vm: Vm<H, 1>,
+        sptes: Sptes<H, X, 1>,
+    }
+    let w = Arc::new(World { vm: Vm::new(hal.clone()), sptes: Sptes::new(x.clone()) });
+
+    let (wi, xi) = (w.clone(), x.clone());
+    let (wu, xu) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("memslot-updater", move || {
+            xu.step(format_args!(
+                "KVM_SET_USER_MEMORY_REGION: create slot 0 at hva {:#x}",
+                page_hvas(0).start()
+            ));
+            setup(wu.vm.set_memslot(
+                &wu.sptes,
+                SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start()))),
+            ));
+            xu.step(format_args!("memslot published"));
+        }),
+        Role::new("invalidator", move || {
+            let hvas = page_hvas(0);
+            setup(wi.vm.start(&wi.sptes, hvas));
+            xi.step(format_args!("invalidate_range_start done"));
+            match wi.vm.end(hvas) {
+                Ok(()) => xi.step(format_args!("invalidate_range_end done")),
+                Err(Error::Unbalanced) => violated(
+                    Invariant::InProgressUnbalanced,
+                    format_args!("end found a memslot that start did not, with in_progress already 0"),
+                ),
+                Err(e) => panic!("invalidate_range_end: {e}"),
+            }
+        }),
+    ]);
+    let g = w.vm.invalidation().mmu_lock().read();
+    let n = setup(w.vm.invalidation().in_progress(&g));
+    if n != 0 {
+        violated(
+            Invariant::InProgressUnbalanced,
+            format_args!("in_progress = {n} after every start/end pair ended"),
+        );
+    }
+}
+
+/// §4.4, I3.2: a vCPU faults on gfn 0 inside its SRCU read section while the updater deletes
+/// the slot (publish an INVALID copy, wait for SRCU readers, zap the slot's SPTEs, publish the
+/// final layout, wait again). When the delete has returned, no SPTE may map the slot's gfn.
+pub fn memslot_delete_vs_fault<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        vm: Vm<H, 1>,
+        host: Host<H, 1, 1>,
+        sptes: Sptes<H, X, 1>,
+        deleted: Flag,
+    }
+    let w = Arc::new(World {
+        vm: Vm::new(hal.clone()),
+        host: Host::new([1]),
+        sptes: Sptes::new(x.clone()),
+        deleted: Flag::new(),
+    });
+    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wu, xu) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+        }),
+        Role::new("memslot-updater", move || {
+            xu.step(format_args!("KVM_SET_USER_MEMORY_REGION: delete slot 0"));
+            setup(wu.vm.set_memslot(&wu.sptes, SlotChange::Delete(0)));
+            wu.deleted.set();
+            xu.step(format_args!("delete returned"));
+        }),
+    ]);
+    let pfn = w.sptes.get(0);
+    if w.deleted.get() && pfn != 0 {
+        violated(
+            Invariant::SpteMapsDeletedSlot,
+            format_args!("SPTE gfn 0 -> pfn {pfn} after slot 0 was deleted"),
+        );
+    }
+}
