@@ -33,7 +33,7 @@ impl Role {
 
 /// Runs roles and records steps.
 ///
-/// Implementations: the loom executor ([`crate::loom`]); a shuttle executor, a real-thread
+/// Implementations: the loom executor (module `loom`, in `--cfg loom` builds); a shuttle executor, a real-thread
 /// executor and a KVM-guest executor can be added without touching the scenarios.
 pub trait Executor: Clone + Send + Sync + 'static {
     /// The most roles one scenario may have (loom: 4 spawned threads plus the main thread).

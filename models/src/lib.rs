@@ -15,7 +15,7 @@
 //! over a tiny [`Executor`] that spawns roles and records protocol steps. So the same scenario
 //! code runs under:
 //!
-//! * loom ([`loom`](crate::loom), in `--cfg loom` builds): exhaustive or preemption-bounded
+//! * loom (module `loom`, in `--cfg loom` builds): exhaustive or preemption-bounded
 //!   exploration of every interleaving under C11's weak memory, with any one named barrier or
 //!   rule mutated at run time;
 //! * later, shuttle (random/PCT schedules, more threads), real threads on this CPU, and ring 0

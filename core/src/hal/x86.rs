@@ -27,9 +27,9 @@
 //!
 //! ## Ring 0 (feature `x86-ring0`)
 //!
-//! [`X86Ring0Hal`] adds [`Cpus`](super::Cpus) for a kernel (the KVM-guest harness): `cli`/`sti`
+//! `X86Ring0Hal` (feature `x86-ring0`) adds [`Cpus`](super::Cpus) for a kernel (the KVM-guest harness): `cli`/`sti`
 //! for interrupts, the x2APIC for CPU ids and IPIs, and a per-CPU acknowledgement counter that
-//! the IPI handler raises with [`ack_ipi`]. Its construction is `unsafe`: the privileged
+//! the IPI handler raises with `ack_ipi`. Its construction is `unsafe`: the privileged
 //! instructions fault in user space, so no host test runs them.
 
 use crate::barrier::FenceKind;
