@@ -225,6 +225,7 @@ impl<H: Cpus> Vcpu<H> {
     }
 
     /// Fails unless the caller runs on the CPU this vCPU is loaded on.
+    #[inline]
     pub(crate) fn check_owner(&self) -> Result<(), VcpuError> {
         match self.cpu() {
             None => Err(VcpuError::NotLoaded),
@@ -235,10 +236,11 @@ impl<H: Cpus> Vcpu<H> {
 
     /// Fails unless the mode is `Outside`. Exact when called by the owner: only the owner
     /// moves the mode away from `Outside`.
+    #[inline]
     pub(crate) fn check_outside(&self) -> Result<(), VcpuError> {
-        match self.mode() {
-            VcpuMode::Outside => Ok(()),
-            mode => Err(VcpuError::NotOutside(mode)),
+        match self.mode.0.load(Ordering::Relaxed) {
+            raw if raw == VcpuMode::Outside as u64 => Ok(()),
+            raw => Err(VcpuError::NotOutside(VcpuMode::from_raw(raw))),
         }
     }
 

@@ -96,17 +96,24 @@ mod cpus {
         /// This thread's CPU slot, or `NO_CPU`. Const-initialized and without a destructor, so
         /// reading it compiles to a plain TLS access that the signal handler may do.
         static CURRENT: Cell<u8> = const { Cell::new(NO_CPU) };
-        /// Whether this thread's "interrupts" are enabled: the soft mask. Written only by the
-        /// thread (`irq_save`, `irq_restore`), read by it and by its signal handler. An atomic
-        /// (relaxed: one thread and its handler, ordered by `compiler_fence`s) so that the
-        /// handler's read is not a data race; const-initialized, no destructor.
-        static IRQS_ON: AtomicBool = const { AtomicBool::new(true) };
-        /// Whether an IPI arrived while `IRQS_ON` was clear and is not yet acknowledged. Set
-        /// only by the signal handler (while `IRQS_ON` is clear), cleared only by the thread in
-        /// `irq_restore` (after it set `IRQS_ON`).
-        static IPI_PENDING: AtomicBool = const { AtomicBool::new(false) };
+        /// This thread's soft interrupt mask. One thread-local for both words, so that the
+        /// walk's fast path computes one TLS address. Const-initialized, no destructor.
+        static IRQ: SoftIrq = const { SoftIrq { on: AtomicBool::new(true), pending: AtomicBool::new(false) } };
         /// Gives the slot back at thread exit if the registration guard was leaked.
         static EXIT_RELEASE: ExitRelease = const { ExitRelease };
+    }
+
+    /// A thread's soft interrupt mask. Both words are written by the thread and read or
+    /// written by its own signal handler only, so relaxed atomics ordered by `compiler_fence`s
+    /// suffice (atomics, so that the handler's accesses are not data races).
+    struct SoftIrq {
+        /// Whether this thread's "interrupts" are enabled. Written only by the thread
+        /// (`irq_save`, `irq_restore`), read by it and by its signal handler.
+        on: AtomicBool,
+        /// Whether an IPI arrived while `on` was clear and is not yet acknowledged. Set only by
+        /// the signal handler (while `on` is clear), cleared only by the thread in
+        /// `irq_restore` (after it set `on`).
+        pending: AtomicBool,
     }
 
     /// `pthread_t`, which is an integer on Linux but not on every libc.
@@ -193,7 +200,7 @@ mod cpus {
         /// for it while it still reads.
         fn drop(&mut self) {
             assert!(
-                IRQS_ON.with(|f| f.load(Relaxed)),
+                IRQ.with(|m| m.on.load(Relaxed)),
                 "CpuRegistration dropped with interrupts disabled (CPU {} still in a critical section)",
                 self.cpu.index()
             );
@@ -254,10 +261,10 @@ mod cpus {
     /// the IPI; the re-enabling `irq_restore` acknowledges it.
     extern "C" fn on_ipi(_sig: libc::c_int) {
         compiler_fence(SeqCst);
-        if IRQS_ON.with(|f| f.load(Relaxed)) {
+        if IRQ.with(|m| m.on.load(Relaxed)) {
             ack_ipis();
         } else {
-            IPI_PENDING.with(|p| p.store(true, Relaxed));
+            IRQ.with(|m| m.pending.store(true, Relaxed));
         }
         compiler_fence(SeqCst);
     }
@@ -297,10 +304,10 @@ mod cpus {
         Ok(())
     }
 
-    /// This thread's soft mask: (`IRQS_ON`, `IPI_PENDING`).
+    /// This thread's soft mask: (`on`, `pending`).
     #[cfg(test)]
     pub(super) fn soft_mask() -> (bool, bool) {
-        (IRQS_ON.with(|f| f.load(Relaxed)), IPI_PENDING.with(|p| p.load(Relaxed)))
+        (IRQ.with(|m| m.on.load(Relaxed)), IRQ.with(|m| m.pending.load(Relaxed)))
     }
 
     /// Blocks (`libc::SIG_BLOCK`) or unblocks (`libc::SIG_UNBLOCK`) the IPI signal for the
@@ -360,6 +367,7 @@ mod cpus {
         }
     }
 
+    #[inline]
     fn slot_id(i: u8) -> CpuId {
         match CpuId::new(usize::from(i)) {
             Ok(cpu) => cpu,
@@ -370,9 +378,9 @@ mod cpus {
     // SAFETY:
     // * `current_cpu` returns the slot the calling thread claimed under the slot lock; a slot
     //   has one owner at a time, so no two running threads share an id.
-    // * After `irq_save` returns, this thread's `IRQS_ON` is clear. An IPI is acknowledged to
-    //   this CPU only by `ack_ipis`, called by the handler only when it reads `IRQS_ON` set,
-    //   and by `irq_restore` only after it re-enables (sets `IRQS_ON`); nothing else sets the
+    // * After `irq_save` returns, this thread's `IRQ.on` is clear. An IPI is acknowledged to
+    //   this CPU only by `ack_ipis`, called by the handler only when it reads `IRQ.on` set,
+    //   and by `irq_restore` only after it re-enables (sets `IRQ.on`); nothing else sets the
     //   flag (restores nest), so no acknowledgement happens until the matching `irq_restore`
     //   re-enables. The handler runs on this thread, between two of its instructions, so its
     //   relaxed read sees the thread's latest store in program order; the `compiler_fence`s
@@ -381,12 +389,12 @@ mod cpus {
     //   precedes, in program order, the acknowledging `ack_ipis`, whose leading `SeqCst` fence
     //   and `SeqCst` RMW publish them to the sender: the same ordering the old blocked-signal
     //   handler gave.
-    // * No IPI is lost: a signal delivered while the flag is clear sets `IPI_PENDING`, which
+    // * No IPI is lost: a signal delivered while the flag is clear sets `IRQ.pending`, which
     //   only `irq_restore` clears, after setting the flag and before acknowledging. A signal
     //   delivered after the flag is set is acknowledged by the handler. If one lands between
-    //   the flag store and the `IPI_PENDING` check, the handler acknowledges and `irq_restore`
+    //   the flag store and the `IRQ.pending` check, the handler acknowledges and `irq_restore`
     //   may acknowledge again: harmless, since an acknowledgement is a `fetch_max` of the
-    //   current `sent`. The handler never sets `IPI_PENDING` once the flag is set, so the
+    //   current `sent`. The handler never sets `IRQ.pending` once the flag is set, so the
     //   clear cannot discard an unacknowledged IPI.
     // * `ipi_and_wait` takes a ticket from each online target's `sent` (a SeqCst RMW after a
     //   SeqCst fence: the caller's earlier writes are ordered before it), signals the thread
@@ -400,6 +408,7 @@ mod cpus {
         /// # Panics
         ///
         /// If the calling thread is not a CPU (see [`StdHal::register_cpu`]).
+        #[inline]
         fn current_cpu(&self) -> CpuId {
             let i = CURRENT.with(Cell::get);
             assert!(i != NO_CPU, "StdHal::current_cpu: this thread is not a CPU (call StdHal::register_cpu)");
@@ -408,12 +417,12 @@ mod cpus {
 
         #[inline]
         fn irq_save(&self) -> IrqState {
-            // Only this thread writes the flag, so a load and a store (no RMW) suffice: a
-            // handler that runs between them reads "on" and acknowledges, which is fine, since
-            // nothing of the critical section has run yet.
-            let was_on = IRQS_ON.with(|f| {
-                let was_on = f.load(Relaxed);
-                f.store(false, Relaxed);
+            // Only this thread writes `on`, so a load and a store (no RMW) suffice: a handler
+            // that runs between them reads "on" and acknowledges, which is fine, since nothing
+            // of the critical section has run yet.
+            let was_on = IRQ.with(|m| {
+                let was_on = m.on.load(Relaxed);
+                m.on.store(false, Relaxed);
                 was_on
             });
             // The caller's accesses with interrupts off stay after the clearing store.
@@ -426,12 +435,18 @@ mod cpus {
             if state.0 {
                 // The caller's accesses with interrupts off stay before the setting store.
                 compiler_fence(SeqCst);
-                IRQS_ON.with(|f| f.store(true, Relaxed));
-                // The pending check stays after the setting store: from the store on, the
-                // handler acknowledges by itself and no longer sets `IPI_PENDING`.
-                compiler_fence(SeqCst);
-                if IPI_PENDING.with(|p| p.load(Relaxed)) {
-                    IPI_PENDING.with(|p| p.store(false, Relaxed));
+                let pending = IRQ.with(|m| {
+                    m.on.store(true, Relaxed);
+                    // The pending check stays after the setting store: from the store on,
+                    // the handler acknowledges by itself and no longer sets `pending`.
+                    compiler_fence(SeqCst);
+                    let pending = m.pending.load(Relaxed);
+                    if pending {
+                        m.pending.store(false, Relaxed);
+                    }
+                    pending
+                });
+                if pending {
                     // What the handler would have done. A signal landing anywhere in this
                     // block is acknowledged by the handler too; the second `fetch_max` is
                     // harmless.
@@ -460,7 +475,7 @@ mod cpus {
                 let thread = slot.thread.lock();
                 let Some(Thread(t)) = *thread else { continue };
                 assert!(
-                    IRQS_ON.with(|f| f.load(Relaxed)),
+                    IRQ.with(|m| m.on.load(Relaxed)),
                     "ipi_and_wait with interrupts disabled would wait for CPU {i} forever if it waits for us"
                 );
                 tickets[i] = slot.sent.fetch_add(1, SeqCst) + 1;

@@ -9,7 +9,7 @@
 //!
 //! | [`FenceKind`] | Linux x86 | here |
 //! |---|---|---|
-//! | `Mb` | `smp_mb()` = `lock; addl $0,-4(%rsp)` / `mfence` | `mfence` |
+//! | `Mb` | `smp_mb()` = `lock; addl $0,-4(%rsp)` | `lock or dword ptr [rsp - 64], 0` |
 //! | `Wmb` | `smp_wmb()` = `barrier()` | `compiler_fence(Release)` |
 //! | `Rmb` | `smp_rmb()` = `barrier()` | `compiler_fence(Acquire)` |
 //! | `Release` | `smp_store_release` = `barrier(); WRITE_ONCE` | `compiler_fence(Release)` |
@@ -20,8 +20,20 @@
 //! stores compile to plain `mov`s on x86-64, so the emitted code has exactly the order a C11
 //! fence would give. This is an architecture argument, not a C11 one: the [`Hal`](crate::hal::Hal) contract
 //! allows it for a backend documented for one architecture, and it is why this module exists
-//! only for `target_arch = "x86_64"`. `mfence` is written with `asm!` *without* `nomem`, so the
-//! compiler also treats it as reading and writing all memory: a compiler barrier too.
+//! only for `target_arch = "x86_64"`.
+//!
+//! `Mb` is a locked no-op on the stack, as Linux's `smp_mb()` has been on x86-64 since 4.15
+//! ("x86/asm: Use LOCK ADD for smp_mb() instead of MFENCE", M. Tsirkin, 2017): any locked
+//! instruction is a full barrier for ordinary (write-back) memory, and on current CPUs it
+//! costs about half an `mfence` (measured in `BENCHMARKS.md`). The operand is 64 bytes below
+//! the stack pointer, as in the compiler's own lowering of `fence(SeqCst)`, rather than Linux's
+//! 4: in `BENCHMARKS.md`'s walk benchmark, `-4` measured about 1.5 ns slower per walk on this
+//! CPU, presumably a dependency on the stack slot that a recent `call` or spill wrote. `mfence` also orders
+//! non-temporal stores and write-combining memory, which no protocol here uses; the ring-0 IPI
+//! code keeps `mfence` where it orders a `wrmsr` to the x2APIC. Both are written with `asm!`
+//! *without* `nomem`, so the compiler also treats them as reading and writing all memory: a
+//! compiler barrier too. The real-hardware litmus tests (`mmusync-hw`) check the mapping on the
+//! CPU: store buffering never shows with this `Mb`.
 //!
 //! Locks are the `spin` crate's raw spinlock and reader-writer lock, which need no OS.
 //!
@@ -35,8 +47,22 @@
 use crate::barrier::FenceKind;
 use core::sync::atomic::{compiler_fence, Ordering};
 
-/// Full barrier: `mfence`. Not `nomem`: the compiler must also keep memory accesses on their
-/// side of it.
+/// Full barrier: a locked `or` of zero below the stack pointer (Linux's `smp_mb()`). Not
+/// `nomem`: the compiler must also keep memory accesses on their side of it. Not `nostack`:
+/// the instruction reads and writes a word below the stack pointer, which an `asm!` block
+/// without `nostack` may use (the compiler keeps no red-zone data there across it).
+#[inline(always)]
+fn locked_or_fence() {
+    // SAFETY: the instruction ors zero into the 4 bytes at `rsp - 64`, which this block may
+    // use as stack space (no `nostack`; every x86-64 stack has room for 64 bytes below the
+    // pointer where an `asm!` block may push); the value there does not change, and nothing
+    // else is written. It clobbers only the arithmetic flags (no `preserves_flags`).
+    unsafe { core::arch::asm!("lock or dword ptr [rsp - 64], 0") }
+}
+
+/// Full barrier: `mfence`, for the ring-0 IPI path (it also orders the non-serializing
+/// x2APIC `wrmsr`). Not `nomem`, as above.
+#[cfg(feature = "x86-ring0")]
 #[inline(always)]
 fn mfence() {
     // SAFETY: `mfence` has no operands and no effect besides ordering memory accesses; it is
@@ -48,7 +74,7 @@ fn mfence() {
 #[inline(always)]
 fn tso_fence(kind: FenceKind) {
     match kind {
-        FenceKind::Mb => mfence(),
+        FenceKind::Mb => locked_or_fence(),
         FenceKind::Wmb | FenceKind::Release => compiler_fence(Ordering::Release),
         FenceKind::Rmb | FenceKind::Acquire => compiler_fence(Ordering::Acquire),
     }

@@ -6,12 +6,12 @@
 //!   they make, on the `std` and `x86` backends.
 //! * `walk_begin_end/<scheme>/<threads>`: one lockless walk begin + end per iteration, per
 //!   thread, at 1..=N threads (N: `HW_BENCH_THREADS`, default the number of CPUs):
-//!   core's IPI/mode scheme on both backends (a soft interrupt mask: a thread-local flag, no syscall),
-//!   the mode protocol alone (store, full barrier, release store on a padded per-vCPU word:
-//!   what the ring-0 backend pays besides `cli`/`sti`) with the `x86` backend's `mfence` and
-//!   with the `std` backend's `fence(SeqCst)` (a locked `or`), the same with every thread's mode
-//!   on one line, the baseline it is held to (one `fence(SeqCst)` and two stores), crossbeam-epoch pin
-//!   (core's `EpochReclaimer`), a shared reader counter (KVM's pre-2012 scheme) and an rwlock.
+//!   core's IPI/mode scheme on both backends (a soft interrupt mask: a thread-local flag, no
+//!   syscall), the mode protocol alone (store, full barrier, release store on a padded per-vCPU
+//!   word: what the ring-0 backend pays besides `cli`/`sti`) with the `x86` backend's `Mb` (a
+//!   locked `or`) and with a bare `mfence`, the same with every thread's mode on one line, the
+//!   baseline it is held to (one `fence(SeqCst)` and two stores), crossbeam-epoch pin (core's
+//!   `EpochReclaimer`), a shared reader counter (KVM's pre-2012 scheme) and an rwlock.
 //! * `ipi_round_trip`: `ipi_and_wait` to one CPU that spins with interrupts on (the `std`
 //!   backend's signal IPI), for scale.
 //! * `invalidate/<faulting threads>`: `invalidate_range_start` + `end` on the reference MMU
@@ -148,15 +148,48 @@ fn walk_mode_core<H: Cpus>(hal: H, threads: usize, iters: u64) -> Duration {
     })
 }
 
-/// The mode protocol by itself, with `hal`'s `Mb`: `WRITE_ONCE(mode, READING)`, `smp_mb()`,
-/// ..., `smp_store_release(mode, OUTSIDE)`.
+/// The mode protocol by itself, with the full barrier `mb`: `WRITE_ONCE(mode, READING)`,
+/// `smp_mb()`, ..., `smp_store_release(mode, OUTSIDE)` (the release is a compiler fence on x86).
 #[inline(always)]
-fn mode_protocol<H: Hal>(hal: &H, mode: &AtomicU64) {
+fn mode_protocol(mb: &impl Fn(), mode: &AtomicU64) {
     mode.store(3, Ordering::Relaxed);
-    hal.fence(FenceKind::Mb);
+    mb();
     black_box(());
-    hal.fence(FenceKind::Release);
+    X86Hal.fence(FenceKind::Release);
     mode.store(0, Ordering::Relaxed);
+}
+
+/// A bare `mfence`, for comparison with the `x86` backend's locked `or`.
+#[inline(always)]
+fn mfence() {
+    // SAFETY: `mfence` has no operands and only orders memory accesses; every x86-64 CPU has it.
+    unsafe { std::arch::asm!("mfence", options(nostack, preserves_flags)) }
+}
+
+/// `walk_begin_end/<name>/<threads>`: the mode protocol with `mb`, each thread's mode word on
+/// its own lines (`Padded`) or all on one line.
+fn mode_protocol_row(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    threads: usize,
+    one_line: bool,
+    mb: impl Fn() + Sync,
+) {
+    let padded: Vec<Padded> = (0..threads).map(|_| Padded(AtomicU64::new(0))).collect();
+    let packed = Packed(std::array::from_fn(|_| AtomicU64::new(0)));
+    g.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &t| {
+        b.iter_custom(|iters| {
+            parallel(t, |i, barrier| {
+                let w = if one_line { &packed.0[i % 16] } else { &padded[i].0 };
+                barrier.wait();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    mode_protocol(&mb, black_box(w));
+                }
+                start.elapsed()
+            })
+        })
+    });
 }
 
 fn walk_begin_end(c: &mut Criterion) {
@@ -196,48 +229,10 @@ fn walk_begin_end(c: &mut Criterion) {
                 })
             })
         });
-        g.bench_with_input(BenchmarkId::new("mode_protocol_padded_mfence", threads), &threads, |b, &t| {
-            let words: Vec<Padded> = (0..t).map(|_| Padded(AtomicU64::new(0))).collect();
-            b.iter_custom(|iters| {
-                parallel(t, |i, barrier| {
-                    let w = &words[i].0;
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        mode_protocol(&X86Hal, black_box(w));
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("mode_protocol_padded_lockor", threads), &threads, |b, &t| {
-            let words: Vec<Padded> = (0..t).map(|_| Padded(AtomicU64::new(0))).collect();
-            b.iter_custom(|iters| {
-                parallel(t, |i, barrier| {
-                    let w = &words[i].0;
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        mode_protocol(&StdHal, black_box(w));
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("mode_protocol_one_line_mfence", threads), &threads, |b, &t| {
-            let words = Packed(std::array::from_fn(|_| AtomicU64::new(0)));
-            b.iter_custom(|iters| {
-                parallel(t, |i, barrier| {
-                    let w = &words.0[i % 16];
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        mode_protocol(&X86Hal, black_box(w));
-                    }
-                    start.elapsed()
-                })
-            })
-        });
+        let x86_mb = || X86Hal.fence(FenceKind::Mb);
+        mode_protocol_row(&mut g, "mode_protocol_padded_x86", threads, false, x86_mb);
+        mode_protocol_row(&mut g, "mode_protocol_padded_mfence", threads, false, mfence);
+        mode_protocol_row(&mut g, "mode_protocol_one_line_x86", threads, true, x86_mb);
         g.bench_with_input(BenchmarkId::new("mode_ipi_core_std", threads), &threads, |b, &t| {
             b.iter_custom(|iters| walk_mode_core(StdHal, t, iters))
         });

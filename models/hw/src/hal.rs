@@ -1,8 +1,8 @@
 //! The backends the hardware runs use, and the run-time mutant wrapper.
 //!
-//! * [`StdHal`]: C11 fences (`fence(SeqCst)` is `mfence` on x86-64), parking_lot locks, threads
+//! * [`StdHal`]: C11 fences (`fence(SeqCst)` is a locked `or` on x86-64), parking_lot locks, threads
 //!   as CPUs, a real-time signal as the IPI.
-//! * [`X86Threads`]: the `x86` backend's memory half ([`X86Hal`]: `mfence` for `Mb`, compiler
+//! * [`X86Threads`]: the `x86` backend's memory half ([`X86Hal`]: a locked `or` for `Mb`, compiler
 //!   fences for everything else, `spin` locks) with the `std` backend's CPUs. [`X86Hal`] has no
 //!   [`Cpus`] in user space (its interrupts and IPIs are ring-0 instructions), so this is how
 //!   the x86-TSO barrier mapping runs the protocols on real threads.
@@ -154,7 +154,7 @@ unsafe impl<H: Cpus> Cpus for Mutated<H> {
 pub enum Backend {
     /// [`StdHal`]: C11 fences, parking_lot locks.
     Std,
-    /// [`X86Threads`]: x86-TSO fences (`mfence` / compiler fences), `spin` locks.
+    /// [`X86Threads`]: x86-TSO fences (locked `or` / compiler fences), `spin` locks.
     X86,
 }
 

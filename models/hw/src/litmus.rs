@@ -6,9 +6,9 @@
 //!
 //! * **SB** (`x = 1; r0 = y` ‖ `y = 1; r1 = x`): the relaxed outcome `r0 = r1 = 0` shows up on
 //!   real hardware without a fence, and with the backend's compiler-only barriers (`Wmb`,
-//!   `Rmb`, ...); with its `Mb` (`mfence`), with `fence(SeqCst)` (the `std` backend's `Mb`,
-//!   which compiles to a locked `or` on the stack), or with a `SeqCst` store (`xchg`) it must
-//!   never show.
+//!   `Rmb`, ...); with its `Mb` (a locked `or` on the stack, Linux's `smp_mb()`), with a bare
+//!   `mfence`, with `fence(SeqCst)` (the `std` backend's `Mb`, which compiles to a locked `or`
+//!   on the stack), or with a `SeqCst` store (`xchg`) it must never show.
 //! * **MP** (`data = 1; flag = 1` ‖ `r0 = flag; r1 = data`): the relaxed outcome `r0 = 1, r1 =
 //!   0` must never show with the backend's `Wmb`/`Rmb` (compiler fences): x86 keeps stores in
 //!   order with stores and loads with loads.
@@ -32,6 +32,9 @@ pub enum Fence {
     None,
     /// The `x86` backend's barrier of this kind (`X86Hal.fence(kind)`).
     X86(FenceKind),
+    /// A bare `mfence` (what `X86Hal`'s `Mb` was before it became a locked `or`; the ring-0
+    /// IPI path still uses it).
+    Mfence,
     /// `core::sync::atomic::fence(SeqCst)`: the `std` backend's `Mb`. On x86-64 the compiler
     /// emits `lock or $0, -64(%rsp)` for it (as Linux's `smp_mb()` is a locked add), not
     /// `mfence`.
@@ -46,6 +49,7 @@ impl Fence {
         match self {
             Fence::None => "none (compiler fence only)".to_string(),
             Fence::X86(k) => format!("X86Hal {k:?} ({})", x86_instruction(k)),
+            Fence::Mfence => "mfence".to_string(),
             Fence::StdSeqCst => "fence(SeqCst) (StdHal Mb: lock or)".to_string(),
             Fence::SeqCstStore => "SeqCst store (xchg)".to_string(),
         }
@@ -56,6 +60,9 @@ impl Fence {
         match self {
             Fence::None | Fence::SeqCstStore => compiler_fence(Ordering::SeqCst),
             Fence::X86(k) => X86Hal.fence(k),
+            // SAFETY: `mfence` has no operands and only orders memory accesses; every x86-64
+            // CPU has it (SSE2). Not `nomem`: a compiler barrier too.
+            Fence::Mfence => unsafe { std::arch::asm!("mfence", options(nostack, preserves_flags)) },
             Fence::StdSeqCst => std::sync::atomic::fence(Ordering::SeqCst),
         }
     }
@@ -69,7 +76,7 @@ impl Fence {
 
 fn x86_instruction(k: FenceKind) -> &'static str {
     match k {
-        FenceKind::Mb => "mfence",
+        FenceKind::Mb => "lock or",
         _ => "compiler fence",
     }
 }
@@ -291,7 +298,8 @@ pub fn mp(write_fence: Fence, read_fence: Fence, iterations: u64, pin: bool, max
 }
 
 /// The standard set: SB without a fence, with each compiler-only barrier kind, with `Mb`, with
-/// `fence(SeqCst)` and with a `SeqCst` store; MP without fences and with `Wmb`/`Rmb`.
+/// `mfence`, with `fence(SeqCst)` and with a `SeqCst` store; MP without fences and with
+/// `Wmb`/`Rmb`.
 pub fn standard_suite(iterations: u64, pin: bool, max_delay: u64) -> Vec<LitmusResult> {
     let x = Fence::X86;
     vec![
@@ -299,6 +307,7 @@ pub fn standard_suite(iterations: u64, pin: bool, max_delay: u64) -> Vec<LitmusR
         sb(x(FenceKind::Wmb), iterations, pin, max_delay),
         sb(x(FenceKind::Release), iterations, pin, max_delay),
         sb(x(FenceKind::Mb), iterations, pin, max_delay),
+        sb(Fence::Mfence, iterations, pin, max_delay),
         sb(Fence::StdSeqCst, iterations, pin, max_delay),
         sb(Fence::SeqCstStore, iterations, pin, max_delay),
         mp(Fence::None, Fence::None, iterations, pin, max_delay),
@@ -311,7 +320,10 @@ pub fn standard_suite(iterations: u64, pin: bool, max_delay: u64) -> Vec<LitmusR
 /// that seeing it would be a bug in the backend's mapping or in the CPU).
 pub fn forbidden(r: &LitmusResult) -> bool {
     match r.test {
-        Test::Sb => matches!(r.fences.0, Fence::X86(FenceKind::Mb) | Fence::StdSeqCst | Fence::SeqCstStore),
+        Test::Sb => matches!(
+            r.fences.0,
+            Fence::X86(FenceKind::Mb) | Fence::Mfence | Fence::StdSeqCst | Fence::SeqCstStore
+        ),
         Test::Mp => true,
     }
 }

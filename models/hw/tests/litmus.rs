@@ -9,7 +9,7 @@ const ROUNDS: u64 = 200_000;
 
 #[test]
 fn sb_never_relaxes_with_a_full_barrier() {
-    for fence in [Fence::X86(FenceKind::Mb), Fence::StdSeqCst, Fence::SeqCstStore] {
+    for fence in [Fence::X86(FenceKind::Mb), Fence::Mfence, Fence::StdSeqCst, Fence::SeqCstStore] {
         let r = sb(fence, ROUNDS, true, 0);
         assert_eq!(
             r.relaxed,
