@@ -266,7 +266,7 @@ barriers! {
     WalkEndSpteReadsBeforeMode = {
         kind: Release,
         protocol: P5Walks,
-        pairs: [KickRequestBeforeModeRead],
+        pairs: [KickModeReadBeforeFree],
         kvm: "[B5-walk-end-rel] walk_shadow_page_lockless_end: smp_store_release(vcpu->mode, OUTSIDE)",
     },
     /// P5, requester: the request's payload before `set_bit(request)` ([B5-req-wmb]).
@@ -289,8 +289,19 @@ barriers! {
     KickRequestBeforeModeRead = {
         kind: Mb,
         protocol: P5Walks,
-        pairs: [WalkBeginModeBeforeSpteReads, GuestEntryModeBeforeRequests, WalkEndSpteReadsBeforeMode],
+        pairs: [WalkBeginModeBeforeSpteReads, GuestEntryModeBeforeRequests],
         kvm: "[B5-req-mb] kvm_vcpu_exiting_guest_mode: smp_mb__before_atomic() + cmpxchg",
+    },
+    /// P5, requester/zapper: the mode read (the cmpxchg of `kvm_vcpu_exiting_guest_mode`)
+    /// before the caller frees. An `OUTSIDE` stored at the end of a walk or at a VM exit then
+    /// puts that walk's or that guest run's table reads before the free (message passing with
+    /// `WalkEndSpteReadsBeforeMode` and `GuestExitReadsBeforeMode`). Without it a read of the
+    /// table page could return what the free writes: load buffering.
+    KickModeReadBeforeFree = {
+        kind: Acquire,
+        protocol: P5Walks,
+        pairs: [WalkEndSpteReadsBeforeMode, GuestExitReadsBeforeMode],
+        kvm: "kvm_vcpu_exiting_guest_mode: cmpxchg, fully ordered (its acquire half)",
     },
     /// P5, vCPU entry: `mode = IN_GUEST_MODE` before reading requests and before the hardware
     /// walk ([B5-entry-mb]). Without it the vCPU can miss a TLB-flush request while the
@@ -300,6 +311,15 @@ barriers! {
         protocol: P5Walks,
         pairs: [KickRequestBeforeModeRead],
         kvm: "[B5-entry-mb] vcpu_enter_guest: smp_mb__after_srcu_read_unlock()",
+    },
+    /// P5, VM exit (V6): the guest's table reads (the hardware walker's) before
+    /// `mode = OUTSIDE`. Without it a requester can read `OUTSIDE`, send no IPI and free a page
+    /// the guest is still reading.
+    GuestExitReadsBeforeMode = {
+        kind: Release,
+        protocol: P5Walks,
+        pairs: [KickModeReadBeforeFree],
+        kvm: "vcpu_enter_guest: the VM exit (serializing), smp_wmb() and WRITE_ONCE(vcpu->mode, OUTSIDE_GUEST_MODE)",
     },
 }
 

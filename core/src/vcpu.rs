@@ -202,9 +202,12 @@ impl<H: Cpus> Vcpu<H> {
     /// `vcpu_load`: the vCPU now runs on `cpu`, and only code on `cpu` may enter it or walk
     /// with it. Fails with [`VcpuError::AlreadyLoaded`] unless it was put (or never loaded).
     ///
-    /// The requester reads `cpu` after `mode`; the release store of every later mode change
-    /// (entry, walk begin) orders this store before it, so a requester that sees the vCPU
-    /// busy also sees where it runs.
+    /// A requester reads `cpu` after the mode, and no barrier is needed to make this store
+    /// visible to it: every mode store that makes the vCPU busy (guest entry, walk begin) is
+    /// followed by a full barrier, and the requester issues one before its mode read (the two
+    /// store-buffering pairs). Of those two SeqCst fences, if the requester's comes later its
+    /// `cpu` read sees this store; if the vCPU's comes later, the vCPU's reads after it see the
+    /// requester's unlink or request, and it reaches nothing the requester frees.
     pub fn load(&self, cpu: CpuId) -> Result<(), VcpuError> {
         match self.cpu.compare_exchange(NO_CPU, cpu.index(), Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => Ok(()),
@@ -282,18 +285,22 @@ impl<H: Cpus> Vcpu<H> {
         // pairs with WalkEndSpteReadsBeforeMode: seeing that walk's final Outside means all of
         // its SPTE reads are done (the acquire below completes that message passing).
         self.hal.barrier(Barrier::KickRequestBeforeModeRead);
-        // Acquire (success and failure): orders the mode read before our later `cpu` read, so
-        // a busy vCPU's `cpu` is the one its owner stored before going busy (release stores of
-        // the mode), and completes the walk end's release. Release on success, as in KVM's
-        // fully ordered cmpxchg: a vCPU that acquires `Exiting` also sees the request bit.
+        // Relaxed: the barriers on either side give the order. Nobody acquires `Exiting` (the
+        // vCPU reads it after its own full barrier, GuestEntryModeBeforeRequests), so KVM's
+        // release half is KickRequestBeforeModeRead above; its acquire half is next.
         let raw = match self.mode.0.compare_exchange(
             VcpuMode::InGuest as u64,
             VcpuMode::Exiting as u64,
-            Ordering::AcqRel,
-            Ordering::Acquire,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
         ) {
             Ok(old) | Err(old) => old,
         };
+        // Pairs with WalkEndSpteReadsBeforeMode and GuestExitReadsBeforeMode: the mode read
+        // comes before our caller's free, so a final Outside puts the walk's or the guest's
+        // reads before it. Without it a read of the page could return what the free writes.
+        // (The `cpu` read after this needs no barrier of its own: see `Vcpu::load`.)
+        self.hal.barrier(Barrier::KickModeReadBeforeFree);
         VcpuMode::from_raw(raw)
     }
 
@@ -311,9 +318,10 @@ impl<H: Cpus> Vcpu<H> {
         self.check_outside()?;
         // V1: an IPI sent from now on is taken only after the exit.
         let irq = IrqGuard::outermost(&self.hal).ok_or(VcpuError::InterruptsDisabled)?;
-        // V2: smp_store_release. The release orders our earlier `load` (the `cpu` store) and
-        // request handling before the mode; the requester's acquire cmpxchg pairs with it.
-        self.mode.0.store(VcpuMode::InGuest as u64, Ordering::Release);
+        // V2. Relaxed, as in KVM: V3's full barrier and the requester's orders our `load`
+        // (the `cpu` store) before its `cpu` read, or our request read after its request (see
+        // `Vcpu::load`).
+        self.mode.0.store(VcpuMode::InGuest as u64, Ordering::Relaxed);
         // V3: pairs with KickRequestBeforeModeRead (SB-entry). The mode write comes before the
         // request read below and before the guest's (hardware) table walks. Without it we could
         // read no request while the requester reads Outside and sends no IPI: the guest would
@@ -360,11 +368,12 @@ impl<H: Cpus> InGuest<'_, H> {
 
 impl<H: Cpus> Drop for InGuest<'_, H> {
     fn drop(&mut self) {
-        // V6. Release: everything the guest read (a model's hardware walk) comes before the
-        // mode a requester reads with its acquire cmpxchg, so a requester that sees Outside
-        // (and sends no IPI) frees nothing the guest was still reading. (KVM: the VM exit is
-        // serializing, and its smp_wmb() follows.) Then `_irq` drops: interrupts on.
-        self.vcpu.mode.0.store(VcpuMode::Outside as u64, Ordering::Release);
+        // V6. Pairs with KickModeReadBeforeFree: everything the guest read (a model's
+        // hardware walk) comes before the Outside a requester reads, so a requester that sees
+        // Outside (and sends no IPI) frees nothing the guest was still reading. (KVM: the VM
+        // exit is serializing, and its smp_wmb() follows.) Then `_irq` drops: interrupts on.
+        self.vcpu.hal.barrier(Barrier::GuestExitReadsBeforeMode);
+        self.vcpu.mode.0.store(VcpuMode::Outside as u64, Ordering::Relaxed);
     }
 }
 

@@ -52,9 +52,12 @@ impl<H: Cpus> Vcpu<H> {
             true => Some(IrqGuard::outermost(&self.hal).ok_or(VcpuError::InterruptsDisabled)?),
             false => None,
         };
-        // L2, the store of smp_store_mb. Release: orders our `load` (the `cpu` store) before
-        // the mode, so a freer that sees the walk also sees which CPU to interrupt.
-        self.mode_cell().store(VcpuMode::ReadingShadowPageTables as u64, Ordering::Release);
+        // L2, the store of smp_store_mb. Relaxed, as in KVM: a freer that reads this mode reads
+        // our `cpu` (set by `load`) after it, and the two full barriers of SB-walk order that
+        // too. If the freer's KickRequestBeforeModeRead comes after our barrier below, its
+        // `cpu` read sees the `load`; if before, our SPTE reads see its unlink and cannot reach
+        // the page it frees.
+        self.mode_cell().store(VcpuMode::ReadingShadowPageTables as u64, Ordering::Relaxed);
         // L2, the barrier of smp_store_mb. Pairs with KickRequestBeforeModeRead (SB-walk): our
         // mode store comes before our SPTE reads. Without it the reads can be satisfied before
         // the store is visible: the freer unlinks, reads Outside, sends no IPI and frees the
@@ -85,8 +88,8 @@ impl<H: Cpus> LocklessWalk<'_, H> {
 
 impl<H: Cpus> Drop for LocklessWalk<'_, H> {
     fn drop(&mut self) {
-        // L3, smp_store_release. Pairs with KickRequestBeforeModeRead (the freer's mode read,
-        // an acquire): every SPTE read of the walk comes before the Outside store. Without it
+        // L3, smp_store_release. Pairs with KickModeReadBeforeFree (the acquire after the
+        // freer's mode read): every SPTE read of the walk comes before the Outside store. Without it
         // a freer could see Outside, skip the IPI and free a page whose read is still pending.
         self.vcpu.hal.barrier(Barrier::WalkEndSpteReadsBeforeMode);
         self.vcpu.mode_cell().store(VcpuMode::Outside as u64, Ordering::Relaxed);

@@ -51,6 +51,14 @@ pub const NOT_KILLABLE: &[(Mutant, &str)] = &[
         Mutant::Barrier(Barrier::WalkEndSpteReadsBeforeMode),
         "needed under C11, but the forbidden outcome is load buffering: the walker's read of the table page returning what the freer writes after it read the walk's final OUTSIDE, which that read follows; loom never produces it (and on x86-TSO loads are never reordered with later stores)",
     ),
+    (
+        Mutant::Barrier(Barrier::GuestExitReadsBeforeMode),
+        "needed under C11, the VM-exit twin of WalkEndSpteReadsBeforeMode: the guest's read of a table page returning what the requester's free writes after it read the exit's OUTSIDE is load buffering, which loom never produces (on x86 the VM exit is serializing anyway)",
+    ),
+    (
+        Mutant::Barrier(Barrier::KickModeReadBeforeFree),
+        "the acquire half of WalkEndSpteReadsBeforeMode and GuestExitReadsBeforeMode: without it the same load-buffering outcome is allowed, which loom never produces; the requester's cpu read after the mode needs no acquire (the SB-walk/SB-entry full barriers order the vCPU's cpu store before it, see Vcpu::load), so no other outcome depends on it",
+    ),
 ];
 
 /// Redundancy claims the scorecard checks: `(mutant, also dropped, scenario)`. Running the
