@@ -11,6 +11,11 @@
 # than FUZZ_INPUT_TIMEOUT seconds, default 10: a hang is a blocked call); the crashing input
 # is kept under fuzz/artifacts/<target>/ with the command that replays it. Prints executions,
 # executions per second and coverage for each target.
+#
+# Sanitizers: `api` and `page_table` run under AddressSanitizer (cargo-fuzz's default).
+# `schedule` runs without one: under ASan it managed 115 executions/s against 545-695 without (each
+# execution allocates shuttle's task stacks), and the code it reaches is safe Rust plus core's
+# page-table code, whose unsafe parts `page_table` fuzzes under ASan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,8 +30,25 @@ fi
 cd fuzz
 targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
 
+sanitizer() {
+    case "$1" in
+        schedule) echo none ;;
+        *) echo address ;;
+    esac
+}
+
+# cargo-fuzz's flags per sanitizer, each with its own target directory so that switching does
+# not rebuild everything.
+flags() {
+    local s
+    s="$(sanitizer "$1")"
+    echo "-s $s --target-dir target/sanitizer-$s"
+}
+
 echo "== building fuzz targets: $(echo $targets)"
-cargo +nightly fuzz build
+for t in $targets; do
+    cargo +nightly fuzz build $(flags "$t") "$t"
+done
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -39,7 +61,7 @@ for t in $targets; do
     mkdir -p "$scratch/$t" "corpus/$t" "artifacts/$t"
     log="$scratch/$t.log"
     set +e
-    cargo +nightly fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
+    cargo +nightly fuzz run $(flags "$t") "$t" "$scratch/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout="$input_timeout" -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e
@@ -61,7 +83,7 @@ for t in $targets; do
         tail -n 25 "$log"
         for a in artifacts/"$t"/*; do
             [ -e "$a" ] || continue
-            echo "!! input kept at fuzz/$a; replay: (cd fuzz && cargo +nightly fuzz run $t $a)"
+            echo "!! input kept at fuzz/$a; replay: (cd fuzz && cargo +nightly fuzz run $(flags "$t") $t $a)"
         done
     fi
 done

@@ -14,6 +14,8 @@
 //!   deadlocks (SRCU-held retry loop; a notifier that blocks) with their fixes;
 //! * [`runner`]: random and PCT schedulers, outcome classification, failing schedules saved and
 //!   replayed;
+//! * [`bytes`]: [`ByteScheduler`](bytes::ByteScheduler), scheduling decisions from a byte
+//!   string, so that libFuzzer can drive the schedule (`fuzz/`, target `schedule`);
 //! * [`suite`]: the CI set and the soak mode.
 //!
 //! ## What shuttle can and cannot show
@@ -25,6 +27,7 @@
 //! kill a dropped barrier ([`mmusync::Barrier`]): loom (in `mmusync-models`) does that.
 //! `docs/shuttle.md` lists what is killed here and what is not.
 
+pub mod bytes;
 pub mod exec;
 pub mod hal;
 pub mod runner;

@@ -14,6 +14,7 @@
 //!
 //! [`Executor`]: mmusync_models::Executor
 
+use crate::bytes::ByteScheduler;
 use crate::exec::ShuttleExec;
 use crate::hal::{ShuttleHal, LIVENESS};
 use crate::scenarios::{cache, churn, liveness, longrun, storm};
@@ -420,7 +421,7 @@ pub struct Report {
     pub target: &'static str,
     /// The rule broken, if any.
     pub mutant: Option<Rule>,
-    /// The scheduler (`None`: a replay).
+    /// The scheduler (`None`: a replay, or a byte-driven run, [`run_bytes`]).
     pub sched: Option<Sched>,
     /// The seed.
     pub seed: u64,
@@ -516,22 +517,40 @@ fn run_with<S: Scheduler + 'static>(
 /// hook prints each failure's schedule on stderr; install a quiet hook of your own first to
 /// keep the rest of the panic output off (the CLI does).
 pub fn run(t: Target, mutant: Option<Rule>, sched: Sched, opts: &Options) -> Report {
+    match sched {
+        Sched::Random => run_scheduler(t, mutant, Some(sched), opts, |o: &Options| {
+            RandomScheduler::new_from_seed(o.seed, o.iterations)
+        }),
+        Sched::Pct { depth } => run_scheduler(t, mutant, Some(sched), opts, move |o: &Options| {
+            PctScheduler::new_from_seed(o.seed, depth, o.iterations)
+        }),
+    }
+}
+
+/// Runs one execution of `t`, breaking `mutant`, scheduled by the decisions in `bytes` (a
+/// [`ByteScheduler`]): what the `schedule` fuzz target calls. As [`run`] otherwise; the
+/// report's `sched` is `None`, and a failure's `schedule` replays it.
+pub fn run_bytes(t: Target, mutant: Option<Rule>, bytes: &[u8], opts: &Options) -> Report {
+    let bytes = bytes.to_vec();
+    run_scheduler(t, mutant, None, opts, move |_: &Options| ByteScheduler::new(bytes))
+}
+
+/// [`run`] with the scheduler `make` builds, labelled `sched` in the report.
+fn run_scheduler<S: Scheduler + 'static>(
+    t: Target,
+    mutant: Option<Rule>,
+    sched: Option<Sched>,
+    opts: &Options,
+    make: impl FnOnce(&Options) -> S + Send + 'static,
+) -> Report {
     let tally = Arc::new(Tally::default());
     let schedule = Arc::new(Mutex::new(Schedule::default()));
     let start = Instant::now();
     let result = {
         let (opts, tally, schedule) = (opts.clone(), tally.clone(), schedule.clone());
-        let thread =
-            std::thread::Builder::new().name(format!("shuttle {}", t.name)).spawn(move || match sched {
-                Sched::Random => {
-                    let s = RandomScheduler::new_from_seed(opts.seed, opts.iterations);
-                    run_with(t, mutant, s, &opts, tally, schedule)
-                }
-                Sched::Pct { depth } => {
-                    let s = PctScheduler::new_from_seed(opts.seed, depth, opts.iterations);
-                    run_with(t, mutant, s, &opts, tally, schedule)
-                }
-            });
+        let thread = std::thread::Builder::new()
+            .name(format!("shuttle {}", t.name))
+            .spawn(move || run_with(t, mutant, make(&opts), &opts, tally, schedule));
         match thread.map(|h| h.join()) {
             Ok(Ok(r)) => r,
             Ok(Err(p)) => Err(panic_message(&*p)),
@@ -542,7 +561,7 @@ pub fn run(t: Target, mutant: Option<Rule>, sched: Sched, opts: &Options) -> Rep
     let mut report = Report {
         target: t.name,
         mutant,
-        sched: Some(sched),
+        sched,
         seed: opts.seed,
         outcome: Outcome::Pass,
         executions: tally.count.load(Relaxed),
