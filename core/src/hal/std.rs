@@ -98,7 +98,9 @@ mod cpus {
         static CURRENT: Cell<u8> = const { Cell::new(NO_CPU) };
         /// This thread's soft interrupt mask. One thread-local for both words, so that the
         /// walk's fast path computes one TLS address. Const-initialized, no destructor.
-        static IRQ: SoftIrq = const { SoftIrq { on: AtomicBool::new(true), pending: AtomicBool::new(false) } };
+        static IRQ: SoftIrq = const {
+            SoftIrq { on: AtomicBool::new(true), pending: AtomicBool::new(false) }
+        };
         /// Gives the slot back at thread exit if the registration guard was leaked.
         static EXIT_RELEASE: ExitRelease = const { ExitRelease };
     }
