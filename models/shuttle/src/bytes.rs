@@ -12,7 +12,7 @@
 //! tasks it may pick) takes a byte, so the bytes go where interleavings differ:
 //!
 //! * byte `0` keeps the current task running (when it is runnable and not spinning);
-//! * byte `b > 0` switches to runnable task `(b - 1) % n`, `n` the number of runnable tasks;
+//! * byte `b > 0` switches to task `(b - 1) % n` of the `n` runnable tasks it may pick;
 //! * a task that spins (`is_yielding`) is never picked again while another task can run, so a
 //!   spin-wait always lets the awaited task make progress: a schedule can reorder the roles but
 //!   cannot starve one by picking a spinner forever (which the spin budget would report as a
