@@ -8,6 +8,7 @@
 
 use super::{page_hvas, setup, x86_fault, Host, Sptes};
 use crate::exec::{Executor, Role};
+use crate::ghost::Pfn;
 use crate::scenario::ScenarioHal;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -16,15 +17,42 @@ use mmusync::memslot::{Memslot, SlotChange};
 use mmusync::notifier::Vm;
 use mmusync::range::GfnRange;
 
+/// A VM with `N` memslots' worth of state: the notifier side (`Vm`), the primary MMU's `N`
+/// host pages (initially mapping `pfns`, with `P` pfns in all), and the secondary MMU's SPTEs.
+struct VmWorld<H: ScenarioHal, X: Executor, const N: usize, const P: usize> {
+    vm: Vm<H, N>,
+    host: Host<H, N, P>,
+    sptes: Sptes<H, X, N>,
+}
+
+impl<H: ScenarioHal, X: Executor, const N: usize, const P: usize> VmWorld<H, X, N, P> {
+    fn new(hal: &H, x: &X, pfns: [Pfn; N]) -> Arc<Self> {
+        Arc::new(VmWorld { vm: Vm::new(hal.clone()), host: Host::new(pfns), sptes: Sptes::new(x.clone()) })
+    }
+}
+
+/// The invalidation state alone (no memslot layer), one host page (`P` pfns in all) mapping
+/// pfn 1, and one SPTE: the message-passing scenarios.
+struct InvWorld<H: ScenarioHal, X: Executor, const P: usize> {
+    inv: Invalidation<H>,
+    host: Host<H, 1, P>,
+    sptes: Sptes<H, X, 1>,
+}
+
+impl<H: ScenarioHal, X: Executor, const P: usize> InvWorld<H, X, P> {
+    fn new(hal: &H, x: &X) -> Arc<Self> {
+        Arc::new(InvWorld {
+            inv: Invalidation::new(hal.clone()),
+            host: Host::new([1]),
+            sptes: Sptes::new(x.clone()),
+        })
+    }
+}
+
 /// §9.2 #1: the x86 fault path against `invalidate_range_start`/`end` through the memslot
 /// layer. Needs both halves of MP-2 and every retry check.
 pub fn fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    struct World<H: ScenarioHal, X: Executor> {
-        vm: Vm<H, 1>,
-        host: Host<H, 1, 2>,
-        sptes: Sptes<H, X, 1>,
-    }
-    let w = Arc::new(World { vm: Vm::new(hal.clone()), host: Host::new([1]), sptes: Sptes::new(x.clone()) });
+    let w = VmWorld::<H, X, 1, 2>::new(hal, x, [1]);
     setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
 
     let (wv, xv) = (w.clone(), x.clone());
@@ -49,16 +77,7 @@ pub fn fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// ([`Invalidation::retry_lockless`]), under the per-HPTE lock that the zap also takes. The
 /// writer's `seq++ → wmb → in_progress--` must meet the reader's `in_progress → rmb → seq`.
 pub fn mp1_lockless_retry<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    struct World<H: ScenarioHal, X: Executor> {
-        inv: Invalidation<H>,
-        host: Host<H, 1, 2>,
-        sptes: Sptes<H, X, 1>,
-    }
-    let w = Arc::new(World {
-        inv: Invalidation::new(hal.clone()),
-        host: Host::new([1]),
-        sptes: Sptes::new(x.clone()),
-    });
+    let w = InvWorld::<H, X, 2>::new(hal, x);
 
     let (wv, xv) = (w.clone(), x.clone());
     let (wi, xi) = (w.clone(), x.clone());
@@ -98,16 +117,7 @@ pub fn mp1_lockless_retry<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// (arm64). LKMM orders the zap before `seq++` through the lock chain; C11 does not, which is
 /// why the crate has [`mmusync::Barrier::InvalidateEndZapBeforeSeq`].
 pub fn mp2_snapshot_placement<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    struct World<H: ScenarioHal, X: Executor> {
-        inv: Invalidation<H>,
-        host: Host<H, 1, 1>,
-        sptes: Sptes<H, X, 1>,
-    }
-    let w = Arc::new(World {
-        inv: Invalidation::new(hal.clone()),
-        host: Host::new([1]),
-        sptes: Sptes::new(x.clone()),
-    });
+    let w = InvWorld::<H, X, 1>::new(hal, x);
 
     let (wv, xv) = (w.clone(), x.clone());
     let (wi, xi) = (w.clone(), x.clone());
@@ -146,13 +156,7 @@ pub fn mp2_snapshot_placement<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// twice in one critical section; the merged range must cover both. A fault on the first
 /// slot's gfn while the invalidation is open must retry.
 pub fn multi_slot_range_merge<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    struct World<H: ScenarioHal, X: Executor> {
-        vm: Vm<H, 2>,
-        host: Host<H, 2, 4>,
-        sptes: Sptes<H, X, 2>,
-    }
-    let w =
-        Arc::new(World { vm: Vm::new(hal.clone()), host: Host::new([1, 2]), sptes: Sptes::new(x.clone()) });
+    let w = VmWorld::<H, X, 2, 4>::new(hal, x, [1, 2]);
     for i in 0..2 {
         let slot = setup(Memslot::new(i as u16, i, 1, page_hvas(i).start()));
         setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(slot)));
