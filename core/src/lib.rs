@@ -17,6 +17,17 @@
 //! only by name, so model backends can drop any one of them at run time and show that it is
 //! needed. Every lock and check that a mutant may remove has a name too ([`Rule`]).
 //!
+//! ## Protocols and step labels
+//!
+//! The documentation refers to protocol steps by short labels: S1–S5 and E1–E2 for
+//! `invalidate_range_start`/`end`, F0–F14 for the fault path, R1–R5 for a translation-cache
+//! refresh, W1–W8 for a memslot swap, U1–U5 and C1–C3 for unsync marking and checking, L1–L4,
+//! Z1–Z2, Q1–Q5 and V1–V6 for lockless walks, frees, requests and guest entry; to barrier tags
+//! such as \[B1-end-wmb\]; to the litmus shapes MP-1, MP-2, SB-walk and SB-entry; and to
+//! invariants I1.1–I5.5. All of them are defined in [`protocols`] (the crate's
+//! `docs/protocols.md`), one heading per label, with the function that implements each step
+//! and the KVM code it mirrors.
+//!
 //! ## Memory models
 //!
 //! The code is written for the C11 model Rust uses. Where C11 needs a stronger ordering than
@@ -31,6 +42,21 @@
 //!   and a blocked signal mask plays disabled interrupts.
 //! * `x86`: the `hal::x86` backend's barrier mapping under x86-TSO.
 //! * `x86-ring0`: privileged instructions (`cli`/`sti`, local-APIC IPIs) for a ring-0 guest.
+//!
+//! crossbeam-epoch is compiled only with `alloc` (or `std`); the no-feature build depends on
+//! lock_api alone.
+//!
+//! ## Public dependencies
+//!
+//! Types and traits of these crates appear in mmusync's API, so their major versions are part
+//! of it: **lock_api 0.4** ([`hal::Hal::RawRwLock`] and `RawMutex` are bounded by its raw-lock
+//! traits; [`lock::SpinLock`] and [`lock::SpinGuard`] are its types), **parking_lot 0.12**
+//! (the `std` backend's raw locks) and **spin 0.9** (the `x86` backend's). Moving to a
+//! semver-incompatible release of any of them (lock_api 0.5, parking_lot 0.13, spin 0.10) is a
+//! breaking change of mmusync and gets a new minor version while mmusync is 0.x (a new major
+//! version after 1.0); compatible updates are not. **crossbeam-epoch 0.9** is private: no type
+//! of it is exposed (the `epoch` module wraps it), so it may be upgraded or replaced in any release.
+//! libc is private too.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
@@ -63,9 +89,14 @@ pub mod unsync;
 pub mod vcpu;
 pub mod walk;
 
-/// The README's example, compiled and run as a doctest so it cannot rot.
+// Step labels, invariants and barrier tags of P1–P5 (core/docs/protocols.md).
+#[doc = include_str!("../docs/protocols.md")]
+pub mod protocols {}
+
+/// The crate README's example (`core/README.md`), compiled and run as a doctest so it cannot
+/// rot. It lies inside the package, so the check also runs from the published crate.
 #[cfg(all(doctest, feature = "std"))]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 pub use barrier::{Barrier, FenceKind};
