@@ -12,12 +12,13 @@
 //!   is raised.
 //!
 //! The notifier side never blocks here: it only increments or decrements under the spinlock
-//! (the 2021 rwsem that blocked deadlocked; spec §4.2).
+//! (the 2021 rwsem that blocked deadlocked; [P3](crate::protocols#liveness-hazards-p3)).
 
 use crate::barrier::Barrier;
 use crate::error::Error;
 use crate::hal::{Atomic, Hal, Ordering::Relaxed};
 use crate::lock::{SpinGuard, SpinLock};
+use crate::step::Step;
 
 /// `mn_active_invalidate_count` with its `mn_invalidate_lock`.
 pub struct ActiveInvalidations<H: Hal> {
@@ -35,8 +36,9 @@ impl<H: Hal> ActiveInvalidations<H> {
     /// S1: an invalidation starts. Never blocks on anything but the spinlock.
     pub fn start(&self) -> Result<(), Error> {
         let _g = self.lock.lock();
-        let n = self.count.load(Relaxed);
-        self.count.store(n.checked_add(1).ok_or(Error::CountOverflow)?, Relaxed);
+        let n = self.count.load(Relaxed).checked_add(1).ok_or(Error::CountOverflow)?;
+        self.count.store(n, Relaxed);
+        self.hal.step(Step::ActiveStart { count: n });
         Ok(())
     }
 
@@ -44,15 +46,23 @@ impl<H: Hal> ActiveInvalidations<H> {
     /// zero (KVM then wakes the memslot writer). Refuses to go below zero, changing nothing
     /// ([`Error::Unbalanced`]), as KVM has since 2024.
     pub fn end(&self) -> Result<bool, Error> {
-        // C11 only: make E1's seq++ visible to a cache refresher that sees this decrement
-        // while holding only its cache lock. Pairs with CacheCountBeforeSeq.
-        self.hal.barrier(Barrier::InvalidateEndSeqBeforeActiveCount);
         let _g = self.lock.lock();
         let n = self.count.load(Relaxed);
         if n == 0 {
             return Err(Error::Unbalanced);
         }
+        // C11 only. Pairs with CacheCountBeforeSeq: a cache refresher that reads this
+        // decrement holding only its cache lock must also see the seq++ (E1) of every
+        // invalidation whose E2 came before ours, not only our own. Their E2s released this
+        // spinlock and we acquired it, so a release fence *here*, after the acquisition, makes
+        // their seq++ visible along with ours. Without it, or with it before `lock()`, a
+        // refresher that reads our count of zero can read the seq from before another
+        // invalidation's E1: our relaxed store ends that invalidation's release sequence
+        // (loom scenario cache-refresh-vs-two-invalidations, where the invalidation that takes
+        // the count to zero hits no memslot and bumps no seq of its own).
+        self.hal.barrier(Barrier::InvalidateEndSeqBeforeActiveCount);
         self.count.store(n - 1, Relaxed);
+        self.hal.step(Step::ActiveEnd { count: n - 1 });
         Ok(n == 1)
     }
 

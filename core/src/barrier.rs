@@ -10,7 +10,7 @@
 //! The pairing table in the crate documentation is generated from this enum by
 //! [`pairing_table`], and a test compares it with `docs/barriers.md`, so the two cannot drift.
 //!
-//! Notation follows `spec/kvm-protocols.md`: `wmb` = `smp_wmb` (store→store), `rmb` = `smp_rmb`
+//! Notation follows [`crate::protocols`]: `wmb` = `smp_wmb` (store→store), `rmb` = `smp_rmb`
 //! (load→load), `mb` = `smp_mb` (full). Under C11 a `wmb` is a release fence, an `rmb` an
 //! acquire fence and an `mb` a `SeqCst` fence.
 
@@ -60,6 +60,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in order.
+    pub const ALL: [Protocol; 5] = [
+        Protocol::P1Invalidation,
+        Protocol::P2Retry,
+        Protocol::P3Memslots,
+        Protocol::P4Unsync,
+        Protocol::P5Walks,
+    ];
+
     /// Short name, such as `P1`.
     pub const fn short(self) -> &'static str {
         match self {
@@ -109,7 +118,7 @@ macro_rules! barriers {
                 match self { $(Barrier::$name => &[$(Barrier::$pair),*],)* }
             }
 
-            /// The KVM code it stands for (spec tag and function).
+            /// The KVM code it stands for ([barrier tag](crate::protocols#barrier-tags) and function).
             pub const fn kvm(self) -> &'static str {
                 match self { $(Barrier::$name => $kvm,)* }
             }
@@ -144,11 +153,14 @@ barriers! {
         pairs: [RetryCountBeforeSeq],
         kvm: "[B1-end-wmb] kvm_mmu_invalidate_end: smp_wmb()",
     },
-    /// P1, writer side, **C11 only**: `seq++` before `mn_active_invalidate_count--` (E1 → E2).
-    /// KVM gets this from the `mmu_lock` release and the `mn_invalidate_lock` acquire; in C11
-    /// neither orders `seq++` before the relaxed decrement for a cache refresher that reads the
-    /// count holding only its own lock. Without it a refresher sees the count at zero and the
-    /// old seq, and validates a stale pfn.
+    /// P1, writer side, **C11 only**: `seq++` before `mn_active_invalidate_count--` (E1 → E2),
+    /// issued *after* taking `mn_invalidate_lock`. KVM gets this from the `mmu_lock` release
+    /// and the `mn_invalidate_lock` acquire (LKMM's locks are cumulative); in C11 neither
+    /// orders an earlier invalidation's `seq++` before *this* invalidation's relaxed decrement
+    /// for a cache refresher that reads the count holding only its own lock. Without it (or
+    /// with it before the lock is taken) an invalidation that hits no memslot can take the
+    /// count to zero after one that bumped `seq`, and a refresher that reads that zero may
+    /// read the old seq and validate a stale pfn (`cache-refresh-vs-two-invalidations`).
     InvalidateEndSeqBeforeActiveCount = {
         kind: Release,
         protocol: P1Invalidation,

@@ -1,5 +1,5 @@
 //! P5, the RCU way: lockless walks protected by an epoch, and freeing of table pages after a
-//! grace period *and* a remote TLB flush (the TDP MMU's scheme, spec §6.4).
+//! grace period *and* a remote TLB flush (the TDP MMU's [scheme](crate::protocols#epoch-scheme-tdp-mmu)).
 //!
 //! Software walkers pin an epoch ([`ReclaimHandle::walk_begin`], `rcu_read_lock`) instead of
 //! disabling interrupts and publishing a vCPU mode. A zapper unlinks table pages while pinned
@@ -23,6 +23,7 @@
 
 use crate::hal::{Hal, PageAlloc};
 use crate::rule::Rule;
+use crate::step::Step;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
@@ -130,6 +131,7 @@ impl ReclaimHandle {
             }
         }
         let n = retired.len();
+        hal.step(Step::EpochDefer { pages: n });
         for page in retired {
             let page = RetiredPage(page);
             let alloc = alloc.clone();

@@ -27,8 +27,9 @@ use crate::barrier::Barrier;
 use crate::error::Error;
 use crate::hal::{Atomic, Hal, Ordering::Relaxed};
 use crate::lock::{MmuLock, MmuLocked, MmuWriteGuard};
-use crate::range::GfnRange;
+use crate::range::{Gfn, GfnRange};
 use crate::rule::Rule;
+use crate::step::Step;
 
 /// KVM's `INVALID_GPA` sentinel for "no range recorded yet". Never a valid range bound
 /// (ranges end at or below [`crate::range::MAX_GFN`]).
@@ -99,7 +100,9 @@ impl<H: Hal> Invalidation<H> {
             self.range_start.store(NO_RANGE, Relaxed);
             self.range_end.store(NO_RANGE, Relaxed);
         }
-        self.add_range(guard, range)
+        let (start, end) = self.merge(range);
+        self.hal.step(Step::InvalidateBegin { in_progress: next, start, end });
+        Ok(())
     }
 
     /// `kvm_mmu_invalidate_range_add`: widen the merged range to cover `range` (once per
@@ -110,16 +113,24 @@ impl<H: Hal> Invalidation<H> {
         if self.in_progress.load(Relaxed) == 0 {
             return Err(Error::Unbalanced);
         }
+        let (start, end) = self.merge(range);
+        self.hal.step(Step::InvalidateRangeAdd { start, end });
+        Ok(())
+    }
+
+    /// The min/max union of `range` into the merged range (under the write lock). Returns the
+    /// merged range.
+    fn merge(&self, range: GfnRange) -> (Gfn, Gfn) {
         let start = self.range_start.load(Relaxed);
-        if start == NO_RANGE || !self.hal.keeps(Rule::RangeAddMerges) {
-            self.range_start.store(range.start(), Relaxed);
-            self.range_end.store(range.end(), Relaxed);
+        let merged = if start == NO_RANGE || !self.hal.keeps(Rule::RangeAddMerges) {
+            (range.start(), range.end())
         } else {
             let end = self.range_end.load(Relaxed);
-            self.range_start.store(start.min(range.start()), Relaxed);
-            self.range_end.store(end.max(range.end()), Relaxed);
-        }
-        Ok(())
+            (start.min(range.start()), end.max(range.end()))
+        };
+        self.range_start.store(merged.0, Relaxed);
+        self.range_end.store(merged.1, Relaxed);
+        merged
     }
 
     /// `kvm_mmu_invalidate_end`: `seq++`, then `in_progress--`. Fails with
@@ -139,6 +150,7 @@ impl<H: Hal> Invalidation<H> {
         // sees the new seq (MP-1).
         self.hal.barrier(Barrier::InvalidateEndSeqBeforeCount);
         self.in_progress.store(n - 1, Relaxed);
+        self.hal.step(Step::InvalidateEnd { seq: seq.wrapping_add(1), in_progress: n - 1 });
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //!    (dropping the lock while waiting). An MMU-notifier start/end pair holds that count for
 //!    its whole span, so it sees one memslot layout in both halves and `in_progress` stays
 //!    balanced (I1.3, I3.1). The notifier side never waits for the updater (it only counts), so
-//!    the updater may starve under a stream of invalidations (spec §4.3); it never deadlocks
+//!    the updater may starve under a stream of invalidations ([W3](crate::protocols#w3)); it never deadlocks
 //!    with them.
 //! 2. Publish the new active index **while still holding the lock** (release), so no start can
 //!    slip in between the check and the publish.
@@ -20,7 +20,7 @@
 //!
 //! Deleting or moving a slot goes through an intermediate layout in which the slot is marked
 //! [`Memslot::is_invalid`] (faults that find it retry), then the caller zaps the slot's SPTEs,
-//! then the final layout is installed (`kvm_set_memslot`, spec §4.4).
+//! then the final layout is installed (`kvm_set_memslot`; [P3](crate::protocols#the-swap)).
 //!
 //! Slot fields are atomics: readers load them with relaxed loads after the acquiring load of
 //! the active index ([`Barrier::MemslotDereference`]), so a model checker sees a reader that
@@ -34,6 +34,7 @@ use crate::lock::SpinLock;
 use crate::range::{Gfn, GfnRange, Hva, HvaRange};
 use crate::rule::Rule;
 use crate::srcu::{Srcu, SrcuReadGuard};
+use crate::step::Step;
 
 /// Bytes in a page: the unit of a gfn.
 pub const PAGE_SIZE: u64 = 4096;
@@ -290,10 +291,15 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
         if self.hal.keeps(Rule::MemslotSwapWaitsForInvalidations) {
             // rcuwait: the notifier side only counts and never waits for us, so wait with the
             // lock dropped and re-check under it.
-            while count.load(Relaxed) != 0 {
+            let mut waiting = count.load(Relaxed);
+            if waiting != 0 {
+                self.hal.step(Step::MemslotWait { active: waiting });
+            }
+            while waiting != 0 {
                 drop(guard);
                 self.hal.spin_hint();
                 guard = active.lock().0;
+                waiting = count.load(Relaxed);
             }
         }
         if !self.hal.keeps(Rule::MemslotPublishUnderLock) {
@@ -304,9 +310,11 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
         self.hal.barrier(Barrier::MemslotPublish);
         self.active.store(new, Relaxed);
         drop(guard);
+        self.hal.step(Step::MemslotPublish { generation });
 
         if self.hal.keeps(Rule::MemslotSwapSynchronizesSrcu) {
             self.srcu.synchronize();
+            self.hal.step(Step::MemslotSynchronized);
         }
         self.sets[old].copy_from(&self.sets[new]);
     }

@@ -9,7 +9,7 @@
 //!   scheme), or `mmu_lock` itself.
 //! * [`ReferenceMmu`]: a page table plus the vCPUs that use it. It implements
 //!   [`SecondaryMmu`] for the notifier (zap + flush), the fault path
-//!   ([`ReferenceMmu::fault`], F0–F14 of the spec), the lockless fast path
+//!   ([`ReferenceMmu::fault`], [F0–F14](crate::protocols#the-fault-path)), the lockless fast path
 //!   ([`ReferenceMmu::fast_fault`], a cmpxchg on a present SPTE), and zaps that free table
 //!   pages either way ([`ReferenceMmu::zap_ipi`], [`ReferenceMmu::zap_epoch`]).
 //!
@@ -31,6 +31,7 @@ use crate::memslot::Memslot;
 use crate::notifier::{SecondaryMmu, Vm};
 use crate::range::{Gfn, GfnRange, Hva};
 use crate::rule::Rule;
+use crate::step::Step;
 use crate::vcpu::{flush_remote_tlbs, Vcpu};
 use crate::walk::{LocklessWalk, ZapList, ZapListFull};
 use alloc::boxed::Box;
@@ -464,7 +465,7 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
         self.vcpus
     }
 
-    /// The full fault path (spec §3.3, F0–F14): memslot lookup under SRCU, seq snapshot,
+    /// The full fault path ([F0–F14](crate::protocols#f0)): memslot lookup under SRCU, seq snapshot,
     /// lockless pre-check, pfn resolution through `resolve` (the host page walk), second
     /// pre-check, then under `mmu_lock` the locked re-check and the install.
     pub fn fault<const N: usize>(
@@ -476,6 +477,7 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     ) -> Result<FaultOutcome, Error> {
         let slots = vm.memslots().read();
         let slot = slots.find(gfn).ok_or(Error::NoMapping)?;
+        self.hal.step(Step::FaultSlot { gfn, slot: slot.id(), invalid: slot.is_invalid() });
         if slot.is_invalid() {
             return Ok(FaultOutcome::Retry);
         }
@@ -486,6 +488,7 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
             return Ok(FaultOutcome::Retry);
         }
         let pfn = resolve(hva)?;
+        self.hal.step(Step::FaultResolved { gfn, pfn });
         if inv.retry_gfn_unsafe(&snap, gfn)? {
             return Ok(FaultOutcome::Retry);
         }
@@ -495,6 +498,7 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
             return Ok(FaultOutcome::Retry);
         }
         self.table.map(&guard, gfn, spte)?;
+        self.hal.step(Step::FaultInstall { gfn, pfn });
         Ok(FaultOutcome::Installed(pfn))
     }
 

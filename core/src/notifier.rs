@@ -5,7 +5,7 @@
 //! ([`ActiveInvalidations`]) and the memslots ([`Memslots`]). The secondary MMU itself is the
 //! caller's, reached through [`SecondaryMmu`].
 //!
-//! ## `invalidate_range_start(hvas)` (spec §2.2)
+//! ## `invalidate_range_start(hvas)` ([S1–S5](crate::protocols#invalidate_range_start))
 //!
 //! * S1: count the invalidation as active (before anything else, so a memslot swap cannot
 //!   change the layout until the matching end, and a cache refresh sees it).
@@ -19,7 +19,7 @@
 //!   primary MMU is about to free (I1.6).
 //! * S5: drop `mmu_lock`, leave SRCU. If no memslot overlapped, `mmu_lock` was never taken.
 //!
-//! ## `invalidate_range_end(hvas)` (spec §2.3)
+//! ## `invalidate_range_end(hvas)` ([E1–E2](crate::protocols#invalidate_range_end))
 //!
 //! * E1: under SRCU, if any memslot overlaps: take `mmu_lock` for write and
 //!   [`Invalidation::end`] (`seq++`, barrier, `in_progress--`).
@@ -35,6 +35,7 @@ use crate::invalidation::Invalidation;
 use crate::lock::MmuWriteGuard;
 use crate::memslot::{Memslot, Memslots, SlotChange};
 use crate::range::{GfnRange, HvaRange};
+use crate::step::Step;
 
 /// What the notifier needs from the secondary MMU.
 pub trait SecondaryMmu<H: Hal> {
@@ -69,6 +70,10 @@ impl<H: Hal, const N: usize> Vm<H, N> {
         }
     }
 
+    fn hal(&self) -> &H {
+        self.invalidation.hal()
+    }
+
     /// The invalidation state and `mmu_lock` (P1, P2).
     pub fn invalidation(&self) -> &Invalidation<H> {
         &self.invalidation
@@ -100,6 +105,7 @@ impl<H: Hal, const N: usize> Vm<H, N> {
     /// [`end`](Self::end) for the same range; prefer [`invalidate_range_start`](Self::invalidate_range_start).
     pub fn start<M: SecondaryMmu<H>>(&self, mmu: &M, hvas: HvaRange) -> Result<(), Error> {
         self.active.start()?;
+        self.hal().step(Step::InvalidateCaches { start: hvas.start(), end: hvas.end() });
         mmu.invalidate_caches(hvas);
         let slots = self.memslots.read();
         let mut locked: Option<MmuWriteGuard<'_, H>> = None;
@@ -122,11 +128,19 @@ impl<H: Hal, const N: usize> Vm<H, N> {
                 return Err(e);
             }
             if let Some(guard) = &locked {
-                flush |= mmu.unmap_gfn_range(guard, &slot, gfns);
+                let needed = mmu.unmap_gfn_range(guard, &slot, gfns);
+                self.hal().step(Step::Unmap {
+                    slot: slot.id(),
+                    start: gfns.start(),
+                    end: gfns.end(),
+                    flush: needed,
+                });
+                flush |= needed;
             }
         }
         if flush {
             mmu.flush_remote_tlbs();
+            self.hal().step(Step::InvalidateFlush);
         }
         drop(locked);
         Ok(())
@@ -134,21 +148,30 @@ impl<H: Hal, const N: usize> Vm<H, N> {
 
     /// E1–E2 without a guard: the other half of [`start`](Self::start). Fails with
     /// [`Error::Unbalanced`], changing nothing, when no invalidation is active.
+    ///
+    /// Once an invalidation is active, E2 always runs, even when E1 fails (an `end` for a
+    /// range that hits a memslot while no `begin` is open: a caller passing another range
+    /// than its `start`'s). E1's error is returned after E2 has lowered the active count, as
+    /// KVM always runs E2: a count left raised would make every later memslot swap wait for
+    /// ever.
     pub fn end(&self, hvas: HvaRange) -> Result<(), Error> {
         // E2 would refuse below: refuse before E1 changes `seq` and `in_progress`. (Only a
         // concurrent unbalanced `end` can lower the count between this check and E2.)
         if self.active.count_unlocked() == 0 {
             return Err(Error::Unbalanced);
         }
-        {
+        let e1 = {
             let slots = self.memslots.read();
             let hit = slots.overlapping(hvas).any(|s| s.gfns_of(&hvas).is_some());
             if hit {
                 let guard = self.invalidation.mmu_lock().write();
-                self.invalidation.end(&guard)?;
+                self.invalidation.end(&guard)
+            } else {
+                Ok(())
             }
-        }
-        self.active.end().map(|_| ())
+        };
+        let e2 = self.active.end();
+        e1.and(e2.map(|_| ()))
     }
 
     /// Applies a memslot change (`kvm_set_memslot`), zapping a deleted or moved slot's SPTEs
@@ -269,6 +292,18 @@ mod tests {
         drop(inv);
         let g = vm.invalidation().mmu_lock().read();
         assert_eq!(vm.invalidation().seq(&g), Ok(0));
+    }
+
+    #[test]
+    fn an_end_whose_e1_fails_still_drops_the_active_count() {
+        let vm = vm_with_two_slots();
+        let mmu = Recorder::default();
+        // start outside every slot (no begin), end over a slot: E1 finds nothing open.
+        vm.start(&mmu, HvaRange::new(0x9_0000, 0x9_1000).unwrap()).unwrap();
+        assert_eq!(vm.end(HvaRange::new(0x1_0000, 0x1_1000).unwrap()), Err(Error::Unbalanced));
+        assert_eq!(vm.active_invalidations().count_unlocked(), 0, "E2 ran although E1 failed");
+        // A memslot swap waits for the count: it would spin for ever had E2 been skipped.
+        vm.set_memslot(&mmu, SlotChange::Delete(1)).unwrap();
     }
 
     #[test]

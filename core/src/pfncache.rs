@@ -14,7 +14,7 @@
 //!   so S2's write lock waits for them.
 //! * `refresh_lock`: serializes refreshers, activation and deactivation (a mutex in KVM).
 //!
-//! ## Refresh (`hva_to_pfn_retry`), steps R1–R5 of spec §3.4
+//! ## Refresh (`hva_to_pfn_retry`), steps [R1–R5](crate::protocols#the-translation-cache)
 //!
 //! * R1. Take `refresh_lock`; R2. take `lock` for write; an inactive cache is an error.
 //! * R3. Record a new hva, if one is given.
@@ -41,7 +41,7 @@
 //! `cond_resched`). [`try_refresh`](TranslationCache::try_refresh) gives up after a bounded
 //! number of attempts and leaves the cache invalid.
 //!
-//! **Open issue (spec §3.4) \[inference\].** `seq` is bumped only when an invalidation hits a
+//! **Open issue \[inference\].** `seq` is bumped only when an invalidation hits a
 //! memslot. An invalidation of the cache's hva that hits no memslot, and whose start *and* end
 //! both fall inside the resolution window (R4d–R4f), leaves the count at zero and `seq`
 //! unchanged at R4g, so the stale pfn is validated. This module keeps KVM's algorithm so that
@@ -57,6 +57,7 @@ use crate::invalidation::Invalidation;
 use crate::lock::SpinLock;
 use crate::range::{Hva, HvaRange};
 use crate::rule::Rule;
+use crate::step::Step;
 use core::num::NonZeroUsize;
 
 /// What `gpc->lock` protects.
@@ -235,6 +236,7 @@ impl<H: Hal> TranslationCache<H> {
             attempt += 1;
             // R4b. KVM reads mmu_invalidate_seq with a plain load, under gpc->lock only.
             let snapshot = inv.seq.load(Relaxed);
+            self.hal.step(Step::CacheSnapshot { seq: snapshot });
             // [B2-gpc-rmb1]. Pairs with InvalidateEndZapBeforeSeq. Orders the snapshot before
             // the primary-MMU reads in `resolve`. Without it the resolution can read the host
             // PTE from before an invalidation's zap while the snapshot reads the seq from after
@@ -263,6 +265,7 @@ impl<H: Hal> TranslationCache<H> {
                 // R4h.
                 st.valid = true;
                 st.pfn = pfn;
+                self.hal.step(Step::CacheValid { hva, pfn });
                 return Ok(Some(pfn));
             }
             if attempt == max_attempts.get() {
@@ -277,8 +280,12 @@ impl<H: Hal> TranslationCache<H> {
         // An active invalidation may already have run its S2 on this cache (finding it
         // invalid, so leaving no trace) and not yet bumped seq. The count was raised before
         // S2 took this cache's lock, and our lock acquisition came after S2's release.
-        if self.hal.keeps(Rule::CacheChecksActiveCount) && active.count_unlocked() != 0 {
-            return true;
+        if self.hal.keeps(Rule::CacheChecksActiveCount) {
+            let count = active.count_unlocked();
+            if count != 0 {
+                self.hal.step(Step::CacheRetry { active: count, retry: true });
+                return true;
+            }
         }
         // [B2-gpc-rmb2]. Pairs with InvalidateEndSeqBeforeActiveCount (C11's form of KVM's
         // smp_wmb after seq++ and the E1 -> E2 lock chain). Orders the count read above before
@@ -286,7 +293,9 @@ impl<H: Hal> TranslationCache<H> {
         // preceded it. Without it we can read the new count and the old seq, and validate a
         // pfn that the invalidation made stale.
         self.hal.barrier(Barrier::CacheCountBeforeSeq);
-        inv.seq.load(Relaxed) != snapshot
+        let retry = inv.seq.load(Relaxed) != snapshot;
+        self.hal.step(Step::CacheRetry { active: 0, retry });
+        retry
     }
 
     /// Step S2 of an invalidation of `range` (`gfn_to_pfn_cache_invalidate_start`, for this
@@ -307,6 +316,7 @@ impl<H: Hal> TranslationCache<H> {
             return false;
         }
         st.valid = false;
+        self.hal.step(Step::CacheInvalidated { hva: st.hva, hit: true });
         true
     }
 }
@@ -483,7 +493,7 @@ mod tests {
         assert_eq!(consumer_view_during_hva_change(Breaks(Rule::CacheInvalidatesBeforeResolve)), Some(7));
     }
 
-    /// Spec §3.4's open issue, reproduced: an invalidation of the cached hva that hits no
+    /// The open issue of R4g (docs/protocols.md), reproduced: an invalidation of the cached hva that hits no
     /// memslot (no `seq` bump) and lies wholly inside the resolution window goes unnoticed.
     #[test]
     fn open_issue_invalidation_outside_memslots_is_missed() {

@@ -27,6 +27,7 @@ use crate::invalidation::{Invalidation, NO_RANGE};
 use crate::lock::MmuLocked;
 use crate::range::Gfn;
 use crate::rule::Rule;
+use crate::step::{RetryCheck, Step};
 
 /// A fault's snapshot of the invalidation sequence, taken before resolving the pfn.
 ///
@@ -62,6 +63,7 @@ impl<H: Hal> Invalidation<H> {
         // Pairs with InvalidateEndZapBeforeSeq: if we see the new seq, the resolution below
         // sees the primary MMU's zap (MP-2).
         self.hal.barrier(Barrier::FaultSnapshotBeforeResolve);
+        self.hal.step(Step::Snapshot { seq });
         FaultSnapshot { seq, owner: self.id }
     }
 
@@ -69,7 +71,8 @@ impl<H: Hal> Invalidation<H> {
     /// any ended since the snapshot. No false negatives.
     pub fn retry(&self, guard: &impl MmuLocked, snap: &FaultSnapshot) -> Result<bool, Error> {
         self.check_guard(guard)?;
-        self.retry_lockless(snap)
+        self.check_snapshot(snap)?;
+        Ok(self.reported(RetryCheck::Locked, None, self.retry_unranged(snap)))
     }
 
     /// The same check without `mmu_lock` (MP-1): correct because
@@ -78,13 +81,24 @@ impl<H: Hal> Invalidation<H> {
     /// operation that a later invalidation's zap will find (PowerPC: under the HPTE lock).
     pub fn retry_lockless(&self, snap: &FaultSnapshot) -> Result<bool, Error> {
         self.check_snapshot(snap)?;
+        Ok(self.reported(RetryCheck::Lockless, None, self.retry_unranged(snap)))
+    }
+
+    /// The check of [`retry`](Self::retry) and [`retry_lockless`](Self::retry_lockless).
+    fn retry_unranged(&self, snap: &FaultSnapshot) -> bool {
         if self.hal.keeps(Rule::RetryChecksInProgress) && self.in_progress.load(Relaxed) != 0 {
-            return Ok(true);
+            return true;
         }
         // Pairs with InvalidateEndSeqBeforeCount: seeing the count dropped implies seeing the
         // seq bump that preceded it.
         self.hal.barrier(Barrier::RetryCountBeforeSeq);
-        Ok(self.hal.keeps(Rule::RetryChecksSeq) && self.seq.load(Relaxed) != snap.seq)
+        self.hal.keeps(Rule::RetryChecksSeq) && self.seq.load(Relaxed) != snap.seq
+    }
+
+    /// Reports a check's answer as a [`Step::Retry`] and returns it.
+    fn reported(&self, check: RetryCheck, gfn: Option<Gfn>, retry: bool) -> bool {
+        self.hal.step(Step::Retry { check, gfn, retry });
+        retry
     }
 
     /// `mmu_invalidate_retry_gfn(kvm, seq, gfn)` under `mmu_lock`: like [`retry`](Self::retry),
@@ -95,20 +109,25 @@ impl<H: Hal> Invalidation<H> {
     pub fn retry_gfn(&self, guard: &impl MmuLocked, snap: &FaultSnapshot, gfn: Gfn) -> Result<bool, Error> {
         self.check_guard(guard)?;
         self.check_snapshot(snap)?;
+        Ok(self.reported(RetryCheck::Gfn, Some(gfn), self.retry_gfn_locked(snap, gfn)))
+    }
+
+    /// The check of [`retry_gfn`](Self::retry_gfn), with the lock held.
+    fn retry_gfn_locked(&self, snap: &FaultSnapshot, gfn: Gfn) -> bool {
         if self.hal.keeps(Rule::RetryChecksInProgress) && self.in_progress.load(Relaxed) != 0 {
             let start = self.range_start.load(Relaxed);
             let end = self.range_end.load(Relaxed);
             if start == NO_RANGE {
-                return Ok(true);
+                return true;
             }
             if self.hal.keeps(Rule::RetryGfnChecksRange) && start <= gfn && gfn < end {
-                return Ok(true);
+                return true;
             }
         }
         // The lock orders everything here; the barrier is the MP-1 pair kept for uniformity
         // with `retry` (it is a compiler barrier on x86).
         self.hal.barrier(Barrier::RetryCountBeforeSeq);
-        Ok(self.hal.keeps(Rule::RetryChecksSeq) && self.seq.load(Relaxed) != snap.seq)
+        self.hal.keeps(Rule::RetryChecksSeq) && self.seq.load(Relaxed) != snap.seq
     }
 
     /// `mmu_invalidate_retry_gfn_unsafe`: the lockless pre-check (F7/F10). A **hint**: it
@@ -117,14 +136,13 @@ impl<H: Hal> Invalidation<H> {
     /// [`retry_gfn`](Self::retry_gfn) under the lock before installing.
     pub fn retry_gfn_unsafe(&self, snap: &FaultSnapshot, gfn: Gfn) -> Result<bool, Error> {
         self.check_snapshot(snap)?;
-        if self.in_progress.load(Relaxed) != 0 {
+        let covered = self.in_progress.load(Relaxed) != 0 && {
             let start = self.range_start.load(Relaxed);
             let end = self.range_end.load(Relaxed);
-            if start <= gfn && gfn < end {
-                return Ok(true);
-            }
-        }
-        Ok(self.seq.load(Relaxed) != snap.seq)
+            start <= gfn && gfn < end
+        };
+        let retry = covered || self.seq.load(Relaxed) != snap.seq;
+        Ok(self.reported(RetryCheck::GfnUnsafe, Some(gfn), retry))
     }
 }
 

@@ -24,7 +24,8 @@
 //! use the other counter, so the one being scanned drains.
 //!
 //! Readers never block. Holding a read section while waiting for a memslot update deadlocks
-//! (the update waits for the section); spec §4.5 describes KVM's instances of this.
+//! (the update waits for the section); [P3's liveness hazards](crate::protocols#liveness-hazards-p3)
+//! describe KVM's instances of this.
 
 use crate::barrier::Barrier;
 use crate::hal::{Atomic, AtomicInt, Hal, Ordering::Relaxed};

@@ -52,7 +52,7 @@
 //! and walk the bitmaps ([`sync_roots`](ShadowPages::sync_roots), `mmu_sync_children`),
 //! syncing each unsync page and clearing its bits up the tree.
 //!
-//! ## The race the barriers prevent (spec §5.4)
+//! ## The race the barriers prevent ([P4](crate::protocols#the-race-the-barriers-prevent))
 //!
 //! CPU 1 marks the page (1.1) and then makes the SPTE writable (1.2). If 1.2 became visible
 //! first, CPU 2's guest could write a guest PTE through the writable SPTE (2.1, the hardware
@@ -69,7 +69,7 @@
 //! can therefore interleave so that B sees A's `unsync = 1`, skips the page, issues U4 and makes
 //! its SPTE writable while A (still holding the spinlock) has not yet marked the root; a guest
 //! flush in that window finds the root clean. This module keeps KVM's order so that the models
-//! can look at exactly this interleaving (spec §9.2, scenario 7 with two host faults).
+//! can look at exactly this interleaving (the unsync scenarios, with two host faults).
 
 use crate::barrier::Barrier;
 use crate::hal::{Atomic, Hal, Ordering::Relaxed};
@@ -513,7 +513,7 @@ impl<H: Hal, const N: usize> ShadowPages<H, N> {
         // caller's next store, the writable SPTE (1.1 before 1.2). The spinlock's release does
         // not do this: it orders the marks only for the next holder of the spinlock, not for a
         // guest that sees the SPTE. Without it the guest can write through the SPTE, flush,
-        // and read the flags from before the marks: a missed sync (§5.4).
+        // and read the flags from before the marks: a missed sync (docs/protocols.md, P4).
         self.hal.barrier(Barrier::UnsyncMarkBeforeWritableSpte);
         Ok(())
     }
@@ -562,7 +562,7 @@ impl<H: Hal, const N: usize> ShadowPages<H, N> {
         // earlier read of SPTE.W (2.1) before the flag reads below (2.3). Without it the flags
         // can be read as they were before the host marked them, although the guest already
         // wrote through the writable SPTE: the sync is skipped and the guest keeps a stale
-        // translation after its flush (§5.4).
+        // translation after its flush (docs/protocols.md, P4).
         self.hal.barrier(Barrier::SyncRootSpteBeforeFlags);
         Ok(page.needs_sync())
     }
@@ -1015,7 +1015,7 @@ mod tests {
     fn a_flush_that_sees_the_writable_spte_sees_the_marks() {
         // Host: mark, then store the writable SPTE (the caller's next store after the barrier).
         // Guest: its hardware walker reads SPTE.W = 1, the guest flushes (VM exit: a full
-        // fence), and is_unsync_root must then see the marks (§5.4).
+        // fence), and is_unsync_root must then see the marks (docs/protocols.md, P4).
         let lock = Arc::new(MmuLock::<StdHal>::new());
         let sps = Arc::new(ShadowPages::<StdHal, 128>::new(StdHal));
         let (root, leaves) = wide_tree(&sps, &lock);

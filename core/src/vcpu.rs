@@ -45,6 +45,7 @@
 use crate::barrier::Barrier;
 use crate::hal::{Atomic, AtomicInt, CpuId, CpuSet, Cpus, IrqGuard, Ordering};
 use crate::rule::Rule;
+use crate::step::Step;
 use core::fmt;
 
 /// What a vCPU is doing, as far as page-table reclamation is concerned (`vcpu->mode`).
@@ -254,6 +255,7 @@ impl<H: Cpus> Vcpu<H> {
         // the bit and still read the request's payload (say, the new page tables) from before.
         self.hal.barrier(Barrier::RequestBeforeSetBit);
         self.requests.fetch_or(req.mask(), Ordering::Relaxed);
+        self.hal.step(Step::Request { request: req.0 });
     }
 
     /// `kvm_check_request`: whether `req` is pending; if so, clears it. The caller then handles
@@ -335,9 +337,11 @@ impl<H: Cpus> Vcpu<H> {
             // store (KVM's smp_wmb() here orders nothing that the IPI's full barrier does not:
             // a requester that saw InGuest waits for our `irq` to drop).
             self.mode.0.store(VcpuMode::Outside as u64, Ordering::Relaxed);
+            self.hal.step(Step::GuestEnter { requests: true });
             drop(irq);
             return Err(VcpuError::RequestsPending);
         }
+        self.hal.step(Step::GuestEnter { requests: false });
         Ok(InGuest { vcpu: self, _irq: irq })
     }
 }
@@ -374,6 +378,7 @@ impl<H: Cpus> Drop for InGuest<'_, H> {
         // exit is serializing, and its smp_wmb() follows.) Then `_irq` drops: interrupts on.
         self.vcpu.hal.barrier(Barrier::GuestExitReadsBeforeMode);
         self.vcpu.mode.0.store(VcpuMode::Outside as u64, Ordering::Relaxed);
+        self.vcpu.hal.step(Step::GuestExit);
     }
 }
 
@@ -402,12 +407,15 @@ pub fn make_all_cpus_request<H: Cpus>(hal: &H, vcpus: &[Vcpu<H>], req: Request) 
         };
         // Q4: a vCPU that moves to another CPU, or begins a walk, after this point is fine: it
         // reads only tables from after our changes.
-        if let Some(cpu) = vcpu.cpu().filter(|&cpu| needs_ipi && cpu != me) {
+        let cpu = vcpu.cpu();
+        hal.step(Step::Kick { cpu, ipi: needs_ipi });
+        if let Some(cpu) = cpu.filter(|&cpu| needs_ipi && cpu != me) {
             targets.insert(cpu);
         }
     }
     // Q5: smp_call_function_many(mask, ack_kick, NULL, wait = true).
     hal.ipi_and_wait(targets);
+    hal.step(Step::IpiAndWait { targets });
     targets
 }
 

@@ -3,8 +3,8 @@
 //! KVM reads shadow page tables without `mmu_lock` in a few hot paths (fast page fault, MMIO
 //! SPTE lookup). The table pages it reads may be unlinked and freed meanwhile by a CPU that
 //! holds `mmu_lock`. The shadow MMU protects such readers without RCU and without a shared
-//! reader count (both were tried and dropped in 2012, spec §6.3), with interrupts and
-//! `vcpu->mode` (spec §6.1):
+//! reader count (both were tried and dropped in 2012, [P5](crate::protocols#p5)), with interrupts and
+//! `vcpu->mode` ([L1–L4, Z1–Z2](crate::protocols#lockless-walk)):
 //!
 //! **Walker** ([`Vcpu::walk_lockless_begin`], [`LocklessWalk`]'s drop):
 //! * L1: disable interrupts, so the freer's IPI cannot be taken while we read;
@@ -32,6 +32,7 @@
 use crate::barrier::Barrier;
 use crate::hal::{Atomic, Cpus, IrqGuard, Ordering, PageAlloc};
 use crate::rule::Rule;
+use crate::step::Step;
 use crate::vcpu::{flush_remote_tlbs, Vcpu, VcpuError, VcpuMode};
 use core::fmt;
 use core::ptr::NonNull;
@@ -63,6 +64,7 @@ impl<H: Cpus> Vcpu<H> {
         // the store is visible: the freer unlinks, reads Outside, sends no IPI and frees the
         // page while we read through the old link.
         self.hal.barrier(Barrier::WalkBeginModeBeforeSpteReads);
+        self.hal.step(Step::WalkBegin);
         Ok(LocklessWalk { vcpu: self, _irq: irq })
     }
 }
@@ -93,6 +95,7 @@ impl<H: Cpus> Drop for LocklessWalk<'_, H> {
         // a freer could see Outside, skip the IPI and free a page whose read is still pending.
         self.vcpu.hal.barrier(Barrier::WalkEndSpteReadsBeforeMode);
         self.vcpu.mode_cell().store(VcpuMode::Outside as u64, Ordering::Relaxed);
+        self.vcpu.hal.step(Step::WalkEnd);
         // L4: `_irq` drops next and takes any pending flush IPI.
     }
 }
@@ -196,14 +199,16 @@ impl<P, const N: usize> ZapList<P, N> {
         if self.is_empty() {
             return 0;
         }
-        if hal.keeps(Rule::FreeAfterFlush) {
+        let freed = if hal.keeps(Rule::FreeAfterFlush) {
             flush_remote_tlbs(hal, vcpus);
             self.free_all(alloc)
         } else {
             let freed = self.free_all(alloc);
             flush_remote_tlbs(hal, vcpus);
             freed
-        }
+        };
+        hal.step(Step::ZapCommit { pages: freed });
+        freed
     }
 
     fn free_all<A: PageAlloc<P>>(&mut self, alloc: &A) -> usize {

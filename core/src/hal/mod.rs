@@ -12,15 +12,18 @@
 //! [`crate::lock`]) keep the call-side rules (balanced save/restore, unlock only what was
 //! locked).
 //!
-//! Two hooks exist for model checking and cost nothing in production backends:
+//! Three hooks exist for model checking and cost nothing in production backends:
 //! [`Hal::barrier`] receives every ordering point by [`Barrier`] name, so a model backend can
 //! drop one; [`Hal::keeps`] receives every lock/check/ordering [`Rule`], so a model backend can
-//! break one. Production backends keep the provided defaults, which inline to the fence of the
-//! barrier's kind and to `true`.
+//! break one; [`Hal::step`] receives every labelled protocol [`Step`] with its values, so a
+//! model backend can tell a counterexample in the protocol's own terms. Production backends
+//! keep the provided defaults, which inline to the fence of the barrier's kind, to `true`, and
+//! to nothing.
 
 use crate::barrier::{Barrier, FenceKind};
 use crate::error::Error;
 use crate::rule::Rule;
+use crate::step::Step;
 use core::ptr::NonNull;
 
 pub use core::sync::atomic::Ordering;
@@ -79,6 +82,9 @@ pub trait AtomicInt<T: Copy>: Atomic<T> {
 ///   that was explicitly told to drop `b` (a mutant);
 /// * [`keeps`](Hal::keeps) returns `true`, unless the backend is a model backend told to break
 ///   that rule (a mutant);
+/// * [`step`](Hal::step) has no effect the protocols can observe: it may record the step, but
+///   it neither blocks nor touches protocol state (nor, in a model backend, adds a scheduling
+///   point, which would make a trace-recording run explore other executions than a plain one);
 /// * the raw locks keep the `lock_api` contracts (mutual exclusion; acquire on lock, release
 ///   on unlock);
 /// * [`spin_hint`](Hal::spin_hint) returns, and lets other CPUs make progress (a model
@@ -109,6 +115,13 @@ pub unsafe trait Hal: Clone + Send + Sync + 'static {
     fn keeps(&self, rule: Rule) -> bool {
         let _ = rule;
         true
+    }
+
+    /// Reports a protocol step as it happens ([`crate::step`]). Does nothing outside of model
+    /// checking.
+    #[inline(always)]
+    fn step(&self, step: Step) {
+        let _ = step;
     }
 
     /// Called in every wait loop.
@@ -210,6 +223,12 @@ pub unsafe trait Cpus: Hal {
 
     /// Sends an IPI to every CPU in `targets` except the caller, and waits until each has
     /// taken it.
+    ///
+    /// Call it with interrupts enabled on the calling CPU: a CPU that waits with interrupts off
+    /// cannot take another CPU's IPI, so two CPUs sending to each other would wait for ever
+    /// (Linux warns in `smp_call_function_many` for the same reason). Backends may refuse such
+    /// a call by panicking (the `std` backend does); the crate's callers
+    /// ([`crate::vcpu::flush_remote_tlbs`] and the zaps) never make one.
     fn ipi_and_wait(&self, targets: CpuSet);
 }
 

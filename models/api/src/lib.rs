@@ -7,7 +7,7 @@
 //!   so that inverted, empty, overflowing and overlapping ranges, unbalanced ends, stale and
 //!   foreign snapshots and foreign guards are generated as readily as good input. It derives
 //!   [`arbitrary::Arbitrary`], so a fuzzer's bytes decode to a sequence of operations.
-//! * [`Model`]: a sequential reference model written from the specification (in-progress
+//! * [`Model`]: a sequential reference model written from the protocol descriptions (in-progress
 //!   count, sequence, merged range with its reset on the 0 → 1 `begin`, active count, memslot
 //!   layout and generation, snapshots), with no locks or atomics.
 //! * [`Harness`] and [`run`]: apply each operation to the real crate on

@@ -1,5 +1,5 @@
 //! The sequential reference model: what each [`Op`] must return and how it changes the state,
-//! written from the specification without the crate's data structures, locks or atomics.
+//! written from core/docs/protocols.md without the crate's data structures, locks or atomics.
 
 use crate::op::{Lock, Op, Owner, Race, Val, Whose};
 use mmusync::memslot::PAGE_SIZE;
@@ -209,7 +209,7 @@ struct Snap {
     seq: u64,
 }
 
-/// The specification's range check (`GfnRange::new` / `HvaRange::new`).
+/// The model's range check (`GfnRange::new` / `HvaRange::new`).
 pub fn span(start: Val, end: Val, max: u64) -> Result<Span, Error> {
     let (s, e) = (start.0, end.0);
     if s > e {
@@ -227,7 +227,7 @@ fn overlaps(a: Span, b: Span) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
-/// The specification's slot check (`Memslot::new`): aligned host address, non-empty, in range.
+/// The model's slot check (`Memslot::new`): aligned host address, non-empty, in range.
 pub fn slot(id: u16, base_gfn: u64, npages: u64, hva: u64) -> Result<SlotView, Error> {
     if hva % PAGE_SIZE != 0 {
         return Err(Error::Misaligned);
@@ -847,15 +847,15 @@ impl Model {
     }
 
     /// `Vm::end`: refuse with `Unbalanced`, changing nothing, when no invalidation is active;
-    /// else E1 (if a memslot overlaps) then E2.
+    /// else E1 (if a memslot overlaps) then E2, which runs even when E1 fails (E1's error is
+    /// returned after it).
     fn notifier_end(&mut self, hvas: Span) -> Result<(), Error> {
         if self.active == 0 {
             return Err(Error::Unbalanced);
         }
-        if self.hits(hvas).next().is_some() {
-            self.end()?;
-        }
-        self.active_end().map(|_| ())
+        let e1 = if self.hits(hvas).next().is_some() { self.end() } else { Ok(()) };
+        let e2 = self.active_end();
+        e1.and(e2.map(|_| ()))
     }
 
     fn notifier_end_would_fail(&self, hvas: Span) -> bool {
