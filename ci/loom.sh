@@ -27,6 +27,8 @@ start=$(date +%s)
 cargo build -p mmusync-models --release --tests --bins
 built=$(date +%s)
 cargo test -p mmusync-models --release --test loom -- --nocapture 2>&1 | tee results/loom-test.txt
+# The HAL conformance suite against the loom backend, and its deliberately broken backends.
+cargo test -p mmusync-models --release --test conformance 2>&1 | tee results/loom-conformance.txt
 tested=$(date +%s)
 rm -rf results/replay
 cargo run -q -p mmusync-models --release --bin loom-scorecard -- \

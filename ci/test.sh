@@ -12,6 +12,11 @@ step "clippy (all targets, default features)"
 cargo clippy --workspace --all-targets -- -D warnings
 step "clippy (x86 backend)"
 cargo clippy -p mmusync --features x86 --all-targets -- -D warnings
+step "clippy (the loom build: --cfg loom, in loom's own target directory)"
+RUSTFLAGS="--cfg loom --cfg crossbeam_loom" CARGO_TARGET_DIR=target/loom \
+  cargo clippy -p mmusync-models --all-targets -- -D warnings
+step "clippy (the fuzz workspace)"
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 step "no_std build for x86_64-unknown-none (no features; x86-ring0)"
 cargo build -p mmusync --no-default-features --target x86_64-unknown-none
 cargo build -p mmusync --no-default-features --features alloc,x86-ring0 --target x86_64-unknown-none

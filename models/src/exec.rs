@@ -73,13 +73,13 @@ pub enum Invariant {
     WalkerReadFreedTable,
     /// I5.2: a vCPU entered the guest, or ran in it, with a stale TLB after a flush returned.
     StaleTlbAfterFlush,
-    /// The request contract (§6.1 Q1): a vCPU handled a request without seeing what the
+    /// The request contract (Q1 in core/docs/protocols.md): a vCPU handled a request without seeing what the
     /// requester wrote before making it.
     StaleRequestPayload,
 }
 
 impl Invariant {
-    /// What the invariant forbids, in the spec's words.
+    /// What the invariant forbids, in the words of core/docs/protocols.md.
     pub const fn description(self) -> &'static str {
         match self {
             Invariant::SpteMapsFreedPage => "SPTE maps a freed page",

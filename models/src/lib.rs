@@ -6,7 +6,7 @@
 //! *roles* (a faulting vCPU, an invalidator, a memslot updater, a lockless walker, a zapper, the
 //! hardware page walker), shared state built in a setup step, and *ghost state* — which pages
 //! are freed, what the primary MMU maps, which memslot was deleted — that the roles and a final
-//! check use to assert the spec's invariants (no SPTE maps a freed page; no walker reads a freed
+//! check use to assert the protocols' invariants (no SPTE maps a freed page; no walker reads a freed
 //! table page; no missed sync; counts balance). Each scenario also lists the mutants ([`Mutant`]:
 //! a dropped [`Barrier`](mmusync::Barrier) or a broken [`Rule`](mmusync::Rule)) it is meant to
 //! kill.
@@ -44,9 +44,11 @@ compile_error!(
     "build the loom suite with RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\": without crossbeam's loom mode, core's epoch reclamation is invisible to loom"
 );
 
+pub mod conformance;
 pub mod exec;
 pub mod ghost;
 pub mod mutant;
+pub mod row;
 pub mod scenario;
 pub mod scenarios;
 
@@ -55,4 +57,5 @@ pub mod loom;
 
 pub use exec::{violated, Executor, Invariant, Role};
 pub use mutant::Mutant;
+pub use row::{Bound, Checker, Failure, Row, Verdict};
 pub use scenario::{Scenario, ScenarioHal, SCENARIOS};

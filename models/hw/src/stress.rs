@@ -140,48 +140,44 @@ impl Outcome {
         self.violations == 0 && self.errors == 0
     }
 
-    /// One JSON object (no dependencies: the fields are numbers, booleans and strings).
-    pub fn to_json(&self) -> String {
-        let mut s = String::from("{");
-        let _ = write!(
-            s,
-            "\"scenario\":{},\"kind\":{},\"backend\":{},\"mutant\":{},\"iterations\":{},\"violations\":{},\"per_million\":{:.3},\"contended\":{},\"errors\":{},\"seconds\":{:.3},\"capped\":{},\"first_violation\":{},\"first_error\":{}",
-            json_str(self.scenario),
-            json_str(self.kind.name()),
-            json_str(self.backend.name()),
-            self.mutant.map_or("null".to_string(), |m| json_str(m.name())),
-            self.iterations,
+    /// The main job's typed row for this run. A mutant that a sampled run did not show is
+    /// [`Verdict::NotSeen`](mmusync_models::Verdict::NotSeen): reported, never required.
+    pub fn row(&self) -> mmusync_models::Row {
+        use mmusync_models::row::{Bound, Checker, Failure, Verdict};
+        let verdict = match (self.mutant, self.violations, self.errors) {
+            (_, _, e) if e > 0 => Verdict::Error,
+            (None, 0, _) => Verdict::Pass,
+            (None, _, _) => Verdict::Fail(Failure::Invariant),
+            (Some(_), 0, _) => Verdict::NotSeen,
+            (Some(_), _, _) => Verdict::Killed(Failure::Invariant),
+        };
+        let protocol =
+            AnyScenario::by_name(self.scenario).map_or(mmusync::barrier::Protocol::P5Walks, |s| s.protocol());
+        let mut detail = format!(
+            "{} violation(s) in {} iterations ({:.1} per million), {} contended, {} error(s){}",
             self.violations,
+            self.iterations,
             self.per_million(),
             self.contended,
             self.errors,
-            self.elapsed.as_secs_f64(),
-            self.capped,
-            self.first_violation.as_deref().map_or("null".to_string(), json_str),
-            self.first_error.as_deref().map_or("null".to_string(), json_str),
+            if self.capped { ", stopped by the time cap" } else { "" }
         );
-        s.push('}');
-        s
-    }
-}
-
-/// A JSON string literal.
-pub fn json_str(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
-    s.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(s, "\\u{:04x}", c as u32);
-            }
-            c => s.push(c),
+        if let Some(first) = self.first_violation.as_deref().or(self.first_error.as_deref()) {
+            let _ = write!(detail, "; first: {first}");
+        }
+        mmusync_models::Row {
+            checker: Checker::Hardware,
+            scenario: format!("{} ({})", self.scenario, self.backend.name()),
+            protocol,
+            mutant: self.mutant,
+            verdict,
+            executions: self.iterations,
+            time_s: self.elapsed.as_secs_f64(),
+            bound: Bound::Sampled,
+            detail,
+            replay: None,
         }
     }
-    s.push('"');
-    s
 }
 
 /// Installs (once) a panic hook that stays quiet about invariant violations, which the stress
@@ -361,6 +357,14 @@ impl AnyScenario {
         }
     }
 
+    /// The protocol it checks.
+    pub fn protocol(&self) -> mmusync::barrier::Protocol {
+        match self {
+            AnyScenario::Model(s) => s.protocol,
+            AnyScenario::Hardware(s) => s.protocol,
+        }
+    }
+
     /// Stresses it on `backend`.
     pub fn stress(&self, backend: Backend, cfg: &StressConfig) -> Outcome {
         match self {
@@ -394,11 +398,6 @@ pub fn table_row(o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
-    }
 
     #[test]
     fn every_name_resolves_once() {

@@ -44,7 +44,7 @@
 
 use crate::trace::Trace;
 use mmusync::hal::{Atomic, AtomicInt, CpuId, CpuSet, Cpus, Hal, IrqState, Ordering};
-use mmusync::{Barrier, FenceKind, Rule};
+use mmusync::{Barrier, FenceKind, Rule, Step};
 use shuttle::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use shuttle::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::cell::Cell;
@@ -105,6 +105,9 @@ struct Inner {
     spins: [std::sync::atomic::AtomicU64; MAX_CPUS],
     spin_budget: u64,
     trace: Arc<Trace>,
+    /// Test only: a private atomic that every named barrier also loads (see
+    /// [`ShuttleHal::perturbed`]).
+    perturbation: Option<AtomicU64>,
 }
 
 /// One CPU's interrupt line.
@@ -127,8 +130,22 @@ impl ShuttleHal {
                 spins: core::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
                 spin_budget,
                 trace,
+                perturbation: None,
             }),
         }
+    }
+
+    /// [`new`](Self::new), except that every named barrier also does a relaxed load of a
+    /// private atomic: one scheduling point more at each ordering point, and no other change.
+    /// That is what a harmless refactoring (one more relaxed load in a zap path, say) does to
+    /// the schedules shuttle explores; regression tests run under it to show that they keep
+    /// finding their bug when a recorded schedule no longer fits the code.
+    pub fn perturbed(mutant: Option<Rule>, spin_budget: u64, trace: Arc<Trace>) -> Self {
+        let mut hal = Self::new(mutant, spin_budget, trace);
+        if let Some(inner) = Arc::get_mut(&mut hal.inner) {
+            inner.perturbation = Some(AtomicU64::new(0));
+        }
+        hal
     }
 
     /// The largest number of spin hints any CPU made in this execution so far.
@@ -168,6 +185,9 @@ unsafe impl Hal for ShuttleHal {
         // Sequential consistency: there is nothing to order, so dropping `b` would change
         // nothing either. Barrier mutants are loom's to kill.
         let _ = b;
+        if let Some(extra) = &self.inner.perturbation {
+            extra.load(std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn keeps(&self, rule: Rule) -> bool {
@@ -177,6 +197,10 @@ unsafe impl Hal for ShuttleHal {
         } else {
             true
         }
+    }
+
+    fn step(&self, step: Step) {
+        self.inner.trace.push_step(current_cpu(), step);
     }
 
     fn spin_hint(&self) {

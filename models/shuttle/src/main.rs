@@ -4,7 +4,7 @@
 //! mmusync-shuttle list
 //! mmusync-shuttle ci     [--scale F] [--seed S] [--depth D] [--out DIR] [--only T,..] [--record DIR]
 //! mmusync-shuttle soak   [--minutes M] [--seed S] [--depth D] [--out DIR] [--only T,..]
-//! mmusync-shuttle run    TARGET [--mutant RULE] [--sched random|pct] [--depth D] [--iterations N]
+//! mmusync-shuttle run    TARGET [--mutant RULE] [--sched random|pct|dfs] [--depth D] [--iterations N]
 //!                        [--seed S] [--out DIR]
 //! mmusync-shuttle replay TARGET [--mutant RULE] (--schedule S | --schedule-file PATH)
 //! ```
@@ -24,7 +24,7 @@ const USAGE: &str = "usage:
   mmusync-shuttle list
   mmusync-shuttle ci     [--scale F] [--seed S] [--depth D] [--out DIR] [--only T,..] [--record DIR]
   mmusync-shuttle soak   [--minutes M] [--seed S] [--depth D] [--out DIR] [--only T,..]
-  mmusync-shuttle run    TARGET [--mutant RULE] [--sched random|pct] [--depth D] [--iterations N] [--seed S] [--out DIR]
+  mmusync-shuttle run    TARGET [--mutant RULE] [--sched random|pct|dfs] [--depth D] [--iterations N] [--seed S] [--out DIR]
   mmusync-shuttle replay TARGET [--mutant RULE] (--schedule S | --schedule-file PATH)";
 
 /// Parsed command-line flags.
@@ -154,7 +154,13 @@ fn ci(args: &Args) -> Result<ExitCode, String> {
     );
     let start = Instant::now();
     let rows = suite::ci(&plan, |row| {
-        println!("{:28} {:38} {}{}", row.target, row.what, if row.ok { "" } else { "FAIL: " }, row.result);
+        println!(
+            "{:28} {:38} {}{}",
+            row.target.name,
+            row.what,
+            if row.ok { "" } else { "FAIL: " },
+            row.result
+        );
     });
     let elapsed = start.elapsed();
     let executions: u64 = rows.iter().flat_map(|r| &r.reports).map(|r| r.executions).sum();
@@ -173,7 +179,8 @@ fn ci(args: &Args) -> Result<ExitCode, String> {
     }
     let summary = plan.out.join("summary.md");
     std::fs::write(&summary, md).map_err(|e| e.to_string())?;
-    std::fs::write(plan.out.join("ci.json"), rows_json(&rows)).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&suite::result_rows(&rows)).map_err(|e| e.to_string())?;
+    std::fs::write(plan.out.join("ci.json"), json).map_err(|e| e.to_string())?;
 
     if let Some(dir) = args.get("record") {
         record(&rows, PathBuf::from(dir))?;
@@ -192,46 +199,10 @@ fn ci(args: &Args) -> Result<ExitCode, String> {
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The rows as a JSON array, for the main job (`mmusync-verify`): target, what was run
-/// (`correct (random)`, a rule, a barrier), whether the requirement holds, the outcome of the
-/// last run, executions and time summed over the row's runs, and the result in words.
-fn rows_json(rows: &[suite::Row]) -> String {
-    fn esc(s: &str) -> String {
-        let mut out = String::from("\"");
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
-    }
-    let items: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let executions: u64 = r.reports.iter().map(|x| x.executions).sum();
-            let time: Duration = r.reports.iter().map(|x| x.time).sum();
-            let outcome = r.reports.last().map(|x| x.outcome.to_string()).unwrap_or_else(|| "not run".into());
-            format!(
-                "  {{\"target\": {}, \"what\": {}, \"ok\": {}, \"outcome\": {}, \"executions\": {executions}, \"time_s\": {:.6}, \"result\": {}}}",
-                esc(r.target),
-                esc(&r.what),
-                r.ok,
-                esc(&outcome),
-                time.as_secs_f64(),
-                esc(&r.result)
-            )
-        })
-        .collect();
-    format!("[\n{}\n]\n", items.join(",\n"))
-}
-
 /// Copies each kill's schedule to `dir/<target>--<mutant>.schedule` (the regression tests'
 /// files; `bug` for a target that models a bug on purpose) and prints the `regressions!` entry
-/// of each, for `tests/regressions.rs`.
+/// of each, for `tests/regressions.rs`: the scheduler that killed it, and the CI set's kill cap
+/// as the bound its search must stay within.
 fn record(rows: &[suite::Row], dir: PathBuf) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     println!("\n== recorded in {} (entries for tests/regressions.rs):", dir.display());
@@ -245,7 +216,12 @@ fn record(rows: &[suite::Row], dir: PathBuf) -> Result<(), String> {
         let test = format!("{}_{}", r.target.replace('-', "_"), snake(mutant));
         let rule = r.mutant.map_or_else(|| "None".to_string(), |m| format!("Some(Rule::{m})"));
         let expected = suite::expected_message(r.message.as_deref().unwrap_or(""));
-        println!("    {test}: {:?}, {rule}, {file:?}, {expected:?};", r.target);
+        let sched = match r.sched {
+            Some(runner::Sched::Pct { .. }) => "pct",
+            _ => "random",
+        };
+        let within = runner::target(r.target).map_or(0, |t| suite::ci_iterations(&t).1);
+        println!("    {test}: {:?}, {rule}, {file:?}, {expected:?}, {sched} within {within};", r.target);
     }
     Ok(())
 }
@@ -305,6 +281,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let sched = match args.get("sched").unwrap_or("random") {
         "random" => Sched::Random,
         "pct" => Sched::Pct { depth },
+        "dfs" => Sched::Dfs,
         s => return Err(format!("--sched: {s:?} is neither random nor pct")),
     };
     let mut opts = Options { persist: Persist::Dir(args.out()), ..Options::default() };

@@ -19,10 +19,13 @@ use crate::exec::ShuttleExec;
 use crate::hal::{ShuttleHal, LIVENESS};
 use crate::scenarios::{cache, churn, liveness, longrun, storm};
 use crate::trace::Trace;
+use mmusync::barrier::Protocol;
 use mmusync::{Barrier, Rule};
 use mmusync_models::exec::VIOLATION;
 use mmusync_models::{Mutant, Scenario, SCENARIOS};
-use shuttle::scheduler::{PctScheduler, RandomScheduler, ReplayScheduler, Schedule, Scheduler, Task, TaskId};
+use shuttle::scheduler::{
+    DfsScheduler, PctScheduler, RandomScheduler, ReplayScheduler, Schedule, Scheduler, Task, TaskId,
+};
 use shuttle::{Config, FailurePersistence, MaxSteps, Runner};
 use shuttle_engine::scheduler::serialization::serialize_schedule;
 use std::fmt;
@@ -116,6 +119,8 @@ pub struct Target {
     pub about: &'static str,
     /// Its roles (threads, one CPU each).
     pub roles: usize,
+    /// The protocol it checks.
+    pub protocol: Protocol,
     /// What the correct code must do: pass, or (a deliberately bad pattern, or a known gap in
     /// KVM's algorithm) fail in this way.
     pub expect: Outcome,
@@ -175,19 +180,21 @@ impl Target {
 
 const fn own(
     name: &'static str,
+    protocol: Protocol,
     about: &'static str,
     roles: usize,
     expect: Outcome,
     kills: &'static [Rule],
     body: fn(&ShuttleHal, &ShuttleExec),
 ) -> Target {
-    Target { name, origin: Origin::Shuttle, about, roles, expect, kills, body: Body::Own(body) }
+    Target { name, origin: Origin::Shuttle, about, roles, protocol, expect, kills, body: Body::Own(body) }
 }
 
 /// This crate's scenarios.
 pub const OWN: &[Target] = &[
     own(
         "fault-storm",
+        Protocol::P1Invalidation,
         "8 vCPUs fault (reference MMU) vs 3 invalidators with overlapping ranges across 4 memslots",
         11,
         Outcome::Pass,
@@ -199,6 +206,7 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "memslot-churn",
+        Protocol::P3Memslots,
         "memslot delete, move and create vs 4 faulting vCPUs and 2 invalidators across the changing slots",
         7,
         Outcome::Pass,
@@ -207,6 +215,7 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "cache-churn",
+        Protocol::P2Retry,
         "2 translation caches activated, refreshed, moved and deactivated while 2 consumers use them and 2 invalidators run",
         6,
         Outcome::Pass,
@@ -215,7 +224,8 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "cache-outside-memslots",
-        "spec §3.4 open issue: the same, with the cached pages outside every memslot (KVM's algorithm misses it)",
+        Protocol::P2Retry,
+        "the translation-cache open issue (R4g): the same, with the cached pages outside every memslot (KVM's algorithm misses it)",
         6,
         Outcome::Violation,
         &[],
@@ -223,6 +233,7 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "reference-mmu-long-run",
+        Protocol::P5Walks,
         "4 vCPUs (faults, lockless walks + fast faults, guest runs) vs 2 zappers freeing table pages and an invalidator",
         7,
         Outcome::Pass,
@@ -231,7 +242,8 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "prefault-holds-srcu",
-        "spec §4.5 bug: a prefault retrying while holding SRCU vs a memslot delete (livelock: both spin)",
+        Protocol::P3Memslots,
+        "P3 liveness bug: a prefault retrying while holding SRCU vs a memslot delete (livelock: both spin)",
         3,
         Outcome::Liveness,
         &[],
@@ -239,7 +251,8 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "prefault-drops-srcu",
-        "spec §4.5 fix: the same roles, each attempt in its own SRCU section",
+        Protocol::P3Memslots,
+        "P3 liveness fix: the same roles, each attempt in its own SRCU section",
         3,
         Outcome::Pass,
         &[],
@@ -247,7 +260,8 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "notifier-rwsem-2021",
-        "spec §4.2 bug: a notifier that blocks (2021 rwsem) vs a memslot writer and an rmap lock (deadlock)",
+        Protocol::P3Memslots,
+        "P3 bug: a notifier that blocks (2021 rwsem) vs a memslot writer and an rmap lock (deadlock)",
         5,
         Outcome::Deadlock,
         &[],
@@ -255,7 +269,8 @@ pub const OWN: &[Target] = &[
     ),
     own(
         "notifier-never-blocks",
-        "spec §4.3 fix: the same roles with core's notifier (the active count never blocks)",
+        Protocol::P3Memslots,
+        "P3 fix: the same roles with core's notifier (the active count never blocks)",
         5,
         Outcome::Pass,
         &[],
@@ -270,8 +285,9 @@ pub fn targets() -> Vec<Target> {
         .map(|s| Target {
             name: s.name,
             origin: Origin::Models,
-            about: s.spec,
+            about: s.shape,
             roles: s.roles.len(),
+            protocol: s.protocol,
             expect: Outcome::Pass,
             kills: &[],
             body: Body::Models(s),
@@ -301,6 +317,10 @@ pub enum Sched {
         /// The bug depth.
         depth: usize,
     },
+    /// Shuttle's depth-first scheduler: every schedule in turn, up to the iteration bound. When
+    /// a run ends before the bound without a failure, every schedule was explored (sequentially
+    /// consistent memory; shuttle has no partial-order reduction, so only tiny scenarios end).
+    Dfs,
 }
 
 impl fmt::Display for Sched {
@@ -308,6 +328,7 @@ impl fmt::Display for Sched {
         match self {
             Sched::Random => f.write_str("random"),
             Sched::Pct { depth } => write!(f, "pct{depth}"),
+            Sched::Dfs => f.write_str("dfs"),
         }
     }
 }
@@ -343,6 +364,9 @@ pub struct Options {
     pub max_steps: usize,
     /// Where failing schedules go.
     pub persist: Persist,
+    /// Test only: run with [`ShuttleHal::perturbed`] (one extra scheduling point at every
+    /// named barrier), as after a harmless change to the code.
+    pub perturb: bool,
 }
 
 impl Default for Options {
@@ -354,6 +378,7 @@ impl Default for Options {
             spin_budget: SPIN_BUDGET,
             max_steps: MAX_STEPS,
             persist: Persist::Print,
+            perturb: false,
         }
     }
 }
@@ -474,12 +499,15 @@ impl Tally {
 }
 
 /// One execution of `t` with `mutant`, counted in `tally`.
-fn execution(t: Target, mutant: Option<Rule>, spin_budget: u64, tally: &Tally) {
+fn execution(t: Target, mutant: Option<Rule>, opts: &Options, tally: &Tally) {
     tally.count.fetch_add(1, Relaxed);
     let trace = Arc::new(Trace::new());
     *tally.last_trace.lock().unwrap_or_else(PoisonError::into_inner) = Some(trace.clone());
     crate::hal::set_current_cpu(0);
-    let hal = ShuttleHal::new(mutant, spin_budget, trace.clone());
+    let hal = match opts.perturb {
+        false => ShuttleHal::new(mutant, opts.spin_budget, trace.clone()),
+        true => ShuttleHal::perturbed(mutant, opts.spin_budget, trace.clone()),
+    };
     t.run(&hal, &ShuttleExec::new(trace));
     tally.max_spins.fetch_max(hal.max_spins(), Relaxed);
 }
@@ -503,9 +531,9 @@ fn run_with<S: Scheduler + 'static>(
     schedule: Arc<Mutex<Schedule>>,
 ) -> Result<(), String> {
     let runner = Runner::new(Recording { inner: scheduler, current: schedule }, opts.config());
-    let budget = opts.spin_budget;
+    let opts = opts.clone();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        runner.run(move || execution(t, mutant, budget, &tally));
+        runner.run(move || execution(t, mutant, &opts, &tally));
     }))
     .map_err(|p| panic_message(&*p))
 }
@@ -523,6 +551,9 @@ pub fn run(t: Target, mutant: Option<Rule>, sched: Sched, opts: &Options) -> Rep
         }),
         Sched::Pct { depth } => run_scheduler(t, mutant, Some(sched), opts, move |o: &Options| {
             PctScheduler::new_from_seed(o.seed, depth, o.iterations)
+        }),
+        Sched::Dfs => run_scheduler(t, mutant, Some(sched), opts, |o: &Options| {
+            DfsScheduler::new(Some(o.iterations), false)
         }),
     }
 }
@@ -607,8 +638,8 @@ pub fn replay(t: Target, mutant: Option<Rule>, schedule: &str, opts: &Options) {
 
 fn replay_with(t: Target, mutant: Option<Rule>, schedule: &str, opts: &Options, tally: Arc<Tally>) {
     let runner = Runner::new(ReplayScheduler::new_from_encoded(schedule.trim()), opts.config());
-    let budget = opts.spin_budget;
-    runner.run(move || execution(t, mutant, budget, &tally));
+    let opts = opts.clone();
+    runner.run(move || execution(t, mutant, &opts, &tally));
 }
 
 /// [`replay`], on a fresh thread, as a report (with the failing execution's trace).

@@ -19,7 +19,7 @@
 //! fresh seeds and a time budget instead of an iteration count.
 
 use crate::runner::{self, Options, Outcome, Persist, Report, Sched, Target};
-use mmusync::Rule;
+use mmusync::{Barrier, Rule};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,12 +94,27 @@ pub fn blind(target: &str, rule: Rule) -> Option<&'static str> {
     SHUTTLE_BLIND.iter().find(|(t, r, _)| *t == target && *r == rule).map(|(_, _, why)| *why)
 }
 
+/// What a CI row ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// The correct code of a target that must pass, under this scheduler.
+    Correct(Sched),
+    /// The correct code of a target that models a bug on purpose: the bug must show.
+    Bug,
+    /// A rule mutant.
+    Rule(Rule),
+    /// A barrier mutant the target lists, which shuttle cannot see (not run).
+    Barrier(Barrier),
+}
+
 /// One line of a CI report.
 #[derive(Clone, Debug)]
 pub struct Row {
     /// The target.
-    pub target: &'static str,
-    /// What was run: `correct`, a rule name, or a barrier name.
+    pub target: Target,
+    /// What was run.
+    pub subject: Subject,
+    /// What was run, in words: `correct (random)`, a rule name, or a barrier name.
     pub what: String,
     /// What was required.
     pub required: String,
@@ -107,16 +122,29 @@ pub struct Row {
     pub reports: Vec<Report>,
     /// Whether the requirement holds.
     pub ok: bool,
+    /// Whether the run explored every schedule (a depth-first run that ended before its bound).
+    pub exhaustive: bool,
     /// What happened, in words.
     pub result: String,
 }
 
-/// Runs the correct code of `t` under both schedulers.
+/// Targets of at most this many roles also run under shuttle's depth-first scheduler.
+pub const DFS_MAX_ROLES: usize = 2;
+
+/// Runs the correct code of `t` under both schedulers, and, for a small target, depth-first up
+/// to the same number of executions: a run that ends before that explored every schedule.
 fn pass_rows(plan: &Plan, t: &Target, iterations: usize, rows: &mut Vec<Row>) {
-    for sched in [Sched::Random, Sched::Pct { depth: plan.pct_depth }] {
-        let r = runner::run(*t, None, sched, &plan.options(iterations));
+    let dfs = (t.roles <= DFS_MAX_ROLES).then_some(Sched::Dfs);
+    for sched in [Sched::Random, Sched::Pct { depth: plan.pct_depth }].into_iter().chain(dfs) {
+        let opts = plan.options(iterations);
+        let r = runner::run(*t, None, sched, &opts);
         let ok = r.outcome == Outcome::Pass;
-        let result = if ok {
+        let exhaustive = sched == Sched::Dfs && ok && r.executions < opts.iterations as u64;
+        let result = if ok && exhaustive {
+            format!("pass: every schedule, {} executions, {:.1?}", r.executions, r.time)
+        } else if ok && sched == Sched::Dfs {
+            format!("pass: the first {} schedules depth-first (not all), {:.1?}", r.executions, r.time)
+        } else if ok {
             format!("pass: {} executions, {:.1?}, max {} spins/CPU", r.executions, r.time, r.max_spins)
         } else {
             format!(
@@ -127,11 +155,13 @@ fn pass_rows(plan: &Plan, t: &Target, iterations: usize, rows: &mut Vec<Row>) {
             )
         };
         rows.push(Row {
-            target: t.name,
+            target: *t,
+            subject: Subject::Correct(sched),
             what: format!("correct ({sched})"),
             required: "pass".into(),
             reports: vec![r],
             ok,
+            exhaustive,
             result,
         });
     }
@@ -199,11 +229,13 @@ fn kill_row(
         }
     };
     Row {
-        target: t.name,
+        target: *t,
+        subject: mutant.map_or(Subject::Bug, Subject::Rule),
         what: mutant.map_or_else(|| "correct (a bug on purpose)".to_string(), |m| m.name().to_string()),
         required: required.into(),
         reports,
         ok,
+        exhaustive: false,
         result,
     }
 }
@@ -225,11 +257,13 @@ pub fn ci(plan: &Plan, mut progress: impl FnMut(&Row)) -> Vec<Row> {
         }
         for b in t.invisible_barriers() {
             rows.push(Row {
-                target: t.name,
+                target: t,
+                subject: Subject::Barrier(b),
                 what: b.name().to_string(),
                 required: "none (barrier)".into(),
                 reports: Vec::new(),
                 ok: true,
+                exhaustive: false,
                 result: "invisible to shuttle: every access is SeqCst, every fence a no-op (loom kills it)"
                     .into(),
             });
@@ -304,6 +338,57 @@ pub fn failure_details(r: &Report) -> String {
     out
 }
 
+/// The CI rows as the main job's typed rows ([`mmusync_models::Row`]): one per row, with the
+/// executions and time of all its runs, the last run's failure, and its replay command.
+pub fn result_rows(rows: &[Row]) -> Vec<mmusync_models::Row> {
+    use mmusync_models::row::{Bound, Checker, Failure, Verdict};
+    rows.iter()
+        .map(|r| {
+            let last = r.reports.last();
+            let failure = last.and_then(|rep| match rep.outcome {
+                Outcome::Pass | Outcome::Error => None,
+                Outcome::Violation => Some(Failure::Invariant),
+                Outcome::Liveness => Some(Failure::Liveness),
+                Outcome::Deadlock => Some(Failure::Deadlock),
+                Outcome::StepBound => Some(Failure::StepBound),
+            });
+            let verdict = match (r.subject, failure) {
+                (Subject::Barrier(_), _) => Verdict::NotRun,
+                (_, None) if last.is_some_and(|rep| rep.outcome == Outcome::Error) => Verdict::Error,
+                (Subject::Correct(_), None) => Verdict::Pass,
+                (Subject::Correct(_), Some(f)) => Verdict::Fail(f),
+                (Subject::Bug, Some(f)) if r.ok => Verdict::BugShown(f),
+                (Subject::Bug, _) => Verdict::Error,
+                (Subject::Rule(_), Some(f)) if r.ok => Verdict::Killed(f),
+                (Subject::Rule(_), Some(_)) => Verdict::Error,
+                (Subject::Rule(_), None) if r.ok => Verdict::Documented,
+                (Subject::Rule(_), None) => Verdict::Survived,
+            };
+            let mutant = match r.subject {
+                Subject::Rule(rule) => Some(mmusync_models::Mutant::Rule(rule)),
+                Subject::Barrier(b) => Some(mmusync_models::Mutant::Barrier(b)),
+                Subject::Correct(_) | Subject::Bug => None,
+            };
+            let scenario = match r.subject {
+                Subject::Correct(sched) => format!("{} ({sched})", r.target.name),
+                _ => r.target.name.to_string(),
+            };
+            mmusync_models::Row {
+                checker: Checker::Shuttle,
+                scenario,
+                protocol: r.target.protocol,
+                mutant,
+                verdict,
+                executions: r.reports.iter().map(|x| x.executions).sum(),
+                time_s: r.reports.iter().map(|x| x.time).sum::<Duration>().as_secs_f64(),
+                bound: if r.exhaustive { Bound::Exhaustive } else { Bound::Sampled },
+                detail: r.result.clone(),
+                replay: last.filter(|rep| rep.outcome != Outcome::Pass).and_then(Report::replay_command),
+            }
+        })
+        .collect()
+}
+
 /// The CI rows as a markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from("| target | run | required | result |\n|---|---|---|---|\n");
@@ -311,7 +396,7 @@ pub fn table(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {}{} |",
-            r.target,
+            r.target.name,
             r.what,
             r.required,
             if r.ok { "" } else { "**FAIL** " },
@@ -328,11 +413,11 @@ pub fn scorecard(rows: &[Row]) -> String {
     for rule in Rule::ALL {
         let kills: Vec<String> = rows
             .iter()
-            .filter(|r| r.ok && r.what == rule.name())
+            .filter(|r| r.ok && r.subject == Subject::Rule(*rule))
             .filter_map(|r| r.reports.last().filter(|rep| rep.outcome != Outcome::Pass).map(|rep| (r, rep)))
             .map(|(r, rep)| {
                 let sched = rep.sched.map(|s| s.to_string()).unwrap_or_default();
-                format!("{} ({sched}, {}; {})", r.target, rep.executions, rep.outcome)
+                format!("{} ({sched}, {}; {})", r.target.name, rep.executions, rep.outcome)
             })
             .collect();
         let cell = if kills.is_empty() {

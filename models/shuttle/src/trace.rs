@@ -6,6 +6,7 @@
 //! CPU that made it. Shuttle runs every task on one OS thread, so a plain `std` mutex here never
 //! contends and adds no scheduling point: recording does not change the schedules explored.
 
+use mmusync::Step;
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::sync::{Mutex, PoisonError};
@@ -19,7 +20,26 @@ pub struct Entry {
     /// task before and after the roles).
     pub who: &'static str,
     /// What it did.
-    pub what: String,
+    pub what: What,
+}
+
+/// What a trace entry says.
+#[derive(Clone, Debug)]
+pub enum What {
+    /// A step a role or the HAL announced, as text.
+    Text(String),
+    /// A protocol step the crate reported through `Hal::step`; formatted only when the trace
+    /// is rendered, so that recording stays cheap in passing executions.
+    Core(Step),
+}
+
+impl fmt::Display for What {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            What::Text(s) => f.write_str(s),
+            What::Core(s) => write!(f, "{s}"),
+        }
+    }
 }
 
 /// One execution's trace.
@@ -87,7 +107,15 @@ impl Trace {
 
     /// Records that `cpu` did `what`.
     pub fn push(&self, cpu: usize, what: fmt::Arguments<'_>) {
-        let what = fmt::format(what);
+        self.push_what(cpu, What::Text(fmt::format(what)));
+    }
+
+    /// Records that `cpu` reached the protocol step `step`.
+    pub fn push_step(&self, cpu: usize, step: Step) {
+        self.push_what(cpu, What::Core(step));
+    }
+
+    fn push_what(&self, cpu: usize, what: What) {
         self.with(|t| {
             if t.entries.len() == Self::CAPACITY {
                 t.entries.pop_front();

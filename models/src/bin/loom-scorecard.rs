@@ -26,7 +26,7 @@ mod cli {
     use mmusync::barrier::Protocol;
     use mmusync_models::loom::runner::bound;
     use mmusync_models::loom::scorecard::{
-        json, known_hole, mutant_names, not_killable, scorecard, table, Row, Selection,
+        known_hole, mutant_names, not_killable, replay_command, result_rows, scorecard, table, Row, Selection,
     };
     use mmusync_models::loom::trace::render;
     use mmusync_models::{Mutant, Scenario, SCENARIOS};
@@ -38,7 +38,7 @@ mod cli {
             .arg(Arg::new("scenario").long("scenario").value_name("NAME").help("only this scenario"))
             .arg(Arg::new("protocol").long("protocol").value_name("P1..P5").help("only this protocol's mutants, its scenarios, and the scenarios that target (or check) one of its mutants"))
             .arg(Arg::new("mutant").long("mutant").value_name("NAME").help("only this mutant (a Barrier or Rule variant name; `none` = only the correct code)"))
-            .arg(Arg::new("json").long("json").value_name("PATH").help("also write the scorecard as JSON"))
+            .arg(Arg::new("json").long("json").value_name("PATH").help("also write the scorecard as JSON: the main job's typed rows (mmusync_models::Row)"))
             .arg(Arg::new("table").long("table").value_name("PATH").help("also write the scorecard as a Markdown table"))
             .arg(Arg::new("replay").long("replay").action(ArgAction::SetTrue).help("record a loom checkpoint of each failing execution, so that it can be replayed (counterexample traces are always printed)"))
             .arg(Arg::new("replay-dir").long("replay-dir").value_name("DIR").default_value("results/replay").help("where --replay keeps loom checkpoint files"))
@@ -77,11 +77,7 @@ mod cli {
         println!("{}", r.message.as_deref().unwrap_or(""));
         println!("interleaving (cpu, role, step; issued barriers included, the mutant marked ***):");
         print!("{}", render(&r.roles, &r.trace, true));
-        let cmd = std::format!(
-            "RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" cargo run -p mmusync-models --release --bin loom-scorecard -- --scenario {} --mutant {} --replay",
-            r.scenario,
-            m.name()
-        );
+        let cmd = replay_command(r.scenario, m);
         match replay_dir {
             Some(dir) => {
                 let cp = dir.join(std::format!("{}--{}.json", r.scenario, m.name()));
@@ -189,7 +185,7 @@ mod cli {
                     .unwrap_or_else(|| std::format!("correct code in {}", r.scenario.unwrap_or("?")))
             })
             .collect();
-        let killed = rows.iter().filter(|r| r.killed()).count();
+        let killed = rows.iter().filter(|r| r.mutant.is_some() && r.killed()).count();
         let mutants = rows.iter().filter(|r| r.mutant.is_some()).count();
         let documented = rows
             .iter()
@@ -204,7 +200,14 @@ mod cli {
             mutants - killed - documented - holes,
             bad.len()
         );
-        for (flag, text) in [("json", json(&rows)), ("table", md)] {
+        let json = match serde_json::to_string_pretty(&result_rows(&rows)) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("cannot serialize the rows: {e}");
+                return 2;
+            }
+        };
+        for (flag, text) in [("json", json), ("table", md)] {
             if let Some(path) = m.get_one::<String>(flag) {
                 if let Some(dir) = std::path::Path::new(path).parent() {
                     let _ = std::fs::create_dir_all(dir);

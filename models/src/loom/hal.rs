@@ -1,7 +1,7 @@
 //! The loom HAL: loom atomics and fences, locks over loom atomics (waiters park), per-CPU interrupt
 //! flags and IPIs, and the run-time mutant.
 //!
-//! ## Interrupts and IPIs (spec §9.1)
+//! ## Interrupts and IPIs (core/docs/protocols.md, modelling the primitives)
 //!
 //! Each CPU has an `irqs_off` flag (a loom atomic).
 //!
@@ -57,7 +57,7 @@ use super::trace::{self, Event};
 use crate::mutant::Mutant;
 use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
 use mmusync::hal::{Atomic, AtomicInt, CpuId, CpuSet, Cpus, Hal, IrqState, Ordering};
-use mmusync::{Barrier, FenceKind, Rule};
+use mmusync::{Barrier, FenceKind, Rule, Step};
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
@@ -227,6 +227,11 @@ unsafe impl Hal for LoomHal {
         }
     }
 
+    fn step(&self, step: Step) {
+        // A thread-local push, not a loom operation: recording adds no scheduling point.
+        trace::record(Event::Core(step));
+    }
+
     fn spin_hint(&self) {
         loom::thread::yield_now();
     }
@@ -295,8 +300,12 @@ macro_rules! loom_atomic {
                 self.value.load(order)
             }
             fn store(&self, v: $t, order: Ordering) {
-                // A swap, not a store: see `LoadProbe`'s neighbour note on loom's coherence.
-                self.value.swap(v, order);
+                if plain_stores() {
+                    self.value.store(v, order);
+                } else {
+                    // A swap, not a store: see `LoadProbe`'s neighbour note on loom's coherence.
+                    self.value.swap(v, order);
+                }
             }
             fn swap(&self, v: $t, order: Ordering) -> $t {
                 self.value.swap(v, order)
@@ -308,6 +317,23 @@ macro_rules! loom_atomic {
     };
 }
 
+std::thread_local! {
+    /// Whether the current execution issues plain stores (see [`set_plain_stores`]).
+    static PLAIN_STORES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes [`Atomic::store`] of the current execution a plain store (`true`) or a swap
+/// (`false`, the default; see [`LoadProbe`] for why). A scenario about a relaxed store that ends
+/// another thread's release sequence needs plain stores: a swap would continue that sequence.
+/// loom runs a whole execution on one OS thread, so a thread-local is per execution.
+pub(crate) fn set_plain_stores(on: bool) {
+    PLAIN_STORES.with(|p| p.set(on));
+}
+
+fn plain_stores() -> bool {
+    PLAIN_STORES.with(|p| p.get())
+}
+
 /// Makes loads visible to loom's partial-order reduction.
 ///
 /// (Stores, for their part, are issued as swaps. loom 0.7.2 can place a plain store *before* a
@@ -316,8 +342,9 @@ macro_rules! loom_atomic {
 /// its own store: a coherence violation C11 forbids (CoWR), which made the correct SB-entry
 /// scenario fail. A swap reads the latest value and is ordered after it, which restores
 /// coherence. The cost: a relaxed swap continues another thread's release sequence where a
-/// store would have ended it; `docs/models.md` lists this among what the loom backend cannot
-/// see.)
+/// store would have ended it. A scenario that needs the store to end it runs with plain stores
+/// ([`set_plain_stores`], `Scenario::plain_stores`); it must not race a store with an RMW of
+/// the same word, or the coherence bug above may show.)
 ///
 /// loom 0.7's DPOR remembers only the *last* access to each atomic and treats loads as
 /// independent of each other. When CPU A loads `x` and CPU B then loads `x` and stores it (the

@@ -6,12 +6,11 @@ use super::trace::{self, Entry};
 use crate::exec::VIOLATION;
 use crate::mutant::Mutant;
 use crate::scenario::Scenario;
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::string::{String, ToString};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
@@ -52,10 +51,26 @@ pub fn bound(s: &Scenario) -> Bound {
     // takes under ~10 s; otherwise the largest bound that keeps the whole suite (the correct
     // code twice, plus every mutant that survives a scenario exploring it in full) well inside
     // the CI budget. The next bound up costs about 8x (fault-vs-invalidation: 44k executions at
-    // 3, 357k at 4; multi-slot-range-merge: 78k at 3, 710k at 4; epoch-walk: 232k at 3).
+    // 3, 357k at 4; multi-slot-range-merge: 78k at 3, 710k at 4; epoch-walk: 232k at 3;
+    // cache-refresh-vs-two-invalidations: 171k at 3 in ~43 s, its bug needs 3 preemptions, and
+    // an exhaustive run did not end within 10 minutes).
     let preemptions = match s.name {
-        "fault-vs-invalidation" | "multi-slot-range-merge" | "epoch-walk" => Some(3),
+        "fault-vs-invalidation"
+        | "multi-slot-range-merge"
+        | "epoch-walk"
+        | "cache-refresh-vs-two-invalidations" => Some(3),
         "memslot-swap-vs-invalidation" => Some(4),
+        // core's ReferenceMmu: fault + two guest runs vs start/end: 15.9k executions (2.8 s) at
+        // 2, 301k (75 s) at 3.
+        "mmu-fault-vs-invalidation" => Some(2),
+        // zap_ipi vs lockless walk + guest: 53k (14 s) at 3; exhaustive did not end in 5 min.
+        "mmu-zap-ipi-vs-walk" => Some(3),
+        // zap_epoch (crossbeam-epoch's internals) vs epoch walk + guest: 3.7k (1.6 s) at 1,
+        // 36.6k (~18 s) at 2.
+        "mmu-zap-epoch-vs-walk" => Some(2),
+        // set_memslot(DELETE) vs guest + fault: 7.0k (1.4 s) at 3, 53k (25 s) at 4;
+        // exhaustive did not end in 5 min.
+        "mmu-memslot-delete-vs-guest" => Some(3),
         _ => None,
     };
     Bound { preemptions }
@@ -131,40 +146,6 @@ pub struct Options {
     pub also: Vec<Mutant>,
 }
 
-std::thread_local! {
-    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-fn install_panic_hook() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(std::boxed::Box::new(move |info| {
-            let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
-                (*s).to_string()
-            } else if let Some(s) = info.payload().downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "(non-string panic)".to_string()
-            };
-            let first = LAST_PANIC.with(|p| {
-                let mut p = p.borrow_mut();
-                let first = p.is_none();
-                if first {
-                    *p = Some(std::format!(
-                        "{msg} (at {})",
-                        info.location().map(|l| l.to_string()).unwrap_or_default()
-                    ));
-                }
-                first
-            });
-            if first && std::env::var_os("MMUSYNC_LOOM_PANICS").is_some() {
-                default(info);
-            }
-        }));
-    });
-}
-
 /// Runs `s` under loom with `mutant` applied (or the correct code).
 pub fn run(s: &'static Scenario, mutant: Option<Mutant>, opts: &Options) -> Report {
     let Some(cp) = &opts.checkpoint else { return explore(s, mutant, opts, None) };
@@ -201,8 +182,7 @@ fn explore(
     opts: &Options,
     checkpoint: Option<(&PathBuf, usize)>,
 ) -> Report {
-    install_panic_hook();
-    LAST_PANIC.with(|p| p.borrow_mut().take());
+    super::panics::start();
     trace::take_touched();
     let bound = bound(s);
     let mut builder = loom::model::Builder::new();
@@ -225,6 +205,7 @@ fn explore(
         builder.check(move || {
             counter.fetch_add(1, Ordering::Relaxed);
             trace::start_execution();
+            super::hal::set_plain_stores(s.plain_stores);
             let hal = LoomHal::with_also_dropped(mutant, &also);
             s.run(&hal, &LoomExec);
         })
@@ -235,12 +216,7 @@ fn explore(
     let (outcome, message, roles, trace) = match result {
         Ok(()) => (Outcome::Pass, None, Vec::new(), Vec::new()),
         Err(payload) => {
-            let message = LAST_PANIC.with(|p| p.borrow_mut().take()).or_else(|| {
-                payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            });
+            let message = Some(super::panics::first(&*payload));
             let text = message.clone().unwrap_or_default();
             let outcome = if text.starts_with(VIOLATION) {
                 Outcome::Violation

@@ -15,6 +15,7 @@
 
 use super::runner::{run, Bound, Options, Outcome, Report};
 use crate::mutant::Mutant;
+use crate::row::{Failure, Verdict};
 use crate::scenario::{Scenario, SCENARIOS};
 use mmusync::barrier::Protocol;
 use mmusync::{Barrier, Rule};
@@ -31,10 +32,6 @@ pub const LIVENESS: &[Mutant] = &[];
 /// Mutants that loom cannot show to be needed, and why. Each is still run against every
 /// scenario that reaches it; the scorecard lists it as "not killable (documented)".
 pub const NOT_KILLABLE: &[(Mutant, &str)] = &[
-    (
-        Mutant::Barrier(Barrier::InvalidateEndSeqBeforeActiveCount),
-        "redundant in core as written: between E1's seq++ and E2's count store the invalidator always issues InvalidateEndSeqBeforeCount (smp_wmb, a C11 release fence, right after seq++) and SrcuReadUnlockMb (srcu_read_unlock's smp_mb, a SeqCst fence); either is a release fence that orders seq++ before the count store for the refresher's CacheCountBeforeSeq (acquire fence), so this extra release fence in ActiveInvalidations::end adds nothing under C11. Checked: with those two also dropped, cache-refresh-vs-invalidation fails",
-    ),
     (
         Mutant::Barrier(Barrier::SrcuReadUnlockMb),
         "needed under C11, but the forbidden outcome is load buffering (a read inside the SRCU section reading a write the updater makes after its scan saw the section end), which loom never produces",
@@ -64,11 +61,9 @@ pub const NOT_KILLABLE: &[(Mutant, &str)] = &[
 /// Redundancy claims the scorecard checks: `(mutant, also dropped, scenario)`. Running the
 /// scenario with the mutant and every barrier of `also dropped` must fail its invariant; that
 /// shows the scenario can see the mutant's bug, and that the named barriers are what hide it.
-pub const COVERED: &[(Mutant, &[Mutant], &str)] = &[(
-    Mutant::Barrier(Barrier::InvalidateEndSeqBeforeActiveCount),
-    &[Mutant::Barrier(Barrier::InvalidateEndSeqBeforeCount), Mutant::Barrier(Barrier::SrcuReadUnlockMb)],
-    "cache-refresh-vs-invalidation",
-)];
+/// Empty today: the one claim it held ("`InvalidateEndSeqBeforeActiveCount` is redundant")
+/// was wrong for a three-role shape, which `cache-refresh-vs-two-invalidations` now kills.
+pub const COVERED: &[(Mutant, &[Mutant], &str)] = &[];
 
 /// Mutants that are needed but that no scenario kills within the CI budget: holes in the
 /// checkers, listed so that the scorecard shows them plainly instead of failing CI. None today
@@ -101,8 +96,8 @@ pub struct Row {
     pub executions: u64,
     /// Time spent on this mutant (all scenarios tried).
     pub time: Duration,
-    /// `invariant`, `deadlock (liveness)`, `pass`, `not killed`, `not killable (documented)`.
-    pub kill: String,
+    /// How it ended.
+    pub verdict: Verdict,
     /// The run that killed it, with its trace.
     pub report: Option<Report>,
     /// Scenarios tried, with their outcome labels.
@@ -119,15 +114,7 @@ impl Row {
     /// Whether this row is what the scorecard requires: the correct code passes; a mutant is
     /// killed or documented as not killable.
     pub fn ok(&self) -> bool {
-        match self.mutant {
-            None => self.kill == "pass",
-            Some(m) => {
-                self.killed()
-                    || known_hole(m).is_some()
-                    || (not_killable(m).is_some()
-                        && self.confirm.as_ref().is_none_or(|r| r.outcome == Outcome::Violation))
-            }
-        }
+        self.verdict.ok()
     }
 
     /// What the redundancy check found, for a mutant documented as redundant.
@@ -155,7 +142,7 @@ impl Row {
 
     /// Whether a mutant was killed.
     pub fn killed(&self) -> bool {
-        self.kill.starts_with("invariant") || self.kill.starts_with("deadlock (liveness)")
+        self.verdict.killed()
     }
 }
 
@@ -183,11 +170,13 @@ fn is_kill(m: Mutant, o: &Outcome) -> bool {
     }
 }
 
-fn kill_label(m: Mutant, o: &Outcome) -> String {
+/// The verdict of a run of the correct code.
+fn correct_verdict(o: &Outcome) -> Verdict {
     match o {
-        Outcome::Violation => "invariant".into(),
-        Outcome::Deadlock if LIVENESS.contains(&m) => "deadlock (liveness)".into(),
-        _ => "not killed".into(),
+        Outcome::Pass => Verdict::Pass,
+        Outcome::Violation => Verdict::Fail(Failure::Invariant),
+        Outcome::Deadlock => Verdict::Fail(Failure::Deadlock),
+        Outcome::Error => Verdict::Error,
     }
 }
 
@@ -252,7 +241,7 @@ pub fn scorecard(sel: &Selection) -> Vec<Row> {
             scenario: Some(r.scenario),
             executions: r.executions,
             time: r.time,
-            kill: r.outcome.label().into(),
+            verdict: correct_verdict(&r.outcome),
             tried: std::vec![(r.scenario, r.outcome.label())],
             bound: Some(r.bound),
             confirm: None,
@@ -275,12 +264,10 @@ pub fn scorecard(sel: &Selection) -> Vec<Row> {
             scenario: None,
             executions: 0,
             time: Duration::ZERO,
-            kill: if not_killable(m).is_some() {
-                "not killable (documented)".into()
-            } else if known_hole(m).is_some() {
-                "not killed (known checker hole)".into()
+            verdict: if not_killable(m).is_some() || known_hole(m).is_some() {
+                Verdict::Documented
             } else {
-                "not killed".into()
+                Verdict::Survived
             },
             report: None,
             tried: Vec::new(),
@@ -294,7 +281,10 @@ pub fn scorecard(sel: &Selection) -> Vec<Row> {
             if is_kill(m, &r.outcome) {
                 row.scenario = Some(s.name);
                 row.executions = r.executions;
-                row.kill = kill_label(m, &r.outcome);
+                row.verdict = Verdict::Killed(match r.outcome {
+                    Outcome::Deadlock => Failure::Deadlock,
+                    _ => Failure::Invariant,
+                });
                 row.bound = Some(r.bound);
                 row.report = Some(r);
                 break;
@@ -313,6 +303,10 @@ pub fn scorecard(sel: &Selection) -> Vec<Row> {
                     opts.also = also.to_vec();
                     let r = run(s, Some(m), &opts);
                     row.time += r.time;
+                    if r.outcome != Outcome::Violation {
+                        // The claim that named barriers cover it does not hold.
+                        row.verdict = Verdict::Error;
+                    }
                     row.confirm = Some(r);
                 }
             }
@@ -344,69 +338,68 @@ pub fn table(rows: &[Row]) -> String {
             r.scenario.unwrap_or("-"),
             if r.executions == 0 { "-".into() } else { r.executions.to_string() },
             r.time,
-            r.kill,
+            r.verdict,
             if tried.is_empty() { "(none reaches it)".into() } else { tried.join(", ") },
         );
     }
     out
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&std::format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// The scorecard as the main job's typed rows ([`crate::row::Row`]).
+pub fn result_rows(rows: &[Row]) -> Vec<crate::row::Row> {
+    use crate::row::{self, Checker};
+    rows.iter()
+        .map(|r| {
+            let scenario = r.scenario.and_then(Scenario::by_name);
+            let protocol = match (scenario, r.mutant) {
+                (_, Some(m)) => m.protocol(),
+                (Some(s), None) => s.protocol,
+                (None, None) => mmusync::barrier::Protocol::P1Invalidation,
+            };
+            let bound = match r.bound.or(r.report.as_ref().map(|rep| rep.bound)).and_then(|b| b.preemptions) {
+                Some(n) => row::Bound::Preemptions(n),
+                None => row::Bound::Exhaustive,
+            };
+            let detail = r
+                .mutant
+                .and_then(|m| {
+                    if r.killed() {
+                        None
+                    } else {
+                        not_killable(m).or(known_hole(m)).map(str::to_string)
+                    }
+                })
+                .or_else(|| r.confirmation())
+                .or_else(|| r.report.as_ref().and_then(|rep| rep.message.clone()))
+                .unwrap_or_default();
+            let replay = match (r.mutant, r.scenario) {
+                (Some(m), Some(s)) if r.killed() => Some(replay_command(s, m)),
+                _ => None,
+            };
+            row::Row {
+                checker: Checker::Loom,
+                scenario: r.scenario.unwrap_or("-").to_string(),
+                protocol,
+                mutant: r.mutant,
+                verdict: r.verdict,
+                executions: r.executions,
+                time_s: r.time.as_secs_f64(),
+                bound,
+                detail,
+                replay,
+            }
+        })
+        .collect()
 }
 
-/// The scorecard as JSON: an array of rows.
-pub fn json(rows: &[Row]) -> String {
-    use std::fmt::Write;
-    let mut out = String::from("[\n");
-    for (i, r) in rows.iter().enumerate() {
-        let mutant = r.mutant.map(|m| json_str(m.name())).unwrap_or_else(|| "null".into());
-        let kind = r.mutant.map(|m| json_str(m.kind())).unwrap_or_else(|| "null".into());
-        let scenario = r.scenario.map(json_str).unwrap_or_else(|| "null".into());
-        let bound = r
-            .bound
-            .or(r.report.as_ref().map(|rep| rep.bound))
-            .map(|b| json_str(&b.describe()))
-            .unwrap_or_else(|| "null".into());
-        let message = r
-            .confirmation()
-            .or_else(|| r.report.as_ref().and_then(|rep| rep.message.clone()))
-            .map(|m| json_str(&m))
-            .unwrap_or_else(|| "null".into());
-        let reason = r
-            .mutant
-            .and_then(|m| not_killable(m).or(known_hole(m)))
-            .map(json_str)
-            .unwrap_or_else(|| "null".into());
-        let tried: Vec<String> = r
-            .tried
-            .iter()
-            .map(|(s, o)| std::format!("{{\"scenario\": {}, \"outcome\": {}}}", json_str(s), json_str(o)))
-            .collect();
-        let _ = write!(
-            out,
-            "  {{\"mutant\": {mutant}, \"kind\": {kind}, \"scenario\": {scenario}, \"executions\": {}, \"time_s\": {:.6}, \"kill\": {}, \"ok\": {}, \"bound\": {bound}, \"message\": {message}, \"not_killable_reason\": {reason}, \"tried\": [{}]}}",
-            r.executions,
-            r.time.as_secs_f64(),
-            json_str(&r.kill),
-            r.ok(),
-            tried.join(", "),
-        );
-        out.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
-    }
-    out.push_str("]\n");
-    out
+/// The command that re-runs `m` against `scenario` alone and records a loom checkpoint of the
+/// failing execution, from the workspace root, in loom's own target directory (the one
+/// `ci/loom.sh` builds, so nothing is rebuilt).
+pub fn replay_command(scenario: &str, m: Mutant) -> String {
+    std::format!(
+        "RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" CARGO_TARGET_DIR=target/loom cargo run -q -p mmusync-models --release --bin loom-scorecard -- --scenario {scenario} --mutant {} --replay",
+        m.name()
+    )
 }
 
 /// The names of every barrier and rule, for `--list`.

@@ -6,7 +6,7 @@
 
 use super::hal::current_cpu;
 use crate::mutant::Mutant;
-use mmusync::{Barrier, Rule};
+use mmusync::{Barrier, Rule, Step};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -18,6 +18,8 @@ use std::vec::Vec;
 pub enum Event {
     /// A protocol step a role announced, with the values it read.
     Step(String),
+    /// A protocol step the crate reported through `Hal::step`, with its values.
+    Core(Step),
     /// A named barrier was issued.
     Barrier(Barrier),
     /// The mutant dropped this barrier here.
@@ -38,6 +40,7 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Step(s) => f.write_str(s),
+            Event::Core(s) => write!(f, "{s}"),
             Event::Barrier(b) => write!(f, "barrier {b} ({})", b.kind().kernel_name()),
             Event::BarrierDropped(b) => {
                 write!(f, "*** barrier {b} ({}) DROPPED by the mutant ***", b.kind().kernel_name())

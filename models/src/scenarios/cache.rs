@@ -53,7 +53,71 @@ fn check_entry<X: Executor>(x: &X, pfn: Pfn, freed: bool, who: &str) {
     }
 }
 
-/// §9.2 #6, §3.4 (the seq/count half): one refresh attempt (`try_refresh`, R1-R4h) of a cache
+/// The refresh scenarios' world: one memslot on host page 0 (pfn 1), the cache active on page 0
+/// but not valid.
+struct RefreshWorld<H: ScenarioHal, X: Executor> {
+    vm: Vm<H, 1>,
+    host: Host<H, 1, 2>,
+    mmu: CacheMmu<H, X>,
+}
+
+impl<H: ScenarioHal, X: Executor> RefreshWorld<H, X> {
+    fn new(hal: &H, x: &X) -> Arc<Self> {
+        let w = Arc::new(RefreshWorld {
+            vm: Vm::new(hal.clone()),
+            host: Host::new([1]),
+            mmu: CacheMmu {
+                sptes: Sptes::new(x.clone()),
+                cache: TranslationCache::new(hal.clone()),
+                exec: x.clone(),
+            },
+        });
+        setup(
+            w.vm.set_memslot(&w.mmu, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))),
+        );
+        setup(w.mmu.cache.activate(page_hvas(0).start()));
+        w
+    }
+
+    /// One refresh attempt (`try_refresh`, R1-R4h).
+    fn refresher(w: &Arc<Self>, x: &X) -> Role {
+        let (w, x) = (w.clone(), x.clone());
+        Role::new("refresher", move || {
+            x.step(format_args!("refresh cache (hva {:#x}), one attempt", page_hvas(0).start()));
+            let got = setup(w.mmu.cache.try_refresh(
+                None,
+                NonZeroUsize::MIN,
+                w.vm.invalidation(),
+                w.vm.active_invalidations(),
+                |hva| Ok(w.host.gup_fast(&x, hva)),
+            ));
+            x.step(format_args!("refresh -> {got:?}"));
+        })
+    }
+
+    /// An MMU-notifier invalidation of host page `page`; when `remap`, the primary MMU remaps
+    /// page 0 from pfn 1 to 2 and frees pfn 1 between start and end.
+    fn invalidate(&self, x: &X, who: &str, page: u64, remap: bool) {
+        let hvas = page_hvas(page);
+        x.step(format_args!("{who}invalidate_range_start({:#x})", hvas.start()));
+        setup(self.vm.start(&self.mmu, hvas));
+        if remap {
+            self.host.remap_and_free(x, 0, 2);
+        }
+        x.step(format_args!("{who}invalidate_range_end"));
+        setup(self.vm.end(hvas));
+    }
+
+    /// A valid cache maps pfn 2, or pfn 1 only if pfn 1 was never freed.
+    fn final_check(&self, x: &X) {
+        let last = self.mmu.cache.check(page_hvas(0).start()).map(|entry| entry.pfn());
+        if let Some(pfn) = last {
+            check_entry(x, pfn, self.host.pages.is_freed(pfn), "final check");
+        }
+    }
+}
+
+/// P2's translation cache (the seq/count half): one refresh attempt (`try_refresh`, R1-R4h) of a cache
 /// that is active on host page 0 but not valid, while an invalidation of page 0 runs (S1 count,
 /// S2 cache invalidation, S3 memslot hit: `begin`; the primary MMU remaps pfn 1 -> 2 and frees
 /// pfn 1; E1 `seq++`, E2 count). The final check: a valid cache maps pfn 2, or pfn 1 only if
@@ -66,57 +130,21 @@ fn check_entry<X: Executor>(x: &X, pfn: Pfn, freed: bool, who: &str) {
 /// cannot fail here: `InvalidateEndZapBeforeSeq` is covered on this path by E1's
 /// `srcu_read_lock` barrier (a full fence between the primary MMU's PTE change and `seq++`;
 /// `mp2-snapshot-placement` kills it without the memslot layer), and
-/// `InvalidateEndSeqBeforeActiveCount` by the release fences that follow `seq++`
-/// (`InvalidateEndSeqBeforeCount`, `SrcuReadUnlockMb`); the scorecard checks the latter claim by
-/// dropping all three here.
+/// `InvalidateEndSeqBeforeActiveCount` by the release fences that follow `seq++` in the same
+/// invalidation (`InvalidateEndSeqBeforeCount`, `SrcuReadUnlockMb`): with one invalidator, the
+/// refresher always reads the count from the invalidator that bumped `seq`.
+/// `cache_refresh_vs_two_invalidations` is the shape where it matters.
 pub fn cache_refresh_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    struct World<H: ScenarioHal, X: Executor> {
-        vm: Vm<H, 1>,
-        host: Host<H, 1, 2>,
-        mmu: CacheMmu<H, X>,
-    }
-    let w = Arc::new(World {
-        vm: Vm::new(hal.clone()),
-        host: Host::new([1]),
-        mmu: CacheMmu {
-            sptes: Sptes::new(x.clone()),
-            cache: TranslationCache::new(hal.clone()),
-            exec: x.clone(),
-        },
-    });
-    setup(w.vm.set_memslot(&w.mmu, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
-    setup(w.mmu.cache.activate(page_hvas(0).start()));
-
-    let (wr, xr) = (w.clone(), x.clone());
+    let w = RefreshWorld::new(hal, x);
     let (wi, xi) = (w.clone(), x.clone());
     x.run(vec![
-        Role::new("refresher", move || {
-            xr.step(format_args!("refresh cache (hva {:#x}), one attempt", page_hvas(0).start()));
-            let got = setup(wr.mmu.cache.try_refresh(
-                None,
-                NonZeroUsize::MIN,
-                wr.vm.invalidation(),
-                wr.vm.active_invalidations(),
-                |hva| Ok(wr.host.gup_fast(&xr, hva)),
-            ));
-            xr.step(format_args!("refresh -> {got:?}"));
-        }),
-        Role::new("invalidator", move || {
-            let hvas = page_hvas(0);
-            xi.step(format_args!("invalidate_range_start({:#x})", hvas.start()));
-            setup(wi.vm.start(&wi.mmu, hvas));
-            wi.host.remap_and_free(&xi, 0, 2);
-            xi.step(format_args!("invalidate_range_end"));
-            setup(wi.vm.end(hvas));
-        }),
+        RefreshWorld::refresher(&w, x),
+        Role::new("invalidator", move || wi.invalidate(&xi, "", 0, true)),
     ]);
-    let last = w.mmu.cache.check(page_hvas(0).start()).map(|entry| entry.pfn());
-    if let Some(pfn) = last {
-        check_entry(x, pfn, w.host.pages.is_freed(pfn), "final check");
-    }
+    w.final_check(x);
 }
 
-/// §3.4 R3-R4a (the hva-change half): a refresher moves a valid cache from host page 1
+/// R3-R4a (the hva-change half): a refresher moves a valid cache from host page 1
 /// (pfn 3) to host page 0 (pfn 1), one attempt, while a consumer checks the cache for page 0
 /// and uses what it finds. No invalidation runs, so a valid entry for page 0 must map pfn 1:
 /// seeing pfn 3 means a consumer paired the new hva with the old pfn.
@@ -167,4 +195,34 @@ pub fn cache_hva_change_vs_consumer<H: ScenarioHal, X: Executor>(hal: &H, x: &X)
     if let Some(pfn) = last {
         check_entry(x, pfn, w.host.pages.is_freed(pfn), "final check");
     }
+}
+
+/// The active count's release sequence (E2 under C11): one refresh attempt of a cache active on
+/// host page 0 but not valid, while two invalidations overlap in time. Invalidation A hits the
+/// memslot (S1, S2, `begin`; the primary MMU remaps page 0 from pfn 1 to 2 and frees pfn 1;
+/// E1 `seq++`; E2). Invalidation B hits no memslot (host page 4): it takes no `mmu_lock` and
+/// bumps no `seq`, only the active count. When B's E2 is the one that takes the count to zero
+/// after A's, the refresher that reads that zero must also see A's `seq++`, or it validates the
+/// pfn it resolved before A's remap.
+///
+/// What carries A's `seq++` to the refresher is B's E2: B takes `mn_invalidate_lock` after A
+/// released it, and its release ([`InvalidateEndSeqBeforeActiveCount`]) must come *after* that
+/// acquisition. A release fence issued before taking the lock, or A's own release fences, do
+/// not reach a refresher that reads B's relaxed store, which ends A's release sequence.
+///
+/// loom runs this scenario with plain atomic stores ([`Scenario::plain_stores`]): the loom
+/// HAL's default store-as-swap would continue A's release sequence and hide the bug.
+///
+/// [`InvalidateEndSeqBeforeActiveCount`]: mmusync::Barrier::InvalidateEndSeqBeforeActiveCount
+/// [`Scenario::plain_stores`]: crate::scenario::Scenario::plain_stores
+pub fn cache_refresh_vs_two_invalidations<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = RefreshWorld::new(hal, x);
+    let (wa, xa) = (w.clone(), x.clone());
+    let (wb, xb) = (w.clone(), x.clone());
+    x.run(vec![
+        RefreshWorld::refresher(&w, x),
+        Role::new("invalidator-a", move || wa.invalidate(&xa, "A: ", 0, true)),
+        Role::new("invalidator-b", move || wb.invalidate(&xb, "B: ", 4, false)),
+    ]);
+    w.final_check(x);
 }

@@ -6,6 +6,7 @@
 //! [`crate::scenario::SCENARIOS`].
 
 pub mod cache;
+pub mod mmu;
 pub mod p1p2;
 pub mod p3;
 pub mod p4;
@@ -150,7 +151,7 @@ impl<H: Hal, X: Executor, const N: usize> SecondaryMmu<H> for Sptes<H, X, N> {
     }
 }
 
-/// The x86 fault path on `gfn` (spec §3.3 F0-F14), with every check of the crate: SRCU read
+/// The x86 fault path on `gfn` (F0-F14, core/docs/protocols.md), with every check of the crate: SRCU read
 /// section and memslot lookup, seq snapshot, `_unsafe` pre-check, GUP-fast, `retry_gfn` under
 /// `mmu_lock`, install. One attempt: a fault that would retry returns `false` (safety does not
 /// depend on the retry loop). [`Rule::FaultRetriesUnderLock`] broken: the locked check's answer

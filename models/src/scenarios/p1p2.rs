@@ -49,7 +49,7 @@ impl<H: ScenarioHal, X: Executor, const P: usize> InvWorld<H, X, P> {
     }
 }
 
-/// §9.2 #1: the x86 fault path against `invalidate_range_start`/`end` through the memslot
+/// F0-F14 vs. S1-S5/E1-E2: the x86 fault path against `invalidate_range_start`/`end` through the memslot
 /// layer. Needs both halves of MP-2 and every retry check.
 pub fn fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     let w = VmWorld::<H, X, 1, 2>::new(hal, x, [1]);
@@ -73,7 +73,7 @@ pub fn fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     w.sptes.assert_no_freed(&w.host.pages);
 }
 
-/// §3.2 MP-1: the PowerPC Book3S HV shape. The retry check runs without `mmu_lock`
+/// MP-1: the PowerPC Book3S HV shape. The retry check runs without `mmu_lock`
 /// ([`Invalidation::retry_lockless`]), under the per-HPTE lock that the zap also takes. The
 /// writer's `seq++ → wmb → in_progress--` must meet the reader's `in_progress → rmb → seq`.
 pub fn mp1_lockless_retry<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
@@ -111,7 +111,7 @@ pub fn mp1_lockless_retry<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     w.sptes.assert_no_freed(&w.host.pages);
 }
 
-/// §3.2 MP-2: the primary MMU zaps its PTE under the PTE lock, releases it, then `end` takes
+/// MP-2: the primary MMU zaps its PTE under the PTE lock, releases it, then `end` takes
 /// `mmu_lock` and bumps `seq`; the fault reads `seq`, then walks the host PTE locklessly
 /// (GUP-fast), then checks with the unranged [`Invalidation::retry`] under the read lock
 /// (arm64). LKMM orders the zap before `seq++` through the lock chain; C11 does not, which is
@@ -152,7 +152,7 @@ pub fn mp2_snapshot_placement<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     w.sptes.assert_no_freed(&w.host.pages);
 }
 
-/// §2.4: one `invalidate_range_start` hits two memslots, so `begin` runs once and `range_add`
+/// P1's range merging: one `invalidate_range_start` hits two memslots, so `begin` runs once and `range_add`
 /// twice in one critical section; the merged range must cover both. A fault on the first
 /// slot's gfn while the invalidation is open must retry.
 pub fn multi_slot_range_merge<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {

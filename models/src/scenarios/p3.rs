@@ -10,7 +10,7 @@ use mmusync::memslot::{Memslot, SlotChange};
 use mmusync::notifier::Vm;
 use mmusync::Error;
 
-/// §4.3: an invalidation of hva page 0 runs start → end while the memslot updater creates a
+/// P3's swap (W1-W8): an invalidation of hva page 0 runs start → end while the memslot updater creates a
 /// slot over that page. Start and end each decide on their own whether a memslot overlaps; the
 /// swap must wait out the open pair, so both decide alike. Asserts I1.3: `end` never finds
 /// `in_progress` already at zero, and `in_progress` is zero when both are done. The updater is
@@ -60,7 +60,7 @@ pub fn memslot_swap_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X)
     }
 }
 
-/// §4.4, I3.2: a vCPU faults on gfn 0 inside its SRCU read section while the updater deletes
+/// P3's delete, I3.2: a vCPU faults on gfn 0 inside its SRCU read section while the updater deletes
 /// the slot (publish an INVALID copy, wait for SRCU readers, zap the slot's SPTEs, publish the
 /// final layout, wait again). When the delete has returned, no SPTE may map the slot's gfn.
 pub fn memslot_delete_vs_fault<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {

@@ -14,7 +14,7 @@ use mmusync::FenceKind;
 const OLD_GPTE: u64 = 10;
 const NEW_GPTE: u64 = 20;
 
-/// §9.2 #7, §5.4: the host makes the SPTE that maps a guest page table writable (marking the
+/// P4's race (U4 vs. C3): the host makes the SPTE that maps a guest page table writable (marking the
 /// shadow page unsync first), while the guest's hardware walker — its own actor, a lockless
 /// reader of SPTE memory on the vCPU's CPU — reads SPTE.W, the guest writes its PTE through it
 /// (or traps and the host emulates the write), flushes its TLB (a VM exit: a full fence), and
@@ -91,7 +91,7 @@ pub fn unsync_vs_guest_write<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     ]);
 }
 
-/// §5.2, I4.3: two host faults mark two leaves under one root unsync, each under `mmu_lock`
+/// U2, I4.3: two host faults mark two leaves under one root unsync, each under `mmu_lock`
 /// held for read (the TDP-MMU-style concurrent fault path), so the parent's bitmap word and
 /// `unsync_children` are updated by two CPUs at once; `mmu_unsync_pages_lock` must serialize
 /// them. Asserts the bookkeeping afterwards ([`ShadowPages::check_invariants`]).

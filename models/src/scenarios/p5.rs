@@ -163,7 +163,7 @@ impl core::fmt::Display for DisplayVcpu {
     }
 }
 
-/// §9.2 #8, §6.1 SB-walk: a lockless shadow walk (interrupts off, mode
+/// SB-walk: a lockless shadow walk (interrupts off, mode
 /// `READING_SHADOW_PAGE_TABLES`, full barrier, SPTE reads, release, `OUTSIDE`) on CPU 0 against
 /// a zapper on CPU 1 that unlinks the table page, flushes remote TLBs and frees it. Asserts
 /// I5.1: the walker never reads a freed table page.
@@ -189,7 +189,7 @@ pub fn sb_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     ]);
 }
 
-/// §9.2 #9, §6.1 SB-entry: a vCPU enters the guest (interrupts off, `IN_GUEST_MODE`, full
+/// SB-entry: a vCPU enters the guest (interrupts off, `IN_GUEST_MODE`, full
 /// barrier, request check) with a TLB entry for the table page, against a zapper that unlinks
 /// the page, requests a TLB flush with a kick, and frees the page. Asserts I5.2: the guest
 /// never uses the stale TLB entry once the flush has returned and freed the page.
@@ -200,7 +200,7 @@ pub fn sb_entry<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     x.run(vec![Role::new("vcpu", move || wv.run_guest(&xv)), Role::new("zapper", move || wz.zap(&hz, &xz))]);
 }
 
-/// §9.2 #10, §6.4: the TDP MMU's way. The zapper (CPU 0) unlinks table page 1 and
+/// P5's epoch scheme: the TDP MMU's way. The zapper (CPU 0) unlinks table page 1 and
 /// [`EPOCH_ZAP_PAGES`]` - 1` more pages while pinned, flushes remote TLBs **before it unpins**,
 /// and defers the frees to the epoch collector (crossbeam-epoch in its loom mode). The vCPU
 /// (CPU 1) first walks the tables in software under an epoch pin, then runs the RCU callbacks
@@ -272,7 +272,7 @@ pub fn epoch_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     ]);
 }
 
-/// §6.1 Q1 and `kvm_check_request`: the request contract (KVM's
+/// Q1 and `kvm_check_request`: the request contract (KVM's
 /// `Documentation/virt/kvm/vcpu-requests.rst`): whatever a requester wrote before
 /// `kvm_make_request` is visible to the vCPU that sees the request and handles it. The requester
 /// (CPU 0) points the root at a new table page (the payload) and makes a TLB-flush request; the

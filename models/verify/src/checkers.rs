@@ -1,24 +1,22 @@
 //! How to run each checker, and how to read what it writes.
 
-use crate::results::{Checker, MutantRun, ScenarioRun};
 use crate::Cli;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
+use mmusync_models::{Checker, Row};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-type Results = (Vec<ScenarioRun>, Vec<MutantRun>);
-
-/// Runs `checker` and collects its results.
-pub fn run(cli: &Cli, checker: Checker) -> Result<Results, String> {
+/// Runs `checker` and collects its rows.
+pub fn run(cli: &Cli, checker: Checker) -> Result<Vec<Row>, String> {
     std::fs::create_dir_all(&cli.results)
         .map_err(|e| format!("cannot create {}: {e}", cli.results.display()))?;
     match checker {
         Checker::Loom => loom(cli),
         Checker::Shuttle => shuttle(cli),
         Checker::Hardware => hardware(cli),
+        Checker::Proofs => proofs(cli),
     }
 }
 
@@ -77,23 +75,10 @@ fn run_logged(label: &str, mut cmd: Command, log: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
+/// Reads the rows a checker wrote.
+fn read_rows(path: &Path) -> Result<Vec<Row>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("no results at {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("bad JSON in {}: {e}", path.display()))
-}
-
-fn str_of(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_string)
-}
-
-fn num_of(v: &Value, key: &str) -> f64 {
-    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
-}
-
-fn protocol_of(scenario: &str) -> String {
-    mmusync_models::Scenario::by_name(scenario)
-        .map(|s| s.protocol.short().to_string())
-        .unwrap_or_else(|| "?".into())
+    serde_json::from_str(&text).map_err(|e| format!("bad rows in {}: {e}", path.display()))
 }
 
 fn loom_command(extra: &[String]) -> Command {
@@ -107,7 +92,7 @@ fn loom_command(extra: &[String]) -> Command {
     cmd
 }
 
-fn loom(cli: &Cli) -> Result<Results, String> {
+fn loom(cli: &Cli) -> Result<Vec<Row>, String> {
     let json = cli.results.join("loom-scorecard.json");
     let _ = std::fs::remove_file(&json);
     let mut args = vec!["--json".to_string(), json.display().to_string()];
@@ -117,59 +102,15 @@ fn loom(cli: &Cli) -> Result<Results, String> {
         args.push("--mutant".into());
         args.push("none".into());
     }
-    if let Some(p) = &cli.protocol {
+    if let Some(p) = cli.protocol {
         args.push("--protocol".into());
-        args.push(p.clone());
+        args.push(p.short().into());
     }
     run_logged("loom", loom_command(&args), &cli.results.join("loom-scorecard.txt"))?;
-    let rows = read_json(&json)?;
-    let rows = rows.as_array().ok_or("loom scorecard is not an array")?;
-    let mut scenarios = Vec::new();
-    let mut mutants = Vec::new();
-    for row in rows {
-        let kill = str_of(row, "kill").unwrap_or_default();
-        let scenario = str_of(row, "scenario");
-        match str_of(row, "mutant") {
-            None => scenarios.push(ScenarioRun {
-                checker: Checker::Loom,
-                protocol: protocol_of(scenario.as_deref().unwrap_or("")),
-                scenario: scenario.unwrap_or_default(),
-                passed: kill == "pass",
-                executions: num_of(row, "executions") as u64,
-                time_s: num_of(row, "time_s"),
-                bound: str_of(row, "bound").unwrap_or_else(|| "?".into()),
-            }),
-            Some(mutant) => {
-                let killed = kill.starts_with("invariant") || kill.starts_with("deadlock (liveness)");
-                mutants.push(MutantRun {
-                    checker: Checker::Loom,
-                    mutant,
-                    killed_by: if killed { scenario } else { None },
-                    outcome: kill,
-                    executions: num_of(row, "executions") as u64,
-                    time_s: num_of(row, "time_s"),
-                    documented: str_of(row, "not_killable_reason"),
-                })
-            }
-        }
-    }
-    Ok((scenarios, mutants))
+    read_rows(&json)
 }
 
-/// Protocols of the shuttle-only scenarios (the shared ones come from `mmusync_models`).
-const SHUTTLE_ONLY: &[(&str, &str)] = &[
-    ("fault-storm", "P1"),
-    ("memslot-churn", "P3"),
-    ("cache-churn", "P2"),
-    ("cache-outside-memslots", "P2"),
-    ("reference-mmu-long-run", "P5"),
-    ("prefault-holds-srcu", "P3"),
-    ("prefault-drops-srcu", "P3"),
-    ("notifier-rwsem-2021", "P3"),
-    ("notifier-never-blocks", "P3"),
-];
-
-fn shuttle(cli: &Cli) -> Result<Results, String> {
+fn shuttle(cli: &Cli) -> Result<Vec<Row>, String> {
     let out = cli.results.join("shuttle");
     let json = out.join("ci.json");
     let _ = std::fs::remove_file(&json);
@@ -177,61 +118,13 @@ fn shuttle(cli: &Cli) -> Result<Results, String> {
     let args = vec!["ci".to_string(), "--out".into(), out.display().to_string()];
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     run_logged("shuttle", cargo_run("mmusync-shuttle", "mmusync-shuttle", &args), &out.join("verify.log"))?;
-    let rows = read_json(&json)?;
-    let rows = rows.as_array().ok_or("shuttle results are not an array")?;
-    let mut scenarios = Vec::new();
-    let mut mutants = Vec::new();
-    for row in rows {
-        let target = str_of(row, "target").unwrap_or_default();
-        let what = str_of(row, "what").unwrap_or_default();
-        let ok = row.get("ok").and_then(Value::as_bool).unwrap_or(false);
-        let outcome = str_of(row, "outcome").unwrap_or_default();
-        let protocol = SHUTTLE_ONLY
-            .iter()
-            .find(|(t, _)| *t == target)
-            .map(|(_, p)| p.to_string())
-            .unwrap_or_else(|| protocol_of(&target));
-        let executions = num_of(row, "executions") as u64;
-        let time_s = num_of(row, "time_s");
-        if what.starts_with("correct") || what.starts_with("bug") {
-            scenarios.push(ScenarioRun {
-                checker: Checker::Shuttle,
-                scenario: format!("{target} {}", what.trim_start_matches("correct ")),
-                protocol,
-                passed: ok,
-                executions,
-                time_s,
-                bound: "sampled".into(),
-            });
-        } else {
-            let killed = ok && outcome != "pass" && outcome != "not run";
-            let result = str_of(row, "result").unwrap_or_default();
-            mutants.push(MutantRun {
-                checker: Checker::Shuttle,
-                mutant: what,
-                killed_by: killed.then(|| target.clone()),
-                outcome: if killed { outcome.clone() } else { result.clone() },
-                executions,
-                time_s,
-                documented: (!killed && ok).then_some(result),
-            });
-        }
-    }
-    Ok((scenarios, mutants))
+    read_rows(&json)
 }
-
-/// Protocols of the hardware-only scenarios.
-const HARDWARE_ONLY: &[(&str, &str)] = &[
-    ("hw-sb-walk", "P5"),
-    ("hw-sb-entry", "P5"),
-    ("hw-epoch-walk", "P5"),
-    ("hw-mmu-fault-vs-invalidation", "P2"),
-];
 
 /// The mutant run on real hardware in full mode (issue 5's item 3).
 const HARDWARE_MUTANT: (&str, &str) = ("hw-sb-walk", "WalkBeginModeBeforeSpteReads");
 
-fn hardware(cli: &Cli) -> Result<Results, String> {
+fn hardware(cli: &Cli) -> Result<Vec<Row>, String> {
     let out = cli.results.join("hw");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let json = out.join("verify-stress.json");
@@ -244,27 +137,7 @@ fn hardware(cli: &Cli) -> Result<Results, String> {
     let mut args: Vec<String> = sizes.iter().map(|a| a.to_string()).collect();
     args.extend(["--json".into(), json.display().to_string()]);
     run_logged("hardware", cargo_run("mmusync-hw", "hw-stress", &args), &out.join("verify-stress.txt"))?;
-    let mut scenarios = Vec::new();
-    for row in read_json(&json)?.as_array().ok_or("hardware results are not an array")? {
-        let name = str_of(row, "scenario").unwrap_or_default();
-        let protocol = HARDWARE_ONLY
-            .iter()
-            .find(|(t, _)| *t == name)
-            .map(|(_, p)| p.to_string())
-            .unwrap_or_else(|| protocol_of(&name));
-        let violations = num_of(row, "violations") as u64;
-        let errors = num_of(row, "errors") as u64;
-        scenarios.push(ScenarioRun {
-            checker: Checker::Hardware,
-            scenario: format!("{name} ({})", str_of(row, "backend").unwrap_or_default()),
-            protocol,
-            passed: violations == 0 && errors == 0,
-            executions: num_of(row, "iterations") as u64,
-            time_s: num_of(row, "seconds"),
-            bound: "sampled".into(),
-        });
-    }
-    let mut mutants = Vec::new();
+    let mut rows = read_rows(&json)?;
     if cli.with_mutants() {
         let (scenario, mutant) = HARDWARE_MUTANT;
         let mjson = out.join("verify-mutant.json");
@@ -280,24 +153,33 @@ fn hardware(cli: &Cli) -> Result<Results, String> {
             cargo_run("mmusync-hw", "hw-stress", &args),
             &out.join("verify-mutant.txt"),
         )?;
-        for row in read_json(&mjson)?.as_array().ok_or("hardware mutant results are not an array")? {
-            let violations = num_of(row, "violations") as u64;
-            mutants.push(MutantRun {
-                checker: Checker::Hardware,
-                mutant: mutant.to_string(),
-                killed_by: (violations > 0).then(|| scenario.to_string()),
-                outcome: format!(
-                    "{violations} violations in {} iterations ({:.1} per million)",
-                    num_of(row, "iterations"),
-                    num_of(row, "per_million")
-                ),
-                executions: num_of(row, "iterations") as u64,
-                time_s: num_of(row, "seconds"),
-                documented: None,
-            });
-        }
+        rows.extend(read_rows(&mjson)?);
     }
-    Ok((scenarios, mutants))
+    Ok(rows)
+}
+
+/// The proof crates: `memmodel barriers` (every barrier's litmus skeletons under five memory
+/// models) and `protocol-proofs` (the stateright models and their mutants), both at the CI
+/// scale in quick and full mode (about a minute in release; the full scale adds minutes for
+/// larger instances of the same models). Both write [`Row`]s; `--protocol` is applied by the
+/// caller.
+fn proofs(cli: &Cli) -> Result<Vec<Row>, String> {
+    let out = cli.results.join("proofs");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let runs: [(&str, &str, &str, &[&str], &str); 2] = [
+        ("proofs memmodel", "mmusync-memmodel", "memmodel", &["barriers"], "memmodel"),
+        ("proofs protocols", "mmusync-protocol-proofs", "protocol-proofs", &["--scale", "ci"], "protocols"),
+    ];
+    for (label, package, bin, args, name) in runs {
+        let json = out.join(format!("{name}.json"));
+        let _ = std::fs::remove_file(&json);
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--rows".into(), json.display().to_string()]);
+        run_logged(label, cargo_run(package, bin, &args), &out.join(format!("{name}.txt")))?;
+        rows.extend(read_rows(&json)?);
+    }
+    Ok(rows)
 }
 
 /// Prints a killed mutant's counterexample (loom's trace, in protocol terms) and records a

@@ -11,11 +11,11 @@
 //! some checker or documented as not killable; 1 otherwise; 2 when a checker could not run.
 
 mod checkers;
-mod results;
 mod tables;
 
 use clap::Parser;
-use results::{Checker, MutantRun, ScenarioRun};
+use mmusync::barrier::Protocol;
+use mmusync_models::{Checker, Row};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -32,11 +32,11 @@ pub struct Cli {
     /// Run the mutant scorecard (implied by --full).
     #[arg(long)]
     pub mutants: bool,
-    /// Only scenarios and mutants of this protocol (P1..P5).
-    #[arg(long, value_parser = ["P1", "P2", "P3", "P4", "P5"])]
-    pub protocol: Option<String>,
-    /// Only these checkers (repeatable).
-    #[arg(long, value_enum)]
+    /// Only scenarios and mutants of this protocol (P1..P5, any case).
+    #[arg(long, value_parser = parse_protocol)]
+    pub protocol: Option<Protocol>,
+    /// Only these checkers (repeatable): loom, shuttle, hardware, proofs.
+    #[arg(long, value_parser = parse_checker)]
     pub checker: Vec<Checker>,
     /// Print the counterexample of this killed mutant (a Barrier or Rule name) with the command
     /// that replays it, then exit.
@@ -48,6 +48,20 @@ pub struct Cli {
     /// Where checkers write their own results.
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub results: PathBuf,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::ALL
+        .into_iter()
+        .find(|p| p.short().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("no protocol {s}: one of P1, P2, P3, P4, P5"))
+}
+
+fn parse_checker(s: &str) -> Result<Checker, String> {
+    Checker::from_name(&s.to_ascii_lowercase()).ok_or_else(|| {
+        let names: Vec<&str> = Checker::ALL.iter().map(|c| c.name()).collect();
+        format!("no checker {s}: one of {}", names.join(", "))
+    })
 }
 
 impl Cli {
@@ -66,29 +80,23 @@ fn main() -> ExitCode {
         return checkers::replay(&cli, mutant);
     }
     let start = Instant::now();
-    let mut scenarios: Vec<ScenarioRun> = Vec::new();
-    let mut mutants: Vec<MutantRun> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut broken = Vec::new();
     for checker in Checker::ALL.into_iter().filter(|c| cli.runs(*c)) {
         match checkers::run(&cli, checker) {
-            Ok((s, m)) => {
-                scenarios.extend(s);
-                mutants.extend(m);
-            }
+            Ok(r) => rows.extend(r),
             Err(e) => broken.push(format!("{checker}: {e}")),
         }
     }
-    if let Some(p) = &cli.protocol {
-        scenarios.retain(|s| &s.protocol == p);
-        mutants.retain(|m| results::mutant_protocol(&m.mutant).map(|x| x.short()) == Some(p.as_str()));
+    if let Some(p) = cli.protocol {
+        rows.retain(|r| r.mutant.map_or(r.protocol, |m| m.protocol()) == p);
     }
-    let verdict = tables::print(&cli, &scenarios, &mutants, &broken);
+    let verdict = tables::print(&cli, &rows, &broken);
     println!("\nmmusync-verify: {} in {:.0}s", verdict.summary(), start.elapsed().as_secs_f64());
     if let Some(path) = &cli.json {
         let doc = serde_json::json!({
             "mode": if cli.full { "full" } else { "quick" },
-            "scenarios": scenarios,
-            "mutants": mutants,
+            "rows": rows,
             "checker_errors": broken,
             "verdict": verdict.summary(),
         });

@@ -1,7 +1,7 @@
 //! The report: protocol × checker, the mutant scorecard, blind spots, and the verdict.
 
-use crate::results::{all_mutants, mutant_protocol, Checker, MutantRun, ScenarioRun};
 use crate::Cli;
+use mmusync_models::{Checker, Mutant, Row, Verdict as RowVerdict};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -37,16 +37,50 @@ impl Verdict {
     }
 }
 
+/// What the checkers that ran say about one mutant.
+enum Standing<'a> {
+    /// Killed; the fastest kill.
+    Killed(&'a Row),
+    /// Not killed, and a checker documents why it cannot be.
+    Documented(&'a Row),
+    /// Not killed, nothing documented, and every checker ran: a hole.
+    Survived,
+    /// Not killed by the checkers of this run, which are not all of them.
+    NotKilledHere,
+}
+
+/// The kill to show first: a checker that ran core's own code (loom, shuttle, real threads)
+/// before one that checked a model of it (proofs), then the fastest.
+fn standing<'a>(cli: &Cli, runs: &[&'a Row]) -> Standing<'a> {
+    let best = runs.iter().filter(|r| r.verdict.killed()).min_by(|a, b| {
+        (a.checker == Checker::Proofs)
+            .cmp(&(b.checker == Checker::Proofs))
+            .then(a.time_s.total_cmp(&b.time_s))
+    });
+    if let Some(b) = best {
+        return Standing::Killed(b);
+    }
+    if let Some(d) = runs.iter().find(|r| r.verdict == RowVerdict::Documented) {
+        return Standing::Documented(d);
+    }
+    if Checker::ALL.into_iter().all(|c| cli.runs(c)) {
+        Standing::Survived
+    } else {
+        Standing::NotKilledHere
+    }
+}
+
 /// Prints every table and returns the verdict.
-pub fn print(cli: &Cli, scenarios: &[ScenarioRun], mutants: &[MutantRun], broken: &[String]) -> Verdict {
+pub fn print(cli: &Cli, rows: &[Row], broken: &[String]) -> Verdict {
     println!("\n## Protocol × checker (correct code)\n");
     println!("| protocol | checker | scenarios | verdict | executions | time |");
     println!("|---|---|---|---|---|---|");
+    let scenarios: Vec<&Row> = rows.iter().filter(|r| r.mutant.is_none()).collect();
     let mut cells: BTreeMap<(&str, Checker), (usize, usize, u64, f64)> = BTreeMap::new();
-    for s in scenarios {
-        let c = cells.entry((s.protocol.as_str(), s.checker)).or_default();
+    for s in &scenarios {
+        let c = cells.entry((s.protocol.short(), s.checker)).or_default();
         c.0 += 1;
-        c.1 += usize::from(!s.passed);
+        c.1 += usize::from(!s.verdict.ok());
         c.2 += s.executions;
         c.3 += s.time_s;
     }
@@ -54,9 +88,9 @@ pub fn print(cli: &Cli, scenarios: &[ScenarioRun], mutants: &[MutantRun], broken
         let verdict = if *failed == 0 { "pass".to_string() } else { format!("**{failed} FAIL**") };
         println!("| {p} | {checker} | {n} | {verdict} | {execs} | {time:.1}s |");
     }
-    let failed_scenarios = scenarios.iter().filter(|s| !s.passed).count();
-    for s in scenarios.iter().filter(|s| !s.passed) {
-        println!("FAILED: {} on {} ({})", s.scenario, s.checker, s.bound);
+    let failed: Vec<&&Row> = scenarios.iter().filter(|s| !s.verdict.ok()).collect();
+    for s in &failed {
+        println!("FAILED: {} on {} ({}, {}): {}", s.scenario, s.checker, s.bound, s.verdict, s.detail);
     }
 
     let mut surviving = 0;
@@ -64,46 +98,52 @@ pub fn print(cli: &Cli, scenarios: &[ScenarioRun], mutants: &[MutantRun], broken
         println!("\n## Mutant scorecard\n");
         println!("| mutant | protocol | killed by | kill | executions | time | other checkers |");
         println!("|---|---|---|---|---|---|---|");
-        for name in all_mutants() {
-            let protocol = mutant_protocol(name).map(|p| p.short()).unwrap_or("?");
-            if cli.protocol.as_deref().is_some_and(|p| p != protocol) {
+        for m in Mutant::all() {
+            if cli.protocol.is_some_and(|p| p != m.protocol()) {
                 continue;
             }
-            let runs: Vec<&MutantRun> = mutants.iter().filter(|m| m.mutant == name).collect();
+            let runs: Vec<&Row> = rows.iter().filter(|r| r.mutant == Some(m)).collect();
             if runs.is_empty() {
                 continue;
             }
-            // The fastest kill across checkers.
-            let best = runs.iter().filter(|m| m.killed()).min_by(|a, b| a.time_s.total_cmp(&b.time_s));
+            let name = m.name();
+            let protocol = m.protocol().short();
+            let standing = standing(cli, &runs);
+            let shown = match &standing {
+                Standing::Killed(b) | Standing::Documented(b) => Some(b.checker),
+                _ => None,
+            };
             let others: Vec<String> = runs
                 .iter()
-                .filter(|m| best.is_none_or(|b| b.checker != m.checker))
-                .map(|m| format!("{}: {}", m.checker, if m.killed() { "killed" } else { m.outcome.as_str() }))
+                .filter(|r| Some(r.checker) != shown)
+                .map(|r| format!("{}: {}", r.checker, r.verdict))
                 .collect();
-            match best {
-                Some(b) => println!(
+            match standing {
+                Standing::Killed(b) => println!(
                     "| `{name}` | {protocol} | {} `{}` | {} | {} | {:.2}s | {} |",
                     b.checker,
-                    b.killed_by.as_deref().unwrap_or("?"),
-                    b.outcome,
+                    b.scenario,
+                    b.verdict,
                     b.executions,
                     b.time_s,
                     others.join("; ")
                 ),
-                None => {
-                    let why = runs.iter().find_map(|m| m.documented.clone());
-                    if why.is_none() {
-                        surviving += 1;
-                    }
+                Standing::Documented(d) => {
                     println!(
-                        "| `{name}` | {protocol} | {} | — | — | — | {} |",
-                        if why.is_some() { "not killable (documented)" } else { "**SURVIVED**" },
+                        "| `{name}` | {protocol} | not killable (documented, {}) | — | — | — | {} |",
+                        d.checker,
                         others.join("; ")
                     );
-                    if let Some(why) = why {
-                        println!("|  | | reason: {why} | | | | |");
-                    }
+                    println!("|  | | reason: {} | | | | |", d.detail);
                 }
+                Standing::Survived => {
+                    surviving += 1;
+                    println!("| `{name}` | {protocol} | **SURVIVED** | — | — | — | {} |", others.join("; "));
+                }
+                Standing::NotKilledHere => println!(
+                    "| `{name}` | {protocol} | not killed by the checkers run (others may kill it) | — | — | — | {} |",
+                    others.join("; ")
+                ),
             }
         }
     }
@@ -115,5 +155,5 @@ pub fn print(cli: &Cli, scenarios: &[ScenarioRun], mutants: &[MutantRun], broken
     for b in broken {
         println!("\nCHECKER DID NOT RUN: {b}");
     }
-    Verdict { failed_scenarios, surviving_mutants: surviving, checker_errors: broken.len() }
+    Verdict { failed_scenarios: failed.len(), surviving_mutants: surviving, checker_errors: broken.len() }
 }

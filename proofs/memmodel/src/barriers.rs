@@ -151,10 +151,12 @@ fn source(shape: Shape, ka: Option<FenceKind>, kb: Option<FenceKind>) -> String 
     format!("C skeleton\n{{}}\nP0(int *x, int *y) {{ {p0}}}\nP1(int *x, int *y) {{ {p1}}}\nexists ({cond})\n")
 }
 
-/// Verdicts of the forbidden outcome under [`Model::ALL`], for one litmus source.
-fn verdicts(src: &str) -> Vec<Verdict> {
+/// Verdicts of the forbidden outcome under [`Model::ALL`], for one litmus source, and the
+/// candidate executions enumerated (added to `candidates`).
+fn verdicts(src: &str, candidates: &mut usize) -> Vec<Verdict> {
     let t = parse(src).unwrap_or_else(|e| panic!("generated skeleton does not parse: {e}\n{src}"));
-    let (outs, _) = check(&t, &Model::ALL).unwrap_or_else(|e| panic!("skeleton unsupported: {e}"));
+    let (outs, stats) = check(&t, &Model::ALL).unwrap_or_else(|e| panic!("skeleton unsupported: {e}"));
+    *candidates += stats.candidates;
     outs.into_iter().map(|o| o.expect("every model supports kernel primitives").verdict).collect()
 }
 
@@ -170,16 +172,36 @@ pub struct Judged {
     pub without_a: Vec<Verdict>,
     /// `b` dropped.
     pub without_b: Vec<Verdict>,
+    /// Candidate executions enumerated for the three variants together.
+    pub candidates: usize,
+}
+
+impl Judged {
+    /// The skeleton's name: shape and both barriers, as in `SB+WalkBeginModeBeforeSpteReads+KickRequestBeforeModeRead`.
+    pub fn name(&self) -> String {
+        format!("{}+{}+{}", self.pairing.shape.name(), self.pairing.a.name(), self.pairing.b.name())
+    }
+
+    /// Verdicts without `barrier` (one of the pairing's two sides).
+    pub fn without(&self, barrier: Barrier) -> &[Verdict] {
+        if self.pairing.a == barrier {
+            &self.without_a
+        } else {
+            &self.without_b
+        }
+    }
 }
 
 /// Judges one pairing.
 pub fn judge(p: Pairing) -> Judged {
     let (ka, kb) = (Some(p.a.kind()), Some(p.b.kind()));
+    let mut candidates = 0;
     Judged {
         pairing: p,
-        both: verdicts(&source(p.shape, ka, kb)),
-        without_a: verdicts(&source(p.shape, None, kb)),
-        without_b: verdicts(&source(p.shape, ka, None)),
+        both: verdicts(&source(p.shape, ka, kb), &mut candidates),
+        without_a: verdicts(&source(p.shape, None, kb), &mut candidates),
+        without_b: verdicts(&source(p.shape, ka, None), &mut candidates),
+        candidates,
     }
 }
 
@@ -196,6 +218,8 @@ pub struct Context {
     pub without: Vec<Verdict>,
     /// Verdicts without the barrier and without the context.
     pub without_context: Vec<Verdict>,
+    /// Candidate executions enumerated for the three variants together.
+    pub candidates: usize,
 }
 
 /// The context skeleton: `SyncRootSpteBeforeFlags` after the VM exit.
@@ -211,12 +235,14 @@ pub fn contexts() -> Vec<Context> {
             if rmb { "smp_rmb(); " } else { "" },
         )
     };
+    let mut candidates = 0;
     vec![Context {
         barrier: Barrier::SyncRootSpteBeforeFlags,
         what: "after the VM exit (serializing: smp_mb) between the walker's read and the flag read",
-        both: verdicts(&unsync(true, true)),
-        without: verdicts(&unsync(true, false)),
-        without_context: verdicts(&unsync(false, false)),
+        both: verdicts(&unsync(true, true), &mut candidates),
+        without: verdicts(&unsync(true, false), &mut candidates),
+        without_context: verdicts(&unsync(false, false), &mut candidates),
+        candidates,
     }]
 }
 
@@ -254,10 +280,11 @@ pub fn e2_source(place: Placement, wmb: bool) -> String {
 }
 
 /// Verdicts under [`Model::ALL`], `None` where a model cannot express a primitive (LKMM has no
-/// C11 release fence).
-fn verdicts_or_na(src: &str) -> Vec<Option<Verdict>> {
+/// C11 release fence); the candidate executions enumerated are added to `candidates`.
+fn verdicts_or_na(src: &str, candidates: &mut usize) -> Vec<Option<Verdict>> {
     let t = parse(src).unwrap_or_else(|e| panic!("generated skeleton does not parse: {e}\n{src}"));
-    let (outs, _) = check(&t, &Model::ALL).unwrap_or_else(|e| panic!("skeleton unsupported: {e}"));
+    let (outs, stats) = check(&t, &Model::ALL).unwrap_or_else(|e| panic!("skeleton unsupported: {e}"));
+    *candidates += stats.candidates;
     outs.into_iter().map(|o| o.ok().map(|o| o.verdict)).collect()
 }
 
@@ -272,6 +299,8 @@ pub struct E2Chain {
     pub absent: Vec<Option<Verdict>>,
     /// No fence and no `smp_wmb` after `seq++` either.
     pub absent_no_wmb: Vec<Option<Verdict>>,
+    /// Candidate executions enumerated for the four variants together.
+    pub candidates: usize,
 }
 
 impl E2Chain {
@@ -302,11 +331,13 @@ impl E2Chain {
 
 /// Judges the three-thread E2 shape for `InvalidateEndSeqBeforeActiveCount`.
 pub fn e2_chain() -> E2Chain {
+    let mut candidates = 0;
     E2Chain {
-        after_lock: verdicts_or_na(&e2_source(Placement::AfterLock, true)),
-        before_lock: verdicts_or_na(&e2_source(Placement::BeforeLock, true)),
-        absent: verdicts_or_na(&e2_source(Placement::Absent, true)),
-        absent_no_wmb: verdicts_or_na(&e2_source(Placement::Absent, false)),
+        after_lock: verdicts_or_na(&e2_source(Placement::AfterLock, true), &mut candidates),
+        before_lock: verdicts_or_na(&e2_source(Placement::BeforeLock, true), &mut candidates),
+        absent: verdicts_or_na(&e2_source(Placement::Absent, true), &mut candidates),
+        absent_no_wmb: verdicts_or_na(&e2_source(Placement::Absent, false), &mut candidates),
+        candidates,
     }
 }
 
@@ -338,7 +369,7 @@ fn letters_or_na(v: &[Option<Verdict>]) -> String {
 }
 
 /// Models under which dropping a barrier makes a forbidden outcome reachable.
-fn killed_under(with: &[Verdict], without: &[Verdict]) -> Vec<Model> {
+pub fn killed_under(with: &[Verdict], without: &[Verdict]) -> Vec<Model> {
     Model::ALL
         .into_iter()
         .zip(with.iter().zip(without))
@@ -347,7 +378,8 @@ fn killed_under(with: &[Verdict], without: &[Verdict]) -> Vec<Model> {
         .collect()
 }
 
-fn model_list(ms: &[Model]) -> String {
+/// `lkmm, armv8`, or `none`.
+pub fn model_list(ms: &[Model]) -> String {
     if ms.is_empty() {
         "none".into()
     } else {

@@ -17,7 +17,10 @@
 //! * [`barriers`] builds a litmus skeleton for every pairing of `mmusync::Barrier` and judges
 //!   it with and without each barrier.
 //!
-//! The `memmodel` binary checks a file: `memmodel check FILE [--model lkmm|...|all] [--json]`.
+//! * [`rows`] turns the barrier judgement into the main job's rows (checker `proofs`).
+//!
+//! The `memmodel` binary checks a file: `memmodel check FILE [--model lkmm|...|all] [--json]`;
+//! `memmodel barriers [--rows PATH]` judges every barrier and writes the rows.
 
 pub mod ast;
 pub mod barriers;
@@ -25,6 +28,7 @@ pub mod exec;
 pub mod model;
 pub mod parse;
 pub mod rel;
+pub mod rows;
 pub mod suite;
 
 pub use ast::{Model, Test, Verdict};

@@ -17,10 +17,12 @@
 //!   invalidations, the race for caches outside every memslot, and a fix.
 //!
 //! [`registry`] lists every check (correct models and mutants, with the property each mutant
-//! must break); [`runner`] explores one and reports states, depth, time and counterexamples.
+//! must break); [`runner`] explores one and reports states, depth, time and counterexamples;
+//! [`rows`] turns the results into the main job's rows (checker `proofs`).
 
 pub mod models;
 pub mod registry;
+pub mod rows;
 pub mod runner;
 pub mod tso;
 

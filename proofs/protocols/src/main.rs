@@ -1,8 +1,9 @@
 //! `protocol-proofs`: runs every protocol model and mutant, prints states, depth, time and the
-//! mutants' shortest counterexamples (`--json`: one serde row per run).
+//! mutants' shortest counterexamples (`--json`: one serde row per run; `--rows PATH`: the main
+//! job's rows, `Vec<mmusync_models::Row>` as JSON).
 
 use clap::Parser;
-use mmusync_protocol_proofs::{checks, Expect, Scale, Search};
+use mmusync_protocol_proofs::{checks, rows, Expect, Scale, Search};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -22,6 +23,9 @@ struct Args {
     /// Skip the DFS + symmetry run of the passing models (BFS only).
     #[arg(long)]
     no_symmetry: bool,
+    /// Also write the main job's rows (`Vec<mmusync_models::Row>`, JSON) here.
+    #[arg(long, value_name = "PATH")]
+    rows: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -45,6 +49,7 @@ struct Row<'a> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut bad = 0;
+    let mut out_rows = Vec::new();
     for check in checks(args.scale) {
         if args.filter.as_deref().is_some_and(|f| !check.name.contains(f)) {
             continue;
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
             if verdict.is_err() {
                 bad += 1;
             }
+            out_rows.extend(rows::rows(&check, args.scale, search, &report));
             if args.json {
                 let row = Row {
                     check: &check.name,
@@ -108,6 +114,13 @@ fn main() -> ExitCode {
                     println!("    {:>3}. {step}", i + 1);
                 }
             }
+        }
+    }
+    if let Some(path) = &args.rows {
+        let text = serde_json::to_string_pretty(&out_rows).expect("rows serialize");
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
         }
     }
     if bad == 0 {

@@ -8,6 +8,8 @@ use crate::models::pfncache::{Fix, PfnCacheModel, PfnCacheMutant};
 use crate::models::walk::{Reclaim, WalkModel, WalkMutant};
 use crate::runner::{explore, Report, Search};
 use crate::tso::Memory;
+use mmusync::{Barrier, Rule};
+use mmusync_models::Mutant;
 use serde::Serialize;
 
 /// How big the instances are.
@@ -40,6 +42,9 @@ pub struct Check {
     pub memory: Memory,
     /// The mutant, if any, and the rule it breaks.
     pub mutant: Option<&'static str>,
+    /// The core [`Rule`] or [`Barrier`] the mutant breaks, when it is the same rule removed
+    /// (`docs/proofs.md` lists the mutants without one).
+    pub core: Option<Mutant>,
     /// The instance size, in words.
     pub size: String,
     /// What the check must find.
@@ -94,7 +99,7 @@ fn check(
     expect: Expect,
     run: Runner,
 ) -> Check {
-    Check { name, model, memory, mutant, size, expect, bfs_fits: true, run }
+    Check { name, model, memory, mutant, core: None, size, expect, bfs_fits: true, run }
 }
 
 /// All checks at `scale`.
@@ -146,6 +151,7 @@ pub fn checks(scale: Scale) -> Vec<Check> {
             Expect::Fail(target),
             Box::new(move |s, stop| explore(FaultModel::new(vcpus, Some(m)), s, stop)),
         ));
+        v.last_mut().expect("just pushed").core = fault_core(m);
     }
 
     // P3.
@@ -180,6 +186,7 @@ pub fn checks(scale: Scale) -> Vec<Check> {
             Expect::Fail(target),
             Box::new(move |s, stop| explore(mk(Some(m)), s, stop)),
         ));
+        v.last_mut().expect("just pushed").core = memslot_core(m);
     }
 
     // P5.
@@ -273,6 +280,7 @@ pub fn checks(scale: Scale) -> Vec<Check> {
             Expect::Fail(target),
             Box::new(move |s, stop| explore(WalkModel::new(walkers, reclaim, memory, Some(m)), s, stop)),
         ));
+        v.last_mut().expect("just pushed").core = walk_core(m);
     }
 
     // The translation cache.
@@ -330,6 +338,62 @@ pub fn checks(scale: Scale) -> Vec<Check> {
                 )
             }),
         ));
+        v.last_mut().expect("just pushed").core = pfncache_core(m);
     }
     v
+}
+
+/// The core rule a fault-model mutant breaks, where it is the same rule removed.
+///
+/// Not mapped: `SnapshotAfterResolve` reorders F4 and F8 in an SC model, while core's
+/// counterpart (`Barrier::FaultSnapshotBeforeResolve` dropped) lets weak memory reorder them,
+/// which this model cannot do; `FlushAfterUnlock` (S4 after S5) has no `Rule` in core.
+pub fn fault_core(m: FaultMutant) -> Option<Mutant> {
+    match m {
+        FaultMutant::SkipInProgressCheck => Some(Mutant::Rule(Rule::RetryChecksInProgress)),
+        FaultMutant::SkipSeqCheck => Some(Mutant::Rule(Rule::RetryChecksSeq)),
+        FaultMutant::SkipRangeCheck => Some(Mutant::Rule(Rule::RetryGfnChecksRange)),
+        FaultMutant::NoLockedRecheck => Some(Mutant::Rule(Rule::FaultRetriesUnderLock)),
+        FaultMutant::RangeOverwrites => Some(Mutant::Rule(Rule::RangeAddMerges)),
+        FaultMutant::SnapshotAfterResolve | FaultMutant::FlushAfterUnlock => None,
+    }
+}
+
+/// The core rule a memslot-model mutant breaks, where it is the same rule removed.
+///
+/// Not mapped: `WaitHoldingLock` (the swap sleeps holding `mn_invalidate_lock`) has no `Rule`.
+pub fn memslot_core(m: MemslotMutant) -> Option<Mutant> {
+    match m {
+        MemslotMutant::NoWait => Some(Mutant::Rule(Rule::MemslotSwapWaitsForInvalidations)),
+        MemslotMutant::PublishAfterUnlock => Some(Mutant::Rule(Rule::MemslotPublishUnderLock)),
+        MemslotMutant::WaitHoldingLock => None,
+    }
+}
+
+/// The core rule or barrier a walk-model mutant breaks, where it is the same one removed.
+///
+/// Not mapped: `NoModeStore` (no L2 store at all; core has no rule for it) and `NoPinMb`
+/// (crossbeam-epoch's fence in `pin`, not a core barrier).
+pub fn walk_core(m: WalkMutant) -> Option<Mutant> {
+    match m {
+        WalkMutant::NoIrqDisable => Some(Mutant::Rule(Rule::WalkDisablesInterrupts)),
+        WalkMutant::IpiOnlyInGuest => Some(Mutant::Rule(Rule::FlushWaitsForReaders)),
+        WalkMutant::FreeBeforeAcks => Some(Mutant::Rule(Rule::FreeAfterFlush)),
+        WalkMutant::NoWalkerMb => Some(Mutant::Barrier(Barrier::WalkBeginModeBeforeSpteReads)),
+        WalkMutant::NoZapperMb => Some(Mutant::Barrier(Barrier::KickRequestBeforeModeRead)),
+        WalkMutant::UnpinBeforeFlush => Some(Mutant::Rule(Rule::FlushBeforeUnpin)),
+        WalkMutant::NoModeStore | WalkMutant::NoPinMb => None,
+    }
+}
+
+/// The core rule a pfncache-model mutant breaks, where it is the same rule removed.
+///
+/// Not mapped: `SkipSeq` (R4g's `seq` test has no `Rule`) and `SnapshotAfterResolve` (a
+/// reordering in an SC model; core's counterpart is `Barrier::CacheSnapshotBeforeResolve`
+/// dropped, visible only under weak memory).
+pub fn pfncache_core(m: PfnCacheMutant) -> Option<Mutant> {
+    match m {
+        PfnCacheMutant::SkipActiveCount => Some(Mutant::Rule(Rule::CacheChecksActiveCount)),
+        PfnCacheMutant::SkipSeq | PfnCacheMutant::SnapshotAfterResolve => None,
+    }
 }

@@ -10,7 +10,6 @@
 
 use clap::Parser;
 use mmusync_hw::litmus::{forbidden, standard_suite, LitmusResult};
-use mmusync_hw::stress::json_str;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,19 +31,32 @@ struct Cli {
     json: Option<PathBuf>,
 }
 
-fn json(r: &LitmusResult) -> String {
-    format!(
-        "{{\"test\":{},\"fences\":{},\"iterations\":{},\"relaxed\":{},\"per_million\":{:.3},\"covered\":{},\"forbidden\":{},\"pinned\":{},\"seconds\":{:.3}}}",
-        json_str(r.test.name()),
-        json_str(&r.fence_name()),
-        r.iterations,
-        r.relaxed,
-        r.per_million(),
-        r.covered,
-        forbidden(r),
-        r.pinned,
-        r.elapsed.as_secs_f64()
-    )
+/// One result as `--json` writes it.
+#[derive(serde::Serialize)]
+struct Row {
+    test: &'static str,
+    fences: String,
+    iterations: u64,
+    relaxed: u64,
+    per_million: f64,
+    covered: u64,
+    forbidden: bool,
+    pinned: bool,
+    seconds: f64,
+}
+
+fn row(r: &LitmusResult) -> Row {
+    Row {
+        test: r.test.name(),
+        fences: r.fence_name(),
+        iterations: r.iterations,
+        relaxed: r.relaxed,
+        per_million: r.per_million(),
+        covered: r.covered,
+        forbidden: forbidden(r),
+        pinned: r.pinned,
+        seconds: r.elapsed.as_secs_f64(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -73,8 +85,11 @@ fn main() -> ExitCode {
         );
     }
     if let Some(path) = &cli.json {
-        let body: Vec<String> = results.iter().map(json).collect();
-        if let Err(e) = std::fs::write(path, format!("[\n{}\n]\n", body.join(",\n"))) {
+        let rows: Vec<Row> = results.iter().map(row).collect();
+        let written = serde_json::to_string_pretty(&rows)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+        if let Err(e) = written {
             eprintln!("hw-litmus: writing {}: {e}", path.display());
             return ExitCode::from(2);
         }

@@ -170,8 +170,11 @@ fn main() -> ExitCode {
         }
     }
     if let Some(path) = &cli.json {
-        let body: Vec<String> = outcomes.iter().map(Outcome::to_json).collect();
-        if let Err(e) = std::fs::write(path, format!("[\n{}\n]\n", body.join(",\n"))) {
+        let rows: Vec<_> = outcomes.iter().map(Outcome::row).collect();
+        let written = serde_json::to_string_pretty(&rows)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+        if let Err(e) = written {
             eprintln!("hw-stress: writing {}: {e}", path.display());
             return ExitCode::from(2);
         }

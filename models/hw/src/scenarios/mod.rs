@@ -210,8 +210,8 @@ pub struct HwScenario {
     pub name: &'static str,
     /// The protocol under test.
     pub protocol: Protocol,
-    /// The shape it races, in the spec's terms.
-    pub spec: &'static str,
+    /// The shape it races, in the terms of core/docs/protocols.md.
+    pub shape: &'static str,
     /// Its roles, in CPU order.
     pub roles: &'static [&'static str],
     /// The invariants it checks.
@@ -261,7 +261,7 @@ pub const HW_SCENARIOS: &[HwScenario] = &[
     HwScenario {
         name: "hw-sb-walk",
         protocol: Protocol::P5Walks,
-        spec: "§6.1 SB-walk: walker W(mode) mb R(link) R(page) vs zapper W(unlink) mb R(mode), IPI if busy, free",
+        shape: "SB-walk: walker W(mode) mb R(link) R(page) vs zapper W(unlink) mb R(mode), IPI if busy, free",
         roles: &["walker", "zapper"],
         invariants: &[Invariant::WalkerReadFreedTable],
         kills: &[
@@ -275,7 +275,7 @@ pub const HW_SCENARIOS: &[HwScenario] = &[
     HwScenario {
         name: "hw-sb-entry",
         protocol: Protocol::P5Walks,
-        spec: "§6.2 SB-entry: vCPU W(mode=IN_GUEST) mb R(requests), guest walks through its TLB vs requester W(unlink) W(request) mb R(mode), IPI if in guest, free",
+        shape: "SB-entry: vCPU W(mode=IN_GUEST) mb R(requests), guest walks through its TLB vs requester W(unlink) W(request) mb R(mode), IPI if in guest, free",
         roles: &["vcpu", "requester"],
         invariants: &[Invariant::StaleTlbAfterFlush, Invariant::WalkerReadFreedTable],
         kills: &[b(B::GuestEntryModeBeforeRequests), r(R::EntryChecksRequests), r(R::FreeAfterFlush)],
@@ -284,7 +284,7 @@ pub const HW_SCENARIOS: &[HwScenario] = &[
     HwScenario {
         name: "hw-epoch-walk",
         protocol: Protocol::P5Walks,
-        spec: "§6.4 epoch reclamation: pinned software walks and a guest TLB vs pin, unlink, flush, defer, unpin",
+        shape: "P5 epoch reclamation: pinned software walks and a guest TLB vs pin, unlink, flush, defer, unpin",
         roles: &["vcpu", "zapper"],
         invariants: &[Invariant::WalkerReadFreedTable, Invariant::StaleTlbAfterFlush],
         // None reachable: see the module docs of `epoch.rs`.
@@ -294,7 +294,7 @@ pub const HW_SCENARIOS: &[HwScenario] = &[
     HwScenario {
         name: "hw-mmu-fault-vs-invalidation",
         protocol: Protocol::P2Retry,
-        spec: "§3.3 + §6.1 on the reference MMU: faults (F0-F14), lockless walks and the fast path vs invalidate_range_start/end that remap and free guest pages and unlink table pages",
+        shape: "F0-F14 and L1-L4 on the reference MMU: faults (F0-F14), lockless walks and the fast path vs invalidate_range_start/end that remap and free guest pages and unlink table pages",
         roles: &["vcpu", "invalidator"],
         invariants: &[Invariant::SpteMapsFreedPage, Invariant::WalkerReadFreedTable],
         kills: &[

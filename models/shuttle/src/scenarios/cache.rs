@@ -152,7 +152,7 @@ fn caches_vs_invalidations(hal: &ShuttleHal, x: &ShuttleExec, slot_pages: u64, c
     check_balanced(vm);
 }
 
-/// §9.2 #6 at scale: two translation caches, each activated on a host page, refreshed, moved
+/// P2's cache at scale: two translation caches, each activated on a host page, refreshed, moved
 /// to another page while valid (`refresh_hva`), deactivated, twice; two consumers use them
 /// (`kvm_gpc_check` + the pfn, under the read lock); two invalidators remap and free random
 /// host pages under them. All cached pages lie in a memslot. Caches join the notifier's list
@@ -164,7 +164,7 @@ pub fn cache_churn(hal: &ShuttleHal, x: &ShuttleExec) {
     caches_vs_invalidations(hal, x, 8, [[0, 1], [2, 3]]);
 }
 
-/// Spec §3.4's open issue (§10 question 1), as a scenario: the same roles, but the caches'
+/// The open issue of R4g (core/docs/protocols.md), as a scenario: the same roles, but the caches'
 /// host pages (4–7) lie outside every memslot (the slot covers pages 0–3). An invalidation of
 /// such a page bumps neither `seq` nor, once it has ended, the active count, so a refresh whose
 /// resolution window contains a whole invalidation validates the stale pfn. KVM's algorithm as

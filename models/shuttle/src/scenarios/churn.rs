@@ -30,7 +30,7 @@ fn gfns_of_page(page: u64) -> impl Iterator<Item = Gfn> {
     std::iter::once(page).chain(moved).chain(recreated)
 }
 
-/// §4.3–§4.4 at scale. Three memslots of 8 pages (gfns `0..24`, identity over host pages). A
+/// P3 at scale. Three memslots of 8 pages (gfns `0..24`, identity over host pages). A
 /// memslot updater deletes slot 0, moves slot 1 to gfn 32, and creates slot 3 at gfn 48 over
 /// slot 0's old host pages; meanwhile [`VCPUS`] vCPUs fault on random gfns of every layout and
 /// [`INVALIDATORS`] invalidators invalidate random host ranges across the slots being changed

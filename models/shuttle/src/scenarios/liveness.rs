@@ -1,12 +1,12 @@
-//! Liveness (spec §4.2, §4.5, §9.3): the two deadlocks P3 must avoid, each as a bad pattern
+//! Liveness (protocols.md, P3): the two deadlocks P3 must avoid, each as a bad pattern
 //! that shuttle must catch and the correct pattern that must pass with the same roles.
 //!
-//! * **SRCU vs. a retry loop** (§4.5): a path that retries a fault *while holding its SRCU read
+//! * **SRCU vs. a retry loop**: a path that retries a fault *while holding its SRCU read
 //!   section* (`KVM_PRE_FAULT_MEMORY` before 3ccbf6f47098) waits for a memslot update that is
 //!   waiting, in `synchronize_srcu`, for that very section. Both sides spin, so nothing ever
 //!   blocks: shuttle's deadlock detector cannot see it, and the spin budget reports it (a
 //!   bounded-steps liveness check). Dropping SRCU before retrying is the fix.
-//! * **A notifier side that blocks** (§4.2): the 2021 proposal held a writer-fair rwsem for
+//! * **A notifier side that blocks**: the 2021 proposal held a writer-fair rwsem for
 //!   read from `invalidate_range_start` to `_end`, and memslot updates took it for write. With
 //!   a primary-MMU lock that one invalidation holds around its start and another needs between
 //!   its start and end, the three wait in a cycle. Every wait sleeps, so shuttle's deadlock
@@ -87,14 +87,14 @@ fn prefault_vs_memslot_delete(hal: &ShuttleHal, x: &ShuttleExec, how: Prefault) 
     ]);
 }
 
-/// §4.5, the bug: a prefault that retries while holding SRCU, against a memslot delete. Once
+/// SRCU vs. retry, the bug: a prefault that retries while holding SRCU, against a memslot delete. Once
 /// the delete has published the INVALID slot and is waiting for SRCU readers, the prefault
 /// retries forever and the delete waits forever. Expected: a liveness failure.
 pub fn prefault_holds_srcu(hal: &ShuttleHal, x: &ShuttleExec) {
     prefault_vs_memslot_delete(hal, x, Prefault::HoldsSrcu);
 }
 
-/// §4.5, the fix: the same roles, with each attempt in its own SRCU section. Must pass,
+/// SRCU vs. retry, the fix: the same roles, with each attempt in its own SRCU section. Must pass,
 /// including the starvation bound once the delete and the invalidation have returned.
 pub fn prefault_drops_srcu(hal: &ShuttleHal, x: &ShuttleExec) {
     prefault_vs_memslot_delete(hal, x, Prefault::DropsSrcu);
@@ -184,14 +184,14 @@ fn notifier_vs_memslot_update(hal: &ShuttleHal, x: &ShuttleExec, design: Notifie
     ]);
 }
 
-/// §4.2, the bug: the 2021 notifier rwsem. Invalidation A holds it for read and needs the rmap
+/// Blocking notifier, the bug: the 2021 notifier rwsem. Invalidation A holds it for read and needs the rmap
 /// lock; invalidation B holds the rmap lock and asks for the rwsem behind the queued memslot
 /// writer, which waits for A. Expected: shuttle's deadlock detector fires.
 pub fn notifier_rwsem_2021(hal: &ShuttleHal, x: &ShuttleExec) {
     notifier_vs_memslot_update(hal, x, Notifier::Rwsem2021);
 }
 
-/// §4.3, the fix: the same roles with core's notifier, which never blocks (I3.3). Must pass,
+/// Blocking notifier, the fix: the same roles with core's notifier, which never blocks (I3.3). Must pass,
 /// including the starvation bound.
 pub fn notifier_never_blocks(hal: &ShuttleHal, x: &ShuttleExec) {
     notifier_vs_memslot_update(hal, x, Notifier::ActiveCount);

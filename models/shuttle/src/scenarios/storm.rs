@@ -23,7 +23,7 @@ pub const INVALIDATIONS: usize = 2;
 
 const PAGES: usize = SLOTS * 8;
 
-/// §9.2 #1 and #4 at scale: [`VCPUS`] vCPUs each fault [`FAULTS`] random gfns (the reference
+/// P1/P2 at scale: [`VCPUS`] vCPUs each fault [`FAULTS`] random gfns (the reference
 /// MMU's full fault path, retried until it installs), while [`INVALIDATORS`] invalidators each
 /// run [`INVALIDATIONS`] MMU-notifier invalidations of random host ranges of 2–10 pages, which
 /// cross memslot boundaries and overlap each other (nested begins, merged ranges). Each

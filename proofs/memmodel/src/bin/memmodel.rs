@@ -2,12 +2,19 @@
 //!
 //! ```text
 //! memmodel check FILE [--model lkmm|rc11|armv8|tso|sc|all] [--json]
+//! memmodel barriers [--rows PATH]
 //! ```
 //!
-//! Prints one verdict per model (Never / Sometimes / Always: which allowed executions satisfy
-//! the final condition's proposition), with the test's stated expectation where it has one.
-//! Exit status: 0 when every stated expectation holds, 1 when one does not, 2 when the file
+//! `check` prints one verdict per model (Never / Sometimes / Always: which allowed executions
+//! satisfy the final condition's proposition), with the test's stated expectation where it has
+//! one. Exit status: 0 when every stated expectation holds, 1 when one does not, 2 when the file
 //! cannot be read, parsed or enumerated.
+//!
+//! `barriers` judges every `mmusync::Barrier` on its litmus skeletons (and runs the fidelity
+//! suite, which the verdicts depend on), prints one line per row and writes the main job's rows
+//! (`Vec<mmusync_models::Row>`, JSON) to `--rows`. Exit status: 0 when every skeleton forbids
+//! its outcome with every barrier present and the fidelity suite agrees, 1 otherwise, 2 when
+//! the rows cannot be written.
 
 use clap::{Parser, Subcommand};
 use mmusync_memmodel::{check, parse, Model};
@@ -33,6 +40,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Judge every named barrier on its skeletons and write the main job's rows.
+    Barriers {
+        /// Write the rows (`Vec<mmusync_models::Row>`, JSON) here.
+        #[arg(long, value_name = "PATH")]
+        rows: Option<std::path::PathBuf>,
+    },
 }
 
 /// One JSON row of `--json`.
@@ -49,7 +62,44 @@ struct Row<'a> {
 }
 
 fn main() -> ExitCode {
-    let Cmd::Check { file, model, json } = Cli::parse().cmd;
+    match Cli::parse().cmd {
+        Cmd::Check { file, model, json } => check_file(file, model, json),
+        Cmd::Barriers { rows } => barriers(rows),
+    }
+}
+
+fn barriers(path: Option<std::path::PathBuf>) -> ExitCode {
+    let start = std::time::Instant::now();
+    let (fidelity_ok, fidelity_line) = mmusync_memmodel::rows::fidelity();
+    println!("{fidelity_line} ({:.1}s)", start.elapsed().as_secs_f64());
+    let rows = mmusync_memmodel::rows::barrier_rows(fidelity_ok, &fidelity_line);
+    for r in &rows {
+        let what = r.mutant.map_or_else(|| "correct".to_string(), |m| m.name().to_string());
+        println!(
+            "{:<36} {:<3} {:<28} {}: {}",
+            what,
+            r.protocol.short(),
+            r.verdict.to_string(),
+            r.scenario,
+            r.detail
+        );
+    }
+    println!("{} rows in {:.1}s", rows.len(), start.elapsed().as_secs_f64());
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(&rows).expect("rows serialize");
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if rows.iter().all(|r| r.verdict.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn check_file(file: std::path::PathBuf, model: String, json: bool) -> ExitCode {
     let models: Vec<Model> = if model == "all" {
         Model::ALL.to_vec()
     } else if let Some(m) = Model::parse(&model) {

@@ -1,0 +1,768 @@
+//! The reference secondary MMU under the checkers: scenarios that drive core's own
+//! [`ReferenceMmu`] (its fault path, fast path, lockless and epoch walks, `zap_ipi`,
+//! `zap_epoch`, and its [`SecondaryMmu`] implementation behind [`Vm`]'s notifier), never a copy
+//! of a protocol path. What a scenario adds is roles, ghost state and invariants:
+//!
+//! * **Table pages** come from [`GhostTables`], a [`PageAlloc`] that records every page it hands
+//!   out and never reuses memory: `free` marks the page freed (ghost state) and *poisons* it
+//!   (every entry becomes a leaf mapping [`POISON_PFN`]). A software walk in core that reaches a
+//!   freed page returns the poison leaf (loom explores the executions in which the walker's load
+//!   returns the poison store); the scenarios' own hardware walker checks the ghost mark right
+//!   after each load of a table entry (ghost accesses are not loom operations, so no other role
+//!   runs in between: a page marked freed then was freed before the load).
+//! * **vCPU TLBs and paging-structure caches** are ghost state ([`Tlb`]), filled by *guest
+//!   accesses*: inside its guest-mode section ([`Vcpu::enter_guest`]) a vCPU looks the gfn up
+//!   in its TLB; on a miss the hardware walker walks the table (from the cached leaf table when
+//!   the paging-structure cache holds one, else from the root, which is the first page the
+//!   allocator handed out: [`PageTable::new`](mmusync::mmu::PageTable::new) allocates it) and
+//!   caches the translation and the leaf table it went through. The walker decodes entries as
+//!   [`Spte`] documents them (bit 0 present, bit 3 table, the table's address in the bits above
+//!   the flags, a leaf's pfn from bit 12).
+//! * **The flush** empties a vCPU's ghost TLB and caches where core's protocol says the vCPU
+//!   flushes: when it handles [`Request::TLB_FLUSH`] ([`Vcpu::check_request`]), after a refused
+//!   entry or after a VM exit. `flush_remote_tlbs` itself only sets the request and waits for
+//!   the IPI; a vCPU in guest mode keeps using its TLB until it exits.
+//! * **Revocation**: when an invalidation's `start`, or a zap with its flush, has returned, the
+//!   disturber marks the pfns whose translations it removed *revoked* (ghost). From then on,
+//!   (i) a guest access that hits a TLB entry for a revoked pfn violates
+//!   [`Invariant::StaleTlbAfterFlush`]; (iii) an SPTE (read by the hardware walker, or by the
+//!   final check under `mmu_lock`) that maps a revoked or freed pfn violates
+//!   [`Invariant::SpteMapsFreedPage`]; (ii) any read of a freed table page (software walk,
+//!   hardware walk, paging-structure cache) violates [`Invariant::WalkerReadFreedTable`].
+//!
+//! Shapes are tiny: fanout 2, one or two levels, one vCPU, two roles.
+//!
+//! | scenario | table | roles |
+//! |---|---|---|
+//! | [`mmu_fault_vs_invalidation`] | 1 level (gfns 0..2) | vcpu (fault, two guest runs) vs invalidator (`Vm` start/end, remap + free) |
+//! | [`mmu_zap_ipi_vs_walk`] | 2 levels (gfns 0..4) | vcpu (lockless walk + fast path, guest run with a cached leaf table) vs zapper (`zap_ipi` of a leaf table) |
+//! | [`mmu_zap_epoch_vs_walk`] | 2 levels | vcpu (epoch walk, RCU callbacks, guest run with a cached leaf table) vs zapper (`zap_epoch`) |
+//! | [`mmu_invalidate_two_slots`] | 1 level | vcpu (guest run using TLB entries of two memslots) vs invalidator (one start/end over both) |
+//! | [`mmu_memslot_delete_vs_guest`] | 1 level | vcpu (guest run, then a fault) vs memslot-updater (`Vm::set_memslot` delete) |
+
+use super::{page_hvas, setup, Host};
+use crate::exec::{violated, Executor, Invariant, Role};
+use crate::ghost::{Flag, Pages, Pfn};
+use crate::scenario::ScenarioHal;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec;
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use mmusync::hal::{Atomic, CpuId, Hal, Ordering::Acquire, Ordering::Relaxed, PageAlloc};
+use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::mmu::{FaultOutcome, ReferenceMmu, Spte, Table};
+use mmusync::notifier::{SecondaryMmu, Vm};
+use mmusync::range::{Gfn, GfnRange};
+use mmusync::vcpu::{Request, Vcpu, VcpuError};
+
+/// Entries per table page.
+pub const FANOUT: usize = 2;
+
+/// The pfn every entry of a freed table page maps (a present, read-only leaf). No page of the
+/// primary MMU has it.
+pub const POISON_PFN: u64 = 0xdead_beef;
+
+/// The most table pages one scenario allocates (a 2-level table of fanout 2 has 3).
+const MAX_TABLES: usize = 4;
+
+/// The most gfns a scenario table maps (`FANOUT^2`).
+const MAX_GFNS: usize = FANOUT * FANOUT;
+
+/// Spte bits, as [`Spte`] documents them.
+const SPTE_PRESENT: u64 = 1 << 0;
+const SPTE_TABLE: u64 = 1 << 3;
+const SPTE_FLAGS: u64 = 0x3f;
+
+type ScenarioTable<H> = Table<H, FANOUT>;
+
+/// The pages of a [`GhostTables`]: addresses (each a leaked `Box<Table>`), ghost liveness.
+struct TablePool<H: Hal> {
+    /// The address of page `i`, `0` while unused; page 0 is the root.
+    addrs: [AtomicUsize; MAX_TABLES],
+    next: AtomicUsize,
+    /// Page `i` is pfn `i + 1` in the ghost liveness.
+    freed: Pages<MAX_TABLES>,
+    /// Set when the world is torn down: frees from then on (the page table's drop, deferred
+    /// frees run by the collector's drop) are ghost marks only. No role runs any more, and the
+    /// teardown may run while a violation unwinds, where loom must not be entered (a loom
+    /// store there can switch threads, which aborts the process).
+    teardown: Flag,
+    _tables: PhantomData<fn() -> ScenarioTable<H>>,
+}
+
+impl<H: Hal> Drop for TablePool<H> {
+    fn drop(&mut self) {
+        for a in &self.addrs {
+            let addr = a.load(SeqCst);
+            if addr != 0 {
+                // SAFETY: every non-zero address came from `Box::leak` in `alloc`, is released
+                // once (here), and the last handle is dropping: no page table, walker or
+                // deferred free can reach the page any more.
+                drop(unsafe { Box::from_raw(addr as *mut ScenarioTable<H>) });
+            }
+        }
+    }
+}
+
+/// The table pages' allocator, with ghost liveness. `free` marks the page freed and poisons it
+/// (atomic stores of the poison leaf into every entry) but keeps its memory until the last
+/// handle drops, after the page table and every deferred free: a walker that reaches a freed
+/// page reads poison, never released memory.
+pub struct GhostTables<H: Hal>(Arc<TablePool<H>>);
+
+impl<H: Hal> Clone for GhostTables<H> {
+    fn clone(&self) -> Self {
+        GhostTables(self.0.clone())
+    }
+}
+
+impl<H: Hal> GhostTables<H> {
+    /// An allocator with no page handed out.
+    pub fn new() -> Self {
+        GhostTables(Arc::new(TablePool {
+            addrs: core::array::from_fn(|_| AtomicUsize::new(0)),
+            next: AtomicUsize::new(0),
+            freed: Pages::new(),
+            teardown: Flag::new(),
+            _tables: PhantomData,
+        }))
+    }
+
+    /// The index of the page at `page`. Panics for an address this allocator never handed out.
+    fn index(&self, page: NonNull<ScenarioTable<H>>) -> usize {
+        let addr = page.as_ptr() as usize;
+        match self.0.addrs.iter().position(|a| a.load(SeqCst) == addr) {
+            Some(i) => i,
+            None => panic!("ghost: {addr:#x} is not a table page of this allocator"),
+        }
+    }
+
+    /// Whether the page at `page` was freed.
+    fn is_freed(&self, page: NonNull<ScenarioTable<H>>) -> bool {
+        self.0.freed.is_freed(self.index(page) as Pfn + 1)
+    }
+
+    /// The root: the first page handed out ([`mmusync::mmu::PageTable::new`] allocates it
+    /// before anything else).
+    fn root(&self) -> NonNull<ScenarioTable<H>> {
+        match NonNull::new(self.0.addrs[0].load(SeqCst) as *mut ScenarioTable<H>) {
+            Some(p) => p,
+            None => panic!("ghost: no root allocated yet"),
+        }
+    }
+
+    /// How many pages were freed.
+    fn frees(&self) -> usize {
+        (1..=MAX_TABLES as Pfn).filter(|&p| self.0.freed.is_freed(p)).count()
+    }
+}
+
+impl<H: Hal> Default for GhostTables<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The raw poison entry: a present, read-only leaf mapping [`POISON_PFN`].
+fn poison_bits() -> u64 {
+    setup(Spte::leaf(POISON_PFN, false, false)).bits()
+}
+
+// SAFETY: `alloc` returns a fresh, aligned, initialized `Table` from `Box::leak`; memory is never
+// reused, since `free` only poisons the page through its atomics and marks it, and pages are
+// released only when the last handle drops (the page table and every deferred free hold one).
+unsafe impl<H: Hal> PageAlloc<ScenarioTable<H>> for GhostTables<H> {
+    fn alloc(&self, init: ScenarioTable<H>) -> Result<NonNull<ScenarioTable<H>>, ScenarioTable<H>> {
+        let i = self.0.next.fetch_add(1, SeqCst);
+        if i >= MAX_TABLES {
+            return Err(init);
+        }
+        let page = NonNull::from(Box::leak(Box::new(init)));
+        self.0.addrs[i].store(page.as_ptr() as usize, SeqCst);
+        Ok(page)
+    }
+
+    unsafe fn free(&self, page: NonNull<ScenarioTable<H>>) {
+        let i = self.index(page);
+        if self.0.teardown.get() {
+            // A teardown after a violation runs without joining the roles, so the page table's
+            // drop may still see (relaxed) a link a role already unlinked and freed.
+            if !self.0.freed.is_freed(i as Pfn + 1) {
+                self.0.freed.free(i as Pfn + 1);
+            }
+            return;
+        }
+        self.0.freed.free(i as Pfn + 1);
+        // SAFETY: the page came from `alloc`, and its memory lives until the last handle drops.
+        let table = unsafe { page.as_ref() };
+        let poison = poison_bits();
+        for e in (0..FANOUT).filter_map(|k| table.entry(k)) {
+            e.store(poison, Relaxed);
+        }
+    }
+}
+
+/// One vCPU's TLB and paging-structure cache (ghost state): `gfn -> pfn` translations, and per
+/// root index the leaf table the hardware walker went through (2-level tables only).
+pub struct Tlb {
+    tlb: [AtomicU64; MAX_GFNS],
+    psc: [AtomicUsize; FANOUT],
+}
+
+impl Tlb {
+    fn new() -> Self {
+        Tlb {
+            tlb: core::array::from_fn(|_| AtomicU64::new(0)),
+            psc: core::array::from_fn(|_| AtomicUsize::new(0)),
+        }
+    }
+
+    /// Empties the TLB and the paging-structure cache (the vCPU handled a TLB flush).
+    fn flush(&self) {
+        self.tlb.iter().for_each(|e| e.store(0, SeqCst));
+        self.psc.iter().for_each(|e| e.store(0, SeqCst));
+    }
+}
+
+/// A value leaked for the life of a world and reclaimed when the world drops: the vCPUs, which
+/// the [`ReferenceMmu`] borrows for as long as it lives, inside the same `'static` world.
+struct Leaked<T: 'static>(NonNull<T>);
+
+impl<T: 'static> Leaked<T> {
+    fn new(v: T) -> Self {
+        Leaked(NonNull::from(Box::leak(Box::new(v))))
+    }
+
+    /// The value, for as long as the owner of this `Leaked` lives. The owner ([`World`])
+    /// keeps every borrow inside itself and drops the borrowers first.
+    fn get(&self) -> &'static T {
+        // SAFETY: the pointer came from `Box::leak` and is released only in `drop`; the world
+        // drops its borrowers (the MMU) before this.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T: 'static> Drop for Leaked<T> {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::leak` in `new`, released once; every borrow (the MMU's) is gone.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+// SAFETY: `Leaked<T>` owns a `T` (as a `Box<T>` would) and hands out only shared references.
+unsafe impl<T: Send + Sync + 'static> Send for Leaked<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync + 'static> Sync for Leaked<T> {}
+
+/// The reference MMU of the scenarios: `L` levels of [`FANOUT`] entries over ghost table pages.
+type Mmu<H, const L: usize> = ReferenceMmu<'static, H, GhostTables<H>, L, FANOUT>;
+
+/// What the roles of a scenario share: one vCPU (loaded on CPU 0), the reference MMU (`L`
+/// levels), the VM with `N` memslots, the primary MMU's `N` host pages (`P` pfns in all), the
+/// vCPU's ghost TLB, and which pfns are revoked.
+struct World<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize> {
+    /// Dropped first: it borrows `vcpus`.
+    mmu: ManuallyDrop<Mmu<H, L>>,
+    vcpus: Leaked<[Vcpu<H>; 1]>,
+    tables: GhostTables<H>,
+    vm: Vm<H, N>,
+    host: Host<H, N, P>,
+    tlb: Tlb,
+    revoked: [Flag; P],
+    /// One model word per pfn that every use of a translation to it reads and its revocation
+    /// writes (relaxed: no ordering, see [`World::touch`]).
+    uses: [H::AtomicU64; P],
+    x: X,
+}
+
+impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize> Drop
+    for World<H, X, L, N, P>
+{
+    fn drop(&mut self) {
+        self.tables.0.teardown.set();
+        // SAFETY: dropped once, here, before `vcpus` (which it borrows) drops.
+        unsafe { ManuallyDrop::drop(&mut self.mmu) }
+    }
+}
+
+impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize> World<H, X, L, N, P> {
+    /// vCPU 0 loaded on CPU 0 (role 0), an empty table, no memslot; host page `i` maps
+    /// `pfns[i]`.
+    fn new(hal: &H, x: &X, pfns: [Pfn; N]) -> Self {
+        let vcpus = Leaked::new([Vcpu::new(hal.clone())]);
+        setup(vcpus.get()[0].load(setup(CpuId::new(0))).map_err(DisplayVcpu));
+        let tables = GhostTables::new();
+        let mmu = ManuallyDrop::new(setup(ReferenceMmu::new(hal.clone(), tables.clone(), vcpus.get())));
+        World {
+            mmu,
+            vcpus,
+            tables,
+            vm: Vm::new(hal.clone()),
+            host: Host::new(pfns),
+            tlb: Tlb::new(),
+            revoked: core::array::from_fn(|_| Flag::new()),
+            uses: core::array::from_fn(|_| H::AtomicU64::new(0)),
+            x: x.clone(),
+        }
+    }
+
+    fn vcpu(&self) -> &Vcpu<H> {
+        &self.vcpus.get()[0]
+    }
+
+    /// Memslot `i`: gfn `i` <- host page `i`.
+    fn add_slots(&self) {
+        for i in 0..N as u64 {
+            let slot = setup(Memslot::new(i as u16, i, 1, page_hvas(i).start()));
+            setup(self.vm.set_memslot(&*self.mmu, SlotChange::Create(slot)));
+        }
+    }
+
+    /// Setup: installs `gfn -> pfn` under `mmu_lock` (read-only, MMU-writable: the fast path
+    /// may make it writable).
+    fn install(&self, gfn: Gfn, pfn: Pfn) {
+        let g = self.vm.invalidation().mmu_lock().write();
+        setup(self.mmu.table().map(&g, gfn, setup(Spte::leaf(pfn, false, true))));
+    }
+
+    /// One attempt of core's fault path on `gfn` (F0-F14), resolving through the primary MMU.
+    fn fault(&self, gfn: Gfn) -> FaultOutcome {
+        let out = setup(self.mmu.fault(&self.vm, gfn, true, |hva| Ok(self.host.gup_fast(&self.x, hva))));
+        self.x.step(format_args!("ReferenceMmu::fault(gfn {gfn}) -> {out:?}"));
+        out
+    }
+
+    /// A use of a translation to `pfn` (`write`: its revocation) as a model access. Ghost state
+    /// is invisible to a model checker's partial-order reduction: a guest that uses a TLB entry
+    /// touches no model memory (the TLB is ghost), so without this word loom would see no
+    /// conflict between the use and a revocation and would never explore the use after it.
+    /// Relaxed accesses to a word nobody else reads add no ordering, only that conflict.
+    fn touch(&self, pfn: Pfn, write: bool) {
+        if let Some(word) = self.uses.get((pfn as usize).wrapping_sub(1)) {
+            if write {
+                word.store(1, Relaxed);
+            } else {
+                word.load(Relaxed);
+            }
+        }
+    }
+
+    fn is_revoked(&self, pfn: Pfn) -> bool {
+        self.revoked.get((pfn as usize).wrapping_sub(1)).is_some_and(Flag::get)
+    }
+
+    /// Ghost: the translations to `pfns` were removed and the flush that removed them from
+    /// every vCPU has returned.
+    fn revoke(&self, pfns: &[Pfn]) {
+        for &p in pfns {
+            self.touch(p, true);
+            self.revoked[p as usize - 1].set();
+        }
+        self.x.step(format_args!("ghost: translations to pfns {pfns:?} revoked (the flush returned)"));
+    }
+
+    /// Loads entry `index` of table page `page` as the hardware walker does, then checks that
+    /// the page was not freed before the load and that the entry is not poison.
+    fn hw_read(&self, who: &str, page: NonNull<ScenarioTable<H>>, index: usize) -> u64 {
+        // SAFETY: table pages' memory lives as long as `self.tables` (see `GhostTables`).
+        let entry = unsafe { page.as_ref() }.entry(index);
+        let bits = match entry {
+            Some(e) => e.load(Acquire),
+            None => panic!("scenario bug: index {index} out of a table page"),
+        };
+        let freed = self.tables.is_freed(page);
+        self.x.step(format_args!("{who} reads table page {:p}[{index}] -> {bits:#x} (freed: {freed})", page));
+        if freed || bits == poison_bits() {
+            violated(
+                Invariant::WalkerReadFreedTable,
+                format_args!("{who} read entry {index} of table page {page:p} after it was freed"),
+            );
+        }
+        bits
+    }
+
+    /// The root index of `gfn` in a 2-level table.
+    fn top(gfn: Gfn) -> usize {
+        (gfn as usize / FANOUT) % FANOUT
+    }
+
+    /// One guest access of `gfn` by the vCPU, inside its guest-mode section: a TLB hit, or the
+    /// hardware walk (from the cached leaf table if the paging-structure cache has one), which
+    /// fills the TLB and the cache. Returns the pfn used, `None` when the walk found no
+    /// translation (the guest would take an EPT violation).
+    fn guest_access(&self, gfn: Gfn) -> Option<Pfn> {
+        let x = &self.x;
+        let cached = self.tlb.tlb[gfn as usize].load(SeqCst);
+        if cached != 0 {
+            self.touch(cached, false);
+            x.step(format_args!("guest: TLB hit gfn {gfn} -> pfn {cached}"));
+            if self.is_revoked(cached) {
+                violated(
+                    Invariant::StaleTlbAfterFlush,
+                    format_args!(
+                        "the guest used its TLB entry gfn {gfn} -> pfn {cached} after the flush that removed it returned"
+                    ),
+                );
+            }
+            return Some(cached);
+        }
+        let who = "hw walker (guest)";
+        let mut level = L - 1;
+        let mut page = self.tables.root();
+        if L == 2 {
+            if let Some(leaf) =
+                NonNull::new(self.tlb.psc[Self::top(gfn)].load(SeqCst) as *mut ScenarioTable<H>)
+            {
+                x.step(format_args!("guest: paging-structure cache hit for gfn {gfn}: leaf table {leaf:p}"));
+                page = leaf;
+                level = 0;
+            }
+        }
+        loop {
+            let index = (gfn as usize >> (FANOUT.trailing_zeros() as usize * level)) % FANOUT;
+            let bits = self.hw_read(who, page, index);
+            if bits & SPTE_PRESENT == 0 {
+                x.step(format_args!("guest: gfn {gfn} not present (EPT violation)"));
+                return None;
+            }
+            if level == 0 {
+                let pfn = bits >> 12;
+                self.touch(pfn, false);
+                if self.host.pages.is_freed(pfn) {
+                    violated(
+                        Invariant::SpteMapsFreedPage,
+                        format_args!("the hardware walker found SPTE gfn {gfn} -> pfn {pfn}, which is freed"),
+                    );
+                }
+                if self.is_revoked(pfn) {
+                    violated(
+                        Invariant::StaleTlbAfterFlush,
+                        format_args!(
+                            "the hardware walker read SPTE gfn {gfn} -> pfn {pfn}, a translation removed by a flush that has returned"
+                        ),
+                    );
+                }
+                self.tlb.tlb[gfn as usize].store(pfn, SeqCst);
+                x.step(format_args!("guest: TLB fill gfn {gfn} -> pfn {pfn}"));
+                return Some(pfn);
+            }
+            if bits & SPTE_TABLE == 0 {
+                panic!("scenario bug: a huge page in a scenario table");
+            }
+            page = match NonNull::new((bits & !SPTE_FLAGS) as *mut ScenarioTable<H>) {
+                Some(p) => p,
+                None => panic!("scenario bug: a table link to address 0"),
+            };
+            level -= 1;
+            if level == 0 {
+                self.tlb.psc[Self::top(gfn)].store(page.as_ptr() as usize, SeqCst);
+            }
+        }
+    }
+
+    /// Setup: the guest ran before and cached `gfns` (a hardware walk outside the race).
+    fn prefill(&self, gfns: &[Gfn]) {
+        for &gfn in gfns {
+            if self.guest_access(gfn).is_none() {
+                panic!("scenario setup: gfn {gfn} is not mapped");
+            }
+        }
+    }
+
+    /// `kvm_check_request(KVM_REQ_TLB_FLUSH)`; handling it empties the ghost TLB.
+    fn handle_requests(&self) {
+        if self.vcpu().check_request(Request::TLB_FLUSH) {
+            self.tlb.flush();
+            self.x.step(format_args!("KVM_REQ_TLB_FLUSH handled: TLB and paging-structure caches flushed"));
+        }
+    }
+
+    /// One guest run (`vcpu_enter_guest`): entry, handling the requests and entering again when
+    /// entry is refused (at most three tries); in the guest, one access of each of `gfns`; VM
+    /// exit; then the requests that arrived meanwhile.
+    fn run_guest(&self, gfns: &[Gfn]) {
+        let x = &self.x;
+        for _ in 0..3 {
+            match self.vcpu().enter_guest() {
+                Ok(guest) => {
+                    x.step(format_args!("VM entry (IN_GUEST_MODE)"));
+                    for &gfn in gfns {
+                        self.guest_access(gfn);
+                    }
+                    drop(guest);
+                    x.step(format_args!("VM exit"));
+                    self.handle_requests();
+                    return;
+                }
+                Err(VcpuError::RequestsPending) => {
+                    x.step(format_args!("entry refused: request pending"));
+                    self.handle_requests();
+                }
+                Err(e) => panic!("enter_guest: {e}"),
+            }
+        }
+    }
+
+    /// I2.1 at the end, under `mmu_lock`: no SPTE of gfns `0..n` maps a freed or revoked pfn, or
+    /// is poison (read through a freed table page).
+    fn check_sptes(&self, n: Gfn) {
+        let g = self.vm.invalidation().mmu_lock().read();
+        for gfn in 0..n {
+            let Some(pfn) = setup(self.mmu.table().walk(&g, gfn)).and_then(Spte::pfn) else { continue };
+            if pfn == POISON_PFN {
+                violated(
+                    Invariant::WalkerReadFreedTable,
+                    format_args!("gfn {gfn}: a freed table page is still linked"),
+                );
+            }
+            if self.host.pages.is_freed(pfn) || self.is_revoked(pfn) {
+                violated(
+                    Invariant::SpteMapsFreedPage,
+                    format_args!("SPTE gfn {gfn} -> pfn {pfn} after the invalidation of pfn {pfn} returned"),
+                );
+            }
+        }
+    }
+
+    /// A software walk's result: poison means the walk read a freed table page.
+    fn check_walk(&self, who: &str, gfn: Gfn, spte: Option<Spte>) {
+        let pfn = spte.and_then(Spte::pfn);
+        self.x.step(format_args!("{who}: gfn {gfn} -> {pfn:?}"));
+        if pfn == Some(POISON_PFN) {
+            violated(
+                Invariant::WalkerReadFreedTable,
+                format_args!("{who} of gfn {gfn} read a freed table page"),
+            );
+        }
+    }
+}
+
+/// `VcpuError` through `Display` for [`setup`].
+struct DisplayVcpu(VcpuError);
+
+impl core::fmt::Display for DisplayVcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// `mmu-fault-vs-invalidation`: core's whole fault path and notifier on the reference MMU,
+/// with the vCPU's TLB. One level (gfns 0..2), one memslot (gfn 0 <- host page 0, pfn 1).
+///
+/// * vcpu (CPU 0): one attempt of [`ReferenceMmu::fault`] on gfn 0 (SRCU, memslot, snapshot,
+///   `_unsafe` checks, GUP-fast, the locked check, install), then two guest runs, each
+///   accessing gfn 0 (the first fills the TLB from the SPTE, the second hits it unless a flush
+///   was handled in between).
+/// * invalidator (CPU 1): [`Vm::invalidate_range_start`] of host page 0 with the reference MMU
+///   as the secondary MMU (`unmap_gfn_range` = `zap_ipi` of the leaf, then S4's
+///   `flush_remote_tlbs`), revoke pfn 1, the primary MMU remaps page 0 to pfn 2 and frees pfn 1,
+///   then `invalidate_range_end`.
+///
+/// Invariants: once start has returned, the guest never uses a TLB entry for pfn 1, and no SPTE
+/// maps pfn 1 (checked by the hardware walker and at the end).
+pub fn mmu_fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [1]));
+    w.add_slots();
+    let (wv, wi) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            if wv.fault(0) == FaultOutcome::Retry {
+                return;
+            }
+            wv.run_guest(&[0]);
+            wv.run_guest(&[0]);
+        }),
+        Role::new("invalidator", move || {
+            let x = &wi.x;
+            x.step(format_args!("invalidate_range_start(host page 0)"));
+            let open = setup(wi.vm.invalidate_range_start(&*wi.mmu, page_hvas(0)));
+            wi.revoke(&[1]);
+            wi.host.remap_and_free(x, 0, 2);
+            x.step(format_args!("invalidate_range_end"));
+            setup(open.end());
+        }),
+    ]);
+    w.check_sptes(1);
+}
+
+/// `mmu-zap-ipi-vs-walk`: `zap_ipi` freeing a leaf table page (two levels, gfns 0..4; gfn 0 ->
+/// pfn 1 and gfn 1 -> pfn 2 in leaf table T0, read-only and MMU-writable) against a lockless
+/// walker and a guest that caches T0.
+///
+/// * vcpu (CPU 0; in setup the guest accessed gfn 0, so its TLB holds gfn 0 -> pfn 1 and its
+///   paging-structure cache holds T0): a lockless walk (`walk_lockless_begin`,
+///   [`ReferenceMmu::fast_fault`] on gfn 1 (the cmpxchg that sets the writable bit),
+///   [`ReferenceMmu::walk`] of gfn 1, end), then one guest run accessing gfn 1 (TLB miss: the
+///   hardware walker starts from the cached T0) and gfn 0 (TLB hit).
+/// * zapper (CPU 1): under `mmu_lock`, [`ReferenceMmu::zap_ipi`] of gfns 0..2 (zap both leaves,
+///   unlink T0, `flush_remote_tlbs`, free T0), then the leaf flush it owes; revoke pfns 1, 2.
+///
+/// Invariants: no software walk, hardware walk or cached leaf table reads T0 after it was
+/// freed; the guest uses no TLB entry for pfn 1 or 2 after the flush returned.
+pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [1]));
+    w.install(0, 1);
+    w.install(1, 2);
+    w.prefill(&[0]);
+    let (wv, wz) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let walk = setup(wv.vcpu().walk_lockless_begin().map_err(DisplayVcpu));
+            wv.x.step(format_args!("walk_shadow_page_lockless_begin"));
+            let fast = setup(wv.mmu.fast_fault(&walk, 1));
+            wv.x.step(format_args!("fast_page_fault(gfn 1) -> {fast:?}"));
+            let spte = setup(wv.mmu.walk(&walk, 1));
+            wv.check_walk("lockless walk", 1, spte);
+            drop(walk);
+            wv.x.step(format_args!("walk_shadow_page_lockless_end"));
+            wv.run_guest(&[1, 0]);
+        }),
+        Role::new("zapper", move || {
+            let x = &wz.x;
+            let g = wz.vm.invalidation().mmu_lock().write();
+            x.step(format_args!("zap_ipi(gfns 0..2) under mmu_lock"));
+            let flush = setup(wz.mmu.zap_ipi(&g, setup(GfnRange::new(0, 2))));
+            x.step(format_args!(
+                "zap_ipi returned (flush owed: {flush}); table pages freed: {}",
+                wz.tables.frees()
+            ));
+            if flush {
+                wz.mmu.flush_remote_tlbs();
+            }
+            drop(g);
+            wz.revoke(&[1, 2]);
+        }),
+    ]);
+    w.check_sptes(MAX_GFNS as Gfn);
+}
+
+/// `mmu-zap-epoch-vs-walk`: the same tables and guest as [`mmu_zap_ipi_vs_walk`], the epoch way.
+///
+/// * vcpu (CPU 0; TLB gfn 0 -> pfn 1, paging-structure cache T0): an epoch walk of gfn 1
+///   ([`ReferenceMmu::walk`] under a pin of the MMU's reclaimer), the RCU callbacks (two
+///   `collect`s: two epoch advances, which free T0 once the zapper's deferred free is
+///   global), then one guest run accessing gfn 1 (from the cached T0) and gfn 0.
+/// * zapper (CPU 1): under `mmu_lock`, [`ReferenceMmu::zap_epoch`] of gfns 0..2 (pin, zap the
+///   leaves, unlink T0, `flush_remote_tlbs`, defer T0's free, unpin); revoke pfns 1, 2; its
+///   handle drops when the role ends, which hands the deferred free to the collector.
+///
+/// Invariants as in [`mmu_zap_ipi_vs_walk`]. (One deferred page never leaves crossbeam's local
+/// bag while `zap_epoch` runs, so `FlushBeforeUnpin` cannot matter here; `epoch-walk` kills it
+/// with 65 pages.)
+pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [1]));
+    w.install(0, 1);
+    w.install(1, 2);
+    w.prefill(&[0]);
+    let (wv, wz) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let handle = wv.mmu.reclaimer().register();
+            {
+                let pin = handle.walk_begin();
+                let spte = setup(wv.mmu.walk(&pin, 1));
+                wv.check_walk("epoch walk", 1, spte);
+            }
+            for _ in 0..2 {
+                handle.collect();
+            }
+            wv.x.step(format_args!("RCU callbacks: 2 collects; table pages freed: {}", wv.tables.frees()));
+            wv.run_guest(&[1, 0]);
+        }),
+        Role::new("zapper", move || {
+            let x = &wz.x;
+            let handle = wz.mmu.reclaimer().register();
+            let g = wz.vm.invalidation().mmu_lock().write();
+            x.step(format_args!("zap_epoch(gfns 0..2) under mmu_lock"));
+            let n = setup(wz.mmu.zap_epoch(&g, setup(GfnRange::new(0, 2)), &handle));
+            drop(g);
+            x.step(format_args!("zap_epoch returned: {n} table page(s) deferred"));
+            wz.revoke(&[1, 2]);
+            drop(handle);
+            x.step(format_args!("zapper's reclaim handle dropped (deferred frees go global)"));
+        }),
+    ]);
+    w.check_sptes(MAX_GFNS as Gfn);
+}
+
+/// `mmu-invalidate-two-slots`: one invalidation across two memslots (gfn 0 <- host page 0,
+/// pfn 1; gfn 1 <- host page 1, pfn 2), one level. In setup both gfns are faulted in through
+/// [`ReferenceMmu::fault`] and the guest accessed both (its TLB holds both translations).
+///
+/// * vcpu (CPU 0): one guest run accessing gfn 0 and gfn 1 (TLB hits unless flushed).
+/// * invalidator (CPU 1): `invalidate_range_start` of host pages 0..2 (S3 for both memslots:
+///   `begin`, `add_range`, a `zap_ipi` per slot; one S4 flush), revoke pfns 1 and 2, the primary
+///   MMU remaps both pages (pfns 3, 4) and frees pfns 1 and 2, `invalidate_range_end`.
+///
+/// Invariant: once start has returned, the guest uses neither TLB entry, and no SPTE maps
+/// pfn 1 or 2.
+pub fn mmu_invalidate_two_slots<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 2, 4>::new(hal, x, [1, 2]));
+    w.add_slots();
+    for gfn in 0..2 {
+        if w.fault(gfn) != FaultOutcome::Installed(gfn + 1) {
+            panic!("scenario setup: fault on gfn {gfn} did not install");
+        }
+    }
+    w.prefill(&[0, 1]);
+    let (wv, wi) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || wv.run_guest(&[0, 1])),
+        Role::new("invalidator", move || {
+            let x = &wi.x;
+            let hvas = page_hvas(0).union(&page_hvas(1));
+            x.step(format_args!("invalidate_range_start(host pages 0..2): two memslots"));
+            let open = setup(wi.vm.invalidate_range_start(&*wi.mmu, hvas));
+            wi.revoke(&[1, 2]);
+            wi.host.remap_and_free(x, 0, 3);
+            wi.host.remap_and_free(x, 1, 4);
+            x.step(format_args!("invalidate_range_end"));
+            setup(open.end());
+        }),
+    ]);
+    w.check_sptes(2);
+}
+
+/// `mmu-memslot-delete-vs-guest`: P3's memslot delete through [`Vm::set_memslot`] with the
+/// reference MMU as the secondary MMU, against a vCPU that has the slot's gfn in its TLB. One
+/// level; one memslot (gfn 0 <- host page 0, pfn 1), faulted in and cached in setup.
+///
+/// * vcpu (CPU 0): one guest run accessing gfn 0, then one attempt of [`ReferenceMmu::fault`]
+///   on gfn 0 (no memslot, an INVALID one, or the slot still there).
+/// * memslot-updater (CPU 1): `set_memslot(Delete)` (INVALID copy, SRCU sync, `zap_ipi` of the
+///   slot's gfns and `flush_remote_tlbs` under `mmu_lock`, final layout, SRCU sync); revoke
+///   pfn 1 (gfn 0's only translation); the slot is gone.
+///
+/// Invariants: once the delete has returned, the guest uses no translation of gfn 0, and no
+/// SPTE maps gfn 0 (I3.2, checked at the end).
+pub fn mmu_memslot_delete_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [1]));
+    w.add_slots();
+    if w.fault(0) != FaultOutcome::Installed(1) {
+        panic!("scenario setup: fault on gfn 0 did not install");
+    }
+    w.prefill(&[0]);
+    let (wv, wu) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            wv.run_guest(&[0]);
+            let out = wv.mmu.fault(&wv.vm, 0, true, |hva| Ok(wv.host.gup_fast(&wv.x, hva)));
+            wv.x.step(format_args!("ReferenceMmu::fault(gfn 0) -> {out:?}"));
+        }),
+        Role::new("memslot-updater", move || {
+            wu.x.step(format_args!("set_memslot(DELETE slot 0)"));
+            setup(wu.vm.set_memslot(&*wu.mmu, SlotChange::Delete(0)));
+            wu.revoke(&[1]);
+        }),
+    ]);
+    let g = w.vm.invalidation().mmu_lock().read();
+    if let Some(spte) = setup(w.mmu.table().walk(&g, 0)) {
+        violated(
+            Invariant::SpteMapsDeletedSlot,
+            format_args!("SPTE gfn 0 -> {:?} after its memslot was deleted", spte.pfn()),
+        );
+    }
+}
