@@ -55,7 +55,7 @@ use mmusync::hal::{Atomic, CpuId, Hal, Ordering::Acquire, Ordering::Relaxed, Pag
 use mmusync::memslot::{Memslot, SlotChange};
 use mmusync::mmu::{FaultOutcome, ReferenceMmu, Spte, Table};
 use mmusync::notifier::{SecondaryMmu, Vm};
-use mmusync::range::{Gfn, GfnRange};
+use mmusync::range::{Gfn, GfnRange, HvaRange};
 use mmusync::vcpu::{Request, Vcpu, VcpuError};
 
 /// Entries per table page.
@@ -364,6 +364,21 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
         self.x.step(format_args!("ghost: translations to pfns {pfns:?} revoked (the flush returned)"));
     }
 
+    /// The invalidator role: `invalidate_range_start(hvas)` with this MMU as the secondary MMU;
+    /// once it returned, the translations to `revoked` are gone; the primary MMU remaps each
+    /// `(host page, new pfn)` of `remaps` and frees the old page; `invalidate_range_end`.
+    fn invalidate(&self, hvas: HvaRange, revoked: &[Pfn], remaps: &[(usize, Pfn)]) {
+        let x = &self.x;
+        x.step(format_args!("invalidate_range_start({:#x}..{:#x})", hvas.start(), hvas.end()));
+        let open = setup(self.vm.invalidate_range_start(&*self.mmu, hvas));
+        self.revoke(revoked);
+        for &(page, pfn) in remaps {
+            self.host.remap_and_free(x, page, pfn);
+        }
+        x.step(format_args!("invalidate_range_end"));
+        setup(open.end());
+    }
+
     /// Loads entry `index` of table page `page` as the hardware walker does, then checks that
     /// the page was not freed before the load and that the entry is not poison.
     fn hw_read(&self, who: &str, page: NonNull<ScenarioTable<H>>, index: usize) -> u64 {
@@ -575,15 +590,7 @@ pub fn mmu_fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             wv.run_guest(&[0]);
             wv.run_guest(&[0]);
         }),
-        Role::new("invalidator", move || {
-            let x = &wi.x;
-            x.step(format_args!("invalidate_range_start(host page 0)"));
-            let open = setup(wi.vm.invalidate_range_start(&*wi.mmu, page_hvas(0)));
-            wi.revoke(&[1]);
-            wi.host.remap_and_free(x, 0, 2);
-            x.step(format_args!("invalidate_range_end"));
-            setup(open.end());
-        }),
+        Role::new("invalidator", move || wi.invalidate(page_hvas(0), &[1], &[(0, 2)])),
     ]);
     w.check_sptes(1);
 }
@@ -712,15 +719,8 @@ pub fn mmu_invalidate_two_slots<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     x.run(vec![
         Role::new("vcpu", move || wv.run_guest(&[0, 1])),
         Role::new("invalidator", move || {
-            let x = &wi.x;
             let hvas = page_hvas(0).union(&page_hvas(1));
-            x.step(format_args!("invalidate_range_start(host pages 0..2): two memslots"));
-            let open = setup(wi.vm.invalidate_range_start(&*wi.mmu, hvas));
-            wi.revoke(&[1, 2]);
-            wi.host.remap_and_free(x, 0, 3);
-            wi.host.remap_and_free(x, 1, 4);
-            x.step(format_args!("invalidate_range_end"));
-            setup(open.end());
+            wi.invalidate(hvas, &[1, 2], &[(0, 3), (1, 4)]);
         }),
     ]);
     w.check_sptes(2);
