@@ -6,12 +6,16 @@
 #      the package's own Cargo.lock and its own target directory;
 #   2. cargo publish --dry-run -p mmusync (manifest checks, packaging, verify build);
 #   3. cargo-deny (deny.toml): licenses, bans and sources of the published crate (all
-#      features); licenses and sources of the whole workspace; advisories only when the
-#      RustSec database on github.com can be reached, else reported as NOT CHECKED.
+#      features); licenses and sources of the whole workspace. Advisories need the RustSec
+#      database, which this network cannot fetch: reported as NOT CHECKED, with the command
+#      that checks them where it can (`cargo deny --workspace check advisories`).
 #
 # Installs cargo-deny (`cargo install --locked`, a few minutes on 2 cores) if it is missing.
 # `--allow-dirty` lets it run on a working tree with uncommitted changes, as CI's checkout may.
-# PACKAGE_TARGET_DIR (default /tmp/mmusync-package-target) holds the unpacked crate's build.
+# The crate is unpacked outside the workspace into PACKAGE_CHECK_DIR (default
+# /tmp/mmusync-package-check; the crate is recreated each run, always at the same path: a test
+# binary records its manifest directory, so a build reused from another path would read files
+# that are gone) and built in its target/ subdirectory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +36,9 @@ step "cargo package -p mmusync"
 cargo package -p mmusync --allow-dirty --no-verify
 crate="target/package/mmusync-$version.crate"
 cargo package -p mmusync --allow-dirty --list > /dev/null
-work=$(mktemp -d /tmp/mmusync-package.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+work="${PACKAGE_CHECK_DIR:-/tmp/mmusync-package-check}"
+rm -rf "$work/mmusync-$version"
+mkdir -p "$work"
 tar -xzf "$crate" -C "$work"
 unpacked="$work/mmusync-$version"
 # Outside the workspace, a file the crate reads from outside the package (include_str!, a
@@ -41,7 +46,7 @@ unpacked="$work/mmusync-$version"
 echo "unpacked into $unpacked ($(elapsed))"
 
 step "the unpacked crate's tests and doctests (default features, then x86)"
-export CARGO_TARGET_DIR="${PACKAGE_TARGET_DIR:-/tmp/mmusync-package-target}"
+export CARGO_TARGET_DIR="$work/target"
 (cd "$unpacked" && cargo test --locked && cargo test --locked --features x86)
 (cd "$unpacked" && cargo build --locked --no-default-features)
 unset CARGO_TARGET_DIR
@@ -59,9 +64,6 @@ if ! cargo deny --version 2> /dev/null | grep -q "$DENY_VERSION"; then
 fi
 cargo deny --manifest-path core/Cargo.toml --all-features check licenses bans sources
 cargo deny --workspace check licenses sources
-if timeout 20 git ls-remote https://github.com/rustsec/advisory-db HEAD > /dev/null 2>&1; then
-    cargo deny --workspace check advisories
-else
-    echo "advisories: NOT CHECKED (github.com, where the RustSec database lives, is unreachable)"
-fi
+echo "advisories: NOT CHECKED (the RustSec database cannot be fetched from this network; run"
+echo "  cargo deny --workspace check advisories   where it can)"
 echo "package check done ($(elapsed))"

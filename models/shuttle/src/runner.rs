@@ -490,6 +490,8 @@ struct Tally {
     max_spins: AtomicU64,
     /// The trace of the execution that started last (the failing one, after a failure).
     last_trace: Mutex<Option<Arc<Trace>>>,
+    /// Every execution's trace, in order, when the run keeps them all ([`run_traced`]).
+    all_traces: Option<Mutex<Vec<Arc<Trace>>>>,
 }
 
 impl Tally {
@@ -503,6 +505,9 @@ fn execution(t: Target, mutant: Option<Rule>, opts: &Options, tally: &Tally) {
     tally.count.fetch_add(1, Relaxed);
     let trace = Arc::new(Trace::new());
     *tally.last_trace.lock().unwrap_or_else(PoisonError::into_inner) = Some(trace.clone());
+    if let Some(all) = &tally.all_traces {
+        all.lock().unwrap_or_else(PoisonError::into_inner).push(trace.clone());
+    }
     crate::hal::set_current_cpu(0);
     let hal = match opts.perturb {
         false => ShuttleHal::new(mutant, opts.spin_budget, trace.clone()),
@@ -558,6 +563,38 @@ pub fn run(t: Target, mutant: Option<Rule>, sched: Sched, opts: &Options) -> Rep
     }
 }
 
+/// [`run`], keeping every execution's [`Trace`] (in execution order; after a failure, the
+/// failing execution's is the last): what trace-conformance checks replay against the protocol
+/// models (`proofs/protocols`, `conformance`). Schedules and outcomes are those of [`run`] with
+/// the same arguments; keeping the traces only costs memory.
+pub fn run_traced(
+    t: Target,
+    mutant: Option<Rule>,
+    sched: Sched,
+    opts: &Options,
+) -> (Report, Vec<Arc<Trace>>) {
+    let tally = Arc::new(Tally { all_traces: Some(Mutex::new(Vec::new())), ..Tally::default() });
+    let report = match sched {
+        Sched::Random => run_tallied(t, mutant, Some(sched), opts, tally.clone(), |o: &Options| {
+            RandomScheduler::new_from_seed(o.seed, o.iterations)
+        }),
+        Sched::Pct { depth } => {
+            run_tallied(t, mutant, Some(sched), opts, tally.clone(), move |o: &Options| {
+                PctScheduler::new_from_seed(o.seed, depth, o.iterations)
+            })
+        }
+        Sched::Dfs => run_tallied(t, mutant, Some(sched), opts, tally.clone(), |o: &Options| {
+            DfsScheduler::new(Some(o.iterations), false)
+        }),
+    };
+    let traces = tally
+        .all_traces
+        .as_ref()
+        .map(|all| std::mem::take(&mut *all.lock().unwrap_or_else(PoisonError::into_inner)))
+        .unwrap_or_default();
+    (report, traces)
+}
+
 /// Runs one execution of `t`, breaking `mutant`, scheduled by the decisions in `bytes` (a
 /// [`ByteScheduler`]): what the `schedule` fuzz target calls. As [`run`] otherwise; the
 /// report's `sched` is `None`, and a failure's `schedule` replays it.
@@ -574,7 +611,18 @@ fn run_scheduler<S: Scheduler + 'static>(
     opts: &Options,
     make: impl FnOnce(&Options) -> S + Send + 'static,
 ) -> Report {
-    let tally = Arc::new(Tally::default());
+    run_tallied(t, mutant, sched, opts, Arc::new(Tally::default()), make)
+}
+
+/// [`run_scheduler`], counting in `tally`.
+fn run_tallied<S: Scheduler + 'static>(
+    t: Target,
+    mutant: Option<Rule>,
+    sched: Option<Sched>,
+    opts: &Options,
+    tally: Arc<Tally>,
+    make: impl FnOnce(&Options) -> S + Send + 'static,
+) -> Report {
     let schedule = Arc::new(Mutex::new(Schedule::default()));
     let start = Instant::now();
     let result = {

@@ -126,6 +126,17 @@ impl Trace {
         });
     }
 
+    /// The entries kept, oldest first (all of them when [`dropped`](Self::dropped) is 0).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.with(|t| t.entries.iter().cloned().collect())
+    }
+
+    /// How many of the earliest entries were not kept ([`Self::CAPACITY`]): a trace that
+    /// dropped none is complete, from setup to the final checks.
+    pub fn dropped(&self) -> u64 {
+        self.with(|t| t.dropped)
+    }
+
     /// The trace as text: the role table, then one line per step.
     pub fn render(&self) -> String {
         self.with(|t| {

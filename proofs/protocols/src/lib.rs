@@ -16,10 +16,14 @@
 //! * [`models::pfncache`]: the translation-cache refresh (`core/src/pfncache.rs`) vs
 //!   invalidations, the race for caches outside every memslot, and a fix.
 //!
+//! [`conformance`] replays step traces recorded from core's code (shuttle runs) in the fault
+//! and walk models: every step must be a step the model allows, with the values the model has.
+//!
 //! [`registry`] lists every check (correct models and mutants, with the property each mutant
 //! must break); [`runner`] explores one and reports states, depth, time and counterexamples;
 //! [`rows`] turns the results into the main job's rows (checker `proofs`).
 
+pub mod conformance;
 pub mod models;
 pub mod registry;
 pub mod rows;
