@@ -113,11 +113,14 @@ pub fn print(cli: &Cli, rows: &[Row], broken: &[String]) -> Verdict {
                 Standing::Killed(b) | Standing::Documented(b) => Some(b.checker),
                 _ => None,
             };
-            let others: Vec<String> = runs
-                .iter()
-                .filter(|r| Some(r.checker) != shown)
-                .map(|r| format!("{}: {}", r.checker, r.verdict))
-                .collect();
+            // One entry per checker and verdict (a checker may have run several scenarios).
+            let mut others: Vec<String> = Vec::new();
+            for r in runs.iter().filter(|r| Some(r.checker) != shown) {
+                let entry = format!("{}: {}", r.checker, r.verdict);
+                if !others.contains(&entry) {
+                    others.push(entry);
+                }
+            }
             match standing {
                 Standing::Killed(b) => println!(
                     "| `{name}` | {protocol} | {} `{}` | {} | {} | {:.2}s | {} |",
