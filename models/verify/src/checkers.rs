@@ -3,10 +3,13 @@
 use crate::Cli;
 use indicatif::{ProgressBar, ProgressStyle};
 use mmusync_models::{Checker, Row};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often a checker's latest output line is printed when stdout is not a terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 /// Runs `checker` and collects its rows.
 pub fn run(cli: &Cli, checker: Checker) -> Result<Vec<Row>, String> {
@@ -34,6 +37,17 @@ fn workspace_root() -> PathBuf {
 
 /// Runs `cmd`, showing its latest output line on a spinner and saving everything to `log`.
 fn run_logged(label: &str, mut cmd: Command, log: &Path) -> Result<(), String> {
+    // Where stdout is not a terminal (a CI log) the spinner draws nothing: say what is
+    // happening, and then print the latest line at most every PROGRESS_EVERY.
+    let plain = !std::io::stdout().is_terminal();
+    if plain {
+        println!(
+            "{label}: building (the first build of each checker takes a few minutes) and running; log: {}",
+            log.display()
+        );
+    }
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}").expect("template"),
@@ -52,7 +66,12 @@ fn run_logged(label: &str, mut cmd: Command, log: &Path) -> Result<(), String> {
     let stdout = child.stdout.take().expect("piped");
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         let _ = writeln!(file, "{line}");
-        bar.set_message(line.chars().take(120).collect::<String>());
+        let short: String = line.chars().take(120).collect();
+        if plain && last_progress.elapsed() >= PROGRESS_EVERY && !short.trim().is_empty() {
+            println!("{label} [{:.0}s]: {short}", started.elapsed().as_secs_f64());
+            last_progress = Instant::now();
+        }
+        bar.set_message(short);
     }
     let err_lines = err_thread.join().unwrap_or_default();
     for line in &err_lines {
@@ -185,14 +204,23 @@ fn proofs(cli: &Cli) -> Result<Vec<Row>, String> {
 /// Prints a killed mutant's counterexample (loom's trace, in protocol terms) and records a
 /// checkpoint that replays it.
 pub fn replay(cli: &Cli, mutant: &str) -> ExitCode {
+    let Some(m) = mmusync_models::Mutant::from_name(mutant) else {
+        eprintln!("no mutant {mutant}: `mmusync-verify --list` lists them");
+        return ExitCode::from(2);
+    };
     let dir = cli.results.join("replay");
-    let args = vec![
+    let mut args = vec![
         "--mutant".into(),
         mutant.to_string(),
         "--replay".into(),
         "--replay-dir".into(),
         dir.display().to_string(),
     ];
+    // Only the scenario that targets the mutant (the scorecard would otherwise run every
+    // scenario's correct code first, to learn which ones reach it).
+    if let Some(s) = mmusync_models::SCENARIOS.iter().find(|s| s.targets(m)) {
+        args.extend(["--scenario".into(), s.name.into()]);
+    }
     match loom_command(&args).status() {
         Ok(s) if s.success() || s.code() == Some(1) => ExitCode::SUCCESS,
         Ok(s) => {

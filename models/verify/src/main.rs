@@ -42,12 +42,32 @@ pub struct Cli {
     /// that replays it, then exit.
     #[arg(long, value_name = "MUTANT")]
     pub replay: Option<String>,
+    /// List the checkers, the scenarios shared by loom, shuttle and real threads, and every
+    /// mutant, then exit (shuttle's own targets: `mmusync-shuttle list`; the hardware ones:
+    /// `hw-stress --list`).
+    #[arg(long)]
+    pub list: bool,
     /// Also write every result as JSON.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Where checkers write their own results.
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub results: PathBuf,
+}
+
+fn list() {
+    println!("checkers:");
+    for c in Checker::ALL {
+        println!("  {c}");
+    }
+    println!("scenarios (loom, shuttle, real threads):");
+    for s in mmusync_models::SCENARIOS {
+        println!("  {:<36} {} roles: {}", s.name, s.protocol.short(), s.roles.join(", "));
+    }
+    println!("mutants:");
+    for m in mmusync_models::Mutant::all() {
+        println!("  {:<8} {:<36} {}", m.kind(), m.name(), m.protocol().short());
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -76,6 +96,10 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.list {
+        list();
+        return ExitCode::SUCCESS;
+    }
     if let Some(mutant) = &cli.replay {
         return checkers::replay(&cli, mutant);
     }
