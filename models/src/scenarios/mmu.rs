@@ -595,6 +595,16 @@ pub fn mmu_fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     w.check_sptes(1);
 }
 
+/// The zap scenarios' world: two levels, gfn 0 -> pfn 1 and gfn 1 -> pfn 2 in leaf table T0,
+/// and a guest that already accessed gfn 0 (its TLB and paging-structure cache hold it).
+fn zap_world<H: ScenarioHal, X: Executor>(hal: &H, x: &X) -> Arc<World<H, X, 2, 1, 2>> {
+    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [1]));
+    w.install(0, 1);
+    w.install(1, 2);
+    w.prefill(&[0]);
+    w
+}
+
 /// `mmu-zap-ipi-vs-walk`: `zap_ipi` freeing a leaf table page (two levels, gfns 0..4; gfn 0 ->
 /// pfn 1 and gfn 1 -> pfn 2 in leaf table T0, read-only and MMU-writable) against a lockless
 /// walker and a guest that caches T0.
@@ -610,10 +620,7 @@ pub fn mmu_fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// Invariants: no software walk, hardware walk or cached leaf table reads T0 after it was
 /// freed; the guest uses no TLB entry for pfn 1 or 2 after the flush returned.
 pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [1]));
-    w.install(0, 1);
-    w.install(1, 2);
-    w.prefill(&[0]);
+    let w = zap_world(hal, x);
     let (wv, wz) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
@@ -660,10 +667,7 @@ pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// bag while `zap_epoch` runs, so `FlushBeforeUnpin` cannot matter here; `epoch-walk` kills it
 /// with 65 pages.)
 pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [1]));
-    w.install(0, 1);
-    w.install(1, 2);
-    w.prefill(&[0]);
+    let w = zap_world(hal, x);
     let (wv, wz) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
