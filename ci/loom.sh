@@ -13,7 +13,7 @@
 #   results/replay/*.json          loom checkpoints of each failing execution (replayable)
 #
 # Budget: under 15 minutes on 2 cores (aim: under 8, build included). Per-scenario preemption
-# bounds live in models/src/loom/runner.rs (`bound`); MMUSYNC_LOOM_BOUND=N|none overrides all of
+# bounds live in models/loom/src/runner.rs (`default_bound`); MMUSYNC_LOOM_BOUND=N|none overrides all of
 # them. Extra arguments go to loom-scorecard (for example `--protocol P2`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,14 +24,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
 mkdir -p results
 start=$(date +%s)
 
-cargo build -p mmusync-models --release --tests --bins
+cargo build -p mmusync-loom --release --tests --bins
 built=$(date +%s)
-cargo test -p mmusync-models --release --test loom -- --nocapture 2>&1 | tee results/loom-test.txt
+cargo test -p mmusync-loom --release --test loom -- --nocapture 2>&1 | tee results/loom-test.txt
 # The HAL conformance suite against the loom backend, and its deliberately broken backends.
-cargo test -p mmusync-models --release --test conformance 2>&1 | tee results/loom-conformance.txt
+cargo test -p mmusync-loom --release --test conformance 2>&1 | tee results/loom-conformance.txt
 tested=$(date +%s)
 rm -rf results/replay
-cargo run -q -p mmusync-models --release --bin loom-scorecard -- \
+cargo run -q -p mmusync-loom --release --bin loom-scorecard -- \
   --jobs 2 --replay --replay-dir results/replay \
   --json results/loom-scorecard.json --table results/loom-scorecard.md "$@" 2>&1 | tee results/loom-scorecard.txt
 end=$(date +%s)

@@ -14,7 +14,7 @@ step "clippy (x86 backend)"
 cargo clippy -p mmusync --features x86 --all-targets -- -D warnings
 step "clippy (the loom build: --cfg loom, in loom's own target directory)"
 RUSTFLAGS="--cfg loom --cfg crossbeam_loom" CARGO_TARGET_DIR=target/loom \
-  cargo clippy -p mmusync-models --all-targets -- -D warnings
+  cargo clippy -p mmusync-models -p mmusync-loom --all-targets -- -D warnings
 step "clippy (the fuzz workspace)"
 cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 step "no_std build for x86_64-unknown-none (no features; x86-ring0)"

@@ -1,6 +1,8 @@
 //! # mmusync-models
 //!
-//! Scenarios for the protocols of [`mmusync`], written **once** and run by several executors.
+//! The catalogue of scenarios for the protocols of [`mmusync`]: one descriptor per scenario
+//! ([`SCENARIOS`]), the shared bodies written **once** and run by several checkers, their ghost
+//! state, the [`Mutant`]s, and the typed result [`Row`] every checker writes.
 //!
 //! A [`Scenario`] is a small concurrent program over the crate's real protocol code: a few
 //! *roles* (a faulting vCPU, an invalidator, a memslot updater, a lockless walker, a zapper, the
@@ -15,11 +17,15 @@
 //! over a tiny [`Executor`] that spawns roles and records protocol steps. So the same scenario
 //! code runs under:
 //!
-//! * loom (module `loom`, in `--cfg loom` builds): exhaustive or preemption-bounded
+//! * loom (crate `mmusync-loom`, in `--cfg loom` builds): exhaustive or preemption-bounded
 //!   exploration of every interleaving under C11's weak memory, with any one named barrier or
 //!   rule mutated at run time;
-//! * later, shuttle (random/PCT schedules, more threads), real threads on this CPU, and ring 0
-//!   inside a KVM guest: each needs only an `Executor` and a HAL.
+//! * shuttle (crate `mmusync-shuttle`: random, PCT and DFS schedules, more threads);
+//! * real threads on this CPU (crate `mmusync-hw`).
+//!
+//! Each checker needs only an `Executor` and a HAL. A scenario that only one checker can run
+//! (many threads for shuttle, jittered rounds for real threads) still has its descriptor here,
+//! with its body in that checker's crate ([`Body`]).
 //!
 //! ## Ghost state
 //!
@@ -36,13 +42,6 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
-#[cfg(loom)]
-extern crate std;
-
-#[cfg(all(loom, not(crossbeam_loom)))]
-compile_error!(
-    "build the loom suite with RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\": without crossbeam's loom mode, core's epoch reclamation is invisible to loom"
-);
 
 pub mod conformance;
 pub mod exec;
@@ -52,10 +51,7 @@ pub mod row;
 pub mod scenario;
 pub mod scenarios;
 
-#[cfg(loom)]
-pub mod loom;
-
 pub use exec::{violated, Executor, Invariant, Role};
 pub use mutant::Mutant;
 pub use row::{Bound, Checker, Failure, Row, Verdict};
-pub use scenario::{Scenario, ScenarioHal, SCENARIOS};
+pub use scenario::{Body, Expect, HardwareBody, Scenario, ScenarioHal, Shared, ShuttleBody, SCENARIOS};

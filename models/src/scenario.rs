@@ -1,12 +1,25 @@
-//! The scenario descriptor and the registry of every scenario.
+//! The catalogue: one descriptor for every scenario, shared or checker-specific.
 //!
-//! A [`Scenario`] is data (name, protocol, roles, setup, invariants, the mutants it targets)
-//! plus a body that is generic over the HAL and the executor. The body builds the shared state
-//! (the setup), hands the roles to [`Executor::run`], and runs the final ghost-state checks.
-//! [`Scenario::run`] dispatches to it; executors iterate over [`SCENARIOS`].
+//! A [`Scenario`] is data (name, protocol, roles, setup, invariants, the mutants it targets,
+//! the [`Checker`]s that run it, what the correct code must do) plus a [`Body`] that says where
+//! its code is:
+//!
+//! * [`Body::Shared`]: a body in this crate, generic over the HAL and the executor, run
+//!   unchanged by every checker the descriptor names (loom, shuttle, real threads). The body
+//!   builds the shared state (the setup), hands the roles to [`Executor::run`], and runs the
+//!   final ghost-state checks. [`Shared::run`] dispatches to it.
+//! * [`Body::Shuttle`] / [`Body::Hardware`]: a body that only one checker can run (many
+//!   threads and long runs for shuttle; rounds with jitter and per-round counting for real
+//!   threads), written in that checker's crate. That crate matches on [`ShuttleBody`] or
+//!   [`HardwareBody`] exhaustively, so a new id is a compile error there until its body exists.
+//!
+//! Every checker selects its work from [`SCENARIOS`] with [`Scenario::runs_on`]: there is no
+//! other list of scenarios, and the rows a checker writes name the scenario by
+//! [`Scenario::name`].
 
 use crate::exec::{Executor, Invariant};
 use crate::mutant::Mutant;
+use crate::row::Checker;
 use crate::scenarios;
 use mmusync::barrier::Protocol;
 use mmusync::hal::Cpus;
@@ -20,7 +33,7 @@ impl<H: Cpus> ScenarioHal for H {}
 /// One scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
-    /// Unique name, as the CLI takes it.
+    /// Unique name, as the CLI takes it and the rows carry it.
     pub name: &'static str,
     /// The protocol under test.
     pub protocol: Protocol,
@@ -39,12 +52,79 @@ pub struct Scenario {
     /// store ends it, so the default hides every bug in which a relaxed store breaks a release
     /// sequence; a scenario about such a bug sets this. The other executors ignore it.
     pub plain_stores: bool,
-    id: Id,
+    /// The checkers that run it.
+    pub checkers: &'static [Checker],
+    /// What the correct code does under it.
+    pub expect: Expect,
+    /// Where its code is.
+    pub body: Body,
 }
 
-/// Which body a descriptor runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Id {
+/// What the correct code must do under a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// Keep every invariant and finish.
+    Pass,
+    /// Break a safety invariant: the scenario reproduces a known gap in KVM's algorithm (it is
+    /// documented where the scenario is written).
+    Violation,
+    /// Never finish (a livelock): the scenario reproduces a known liveness bug.
+    Liveness,
+    /// Deadlock: the scenario reproduces a known deadlock.
+    Deadlock,
+}
+
+/// Where a scenario's code is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Body {
+    /// In this crate, run unchanged by every checker the descriptor names.
+    Shared(Shared),
+    /// In the shuttle checker's crate.
+    Shuttle(ShuttleBody),
+    /// In the real-thread checker's crate.
+    Hardware(HardwareBody),
+}
+
+/// The shuttle checker's own scenarios: many threads, long runs, liveness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShuttleBody {
+    /// `fault-storm`.
+    FaultStorm,
+    /// `memslot-churn`.
+    MemslotChurn,
+    /// `cache-churn`.
+    CacheChurn,
+    /// `cache-outside-memslots`.
+    CacheOutsideMemslots,
+    /// `reference-mmu-long-run`.
+    ReferenceMmuLongRun,
+    /// `prefault-holds-srcu`.
+    PrefaultHoldsSrcu,
+    /// `prefault-drops-srcu`.
+    PrefaultDropsSrcu,
+    /// `notifier-rwsem-2021`.
+    NotifierRwsem2021,
+    /// `notifier-never-blocks`.
+    NotifierNeverBlocks,
+}
+
+/// The real-thread checker's own scenarios: many rounds per run, jittered, counted per round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HardwareBody {
+    /// `hw-sb-walk`.
+    SbWalk,
+    /// `hw-sb-entry`.
+    SbEntry,
+    /// `hw-epoch-walk`.
+    EpochWalk,
+    /// `hw-mmu-fault-vs-invalidation`.
+    MmuFaultVsInvalidation,
+}
+
+/// The shared bodies (in this crate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // each variant is the scenario of the same name in `SCENARIOS`
+pub enum Shared {
     FaultVsInvalidation,
     Mp1LocklessRetry,
     Mp2SnapshotPlacement,
@@ -67,35 +147,55 @@ enum Id {
     MmuMemslotDeleteVsGuest,
 }
 
-impl Scenario {
-    /// Runs the scenario once under `hal` and `exec`: setup, the roles, the final checks.
+impl Shared {
+    /// Runs the body once under `hal` and `exec`: setup, the roles, the final checks.
     /// Panics (through [`crate::violated`]) when an invariant fails.
-    pub fn run<H: ScenarioHal, X: Executor>(&self, hal: &H, exec: &X) {
-        assert!(self.roles.len() <= X::MAX_ROLES, "{}: too many roles for this executor", self.name);
-        match self.id {
-            Id::FaultVsInvalidation => scenarios::p1p2::fault_vs_invalidation(hal, exec),
-            Id::Mp1LocklessRetry => scenarios::p1p2::mp1_lockless_retry(hal, exec),
-            Id::Mp2SnapshotPlacement => scenarios::p1p2::mp2_snapshot_placement(hal, exec),
-            Id::MultiSlotRangeMerge => scenarios::p1p2::multi_slot_range_merge(hal, exec),
-            Id::MemslotSwapVsInvalidation => scenarios::p3::memslot_swap_vs_invalidation(hal, exec),
-            Id::MemslotDeleteVsFault => scenarios::p3::memslot_delete_vs_fault(hal, exec),
-            Id::CacheRefreshVsInvalidation => scenarios::cache::cache_refresh_vs_invalidation(hal, exec),
-            Id::CacheHvaChangeVsConsumer => scenarios::cache::cache_hva_change_vs_consumer(hal, exec),
-            Id::CacheRefreshVsTwoInvalidations => {
+    pub fn run<H: ScenarioHal, X: Executor>(self, hal: &H, exec: &X) {
+        match self {
+            Shared::FaultVsInvalidation => scenarios::p1p2::fault_vs_invalidation(hal, exec),
+            Shared::Mp1LocklessRetry => scenarios::p1p2::mp1_lockless_retry(hal, exec),
+            Shared::Mp2SnapshotPlacement => scenarios::p1p2::mp2_snapshot_placement(hal, exec),
+            Shared::MultiSlotRangeMerge => scenarios::p1p2::multi_slot_range_merge(hal, exec),
+            Shared::MemslotSwapVsInvalidation => scenarios::p3::memslot_swap_vs_invalidation(hal, exec),
+            Shared::MemslotDeleteVsFault => scenarios::p3::memslot_delete_vs_fault(hal, exec),
+            Shared::CacheRefreshVsInvalidation => scenarios::cache::cache_refresh_vs_invalidation(hal, exec),
+            Shared::CacheHvaChangeVsConsumer => scenarios::cache::cache_hva_change_vs_consumer(hal, exec),
+            Shared::CacheRefreshVsTwoInvalidations => {
                 scenarios::cache::cache_refresh_vs_two_invalidations(hal, exec)
             }
-            Id::UnsyncVsGuestWrite => scenarios::p4::unsync_vs_guest_write(hal, exec),
-            Id::UnsyncTwoMarkers => scenarios::p4::unsync_two_markers(hal, exec),
-            Id::SbWalk => scenarios::p5::sb_walk(hal, exec),
-            Id::SbEntry => scenarios::p5::sb_entry(hal, exec),
-            Id::EpochWalk => scenarios::p5::epoch_walk(hal, exec),
-            Id::RequestPayload => scenarios::p5::request_payload(hal, exec),
-            Id::MmuFaultVsInvalidation => scenarios::mmu::mmu_fault_vs_invalidation(hal, exec),
-            Id::MmuZapIpiVsWalk => scenarios::mmu::mmu_zap_ipi_vs_walk(hal, exec),
-            Id::MmuZapEpochVsWalk => scenarios::mmu::mmu_zap_epoch_vs_walk(hal, exec),
-            Id::MmuInvalidateTwoSlots => scenarios::mmu::mmu_invalidate_two_slots(hal, exec),
-            Id::MmuMemslotDeleteVsGuest => scenarios::mmu::mmu_memslot_delete_vs_guest(hal, exec),
+            Shared::UnsyncVsGuestWrite => scenarios::p4::unsync_vs_guest_write(hal, exec),
+            Shared::UnsyncTwoMarkers => scenarios::p4::unsync_two_markers(hal, exec),
+            Shared::SbWalk => scenarios::p5::sb_walk(hal, exec),
+            Shared::SbEntry => scenarios::p5::sb_entry(hal, exec),
+            Shared::EpochWalk => scenarios::p5::epoch_walk(hal, exec),
+            Shared::RequestPayload => scenarios::p5::request_payload(hal, exec),
+            Shared::MmuFaultVsInvalidation => scenarios::mmu::mmu_fault_vs_invalidation(hal, exec),
+            Shared::MmuZapIpiVsWalk => scenarios::mmu::mmu_zap_ipi_vs_walk(hal, exec),
+            Shared::MmuZapEpochVsWalk => scenarios::mmu::mmu_zap_epoch_vs_walk(hal, exec),
+            Shared::MmuInvalidateTwoSlots => scenarios::mmu::mmu_invalidate_two_slots(hal, exec),
+            Shared::MmuMemslotDeleteVsGuest => scenarios::mmu::mmu_memslot_delete_vs_guest(hal, exec),
         }
+    }
+}
+
+impl Scenario {
+    /// Its shared body: `None` for a checker's own scenario, whose body is in that checker's
+    /// crate.
+    pub const fn shared(&self) -> Option<Shared> {
+        match self.body {
+            Body::Shared(b) => Some(b),
+            Body::Shuttle(_) | Body::Hardware(_) => None,
+        }
+    }
+
+    /// Whether `checker` runs it.
+    pub fn runs_on(&self, checker: Checker) -> bool {
+        self.checkers.contains(&checker)
+    }
+
+    /// Every scenario `checker` runs, in catalogue order.
+    pub fn run_by(checker: Checker) -> impl Iterator<Item = &'static Scenario> {
+        SCENARIOS.iter().filter(move |s| s.runs_on(checker))
     }
 
     /// The scenario called `name`.
@@ -108,6 +208,9 @@ impl Scenario {
         self.kills.contains(&m)
     }
 }
+
+/// The checkers that run a shared body on the crate's own code.
+const CODE: &[Checker] = &[Checker::Loom, Checker::Shuttle, Checker::Hardware];
 
 const fn b(x: B) -> Mutant {
     Mutant::Barrier(x)
@@ -134,7 +237,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::FaultRetriesUnderLock),
         ],
         plain_stores: false,
-        id: Id::FaultVsInvalidation,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::FaultVsInvalidation),
     },
     Scenario {
         name: "mp1-lockless-retry",
@@ -145,7 +250,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::SpteMapsFreedPage],
         kills: &[b(B::InvalidateEndSeqBeforeCount), b(B::RetryCountBeforeSeq)],
         plain_stores: false,
-        id: Id::Mp1LocklessRetry,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::Mp1LocklessRetry),
     },
     Scenario {
         name: "mp2-snapshot-placement",
@@ -156,7 +263,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::SpteMapsFreedPage],
         kills: &[b(B::InvalidateEndZapBeforeSeq), b(B::FaultSnapshotBeforeResolve)],
         plain_stores: false,
-        id: Id::Mp2SnapshotPlacement,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::Mp2SnapshotPlacement),
     },
     Scenario {
         name: "multi-slot-range-merge",
@@ -167,7 +276,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::SpteMapsFreedPage],
         kills: &[r(R::RangeAddMerges), r(R::RetryGfnChecksRange)],
         plain_stores: false,
-        id: Id::MultiSlotRangeMerge,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MultiSlotRangeMerge),
     },
     Scenario {
         name: "mmu-fault-vs-invalidation",
@@ -186,7 +297,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::EntryChecksRequests),
         ],
         plain_stores: false,
-        id: Id::MmuFaultVsInvalidation,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuFaultVsInvalidation),
     },
     Scenario {
         name: "mmu-invalidate-two-slots",
@@ -201,7 +314,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::EntryChecksRequests),
         ],
         plain_stores: false,
-        id: Id::MmuInvalidateTwoSlots,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuInvalidateTwoSlots),
     },
     Scenario {
         name: "memslot-swap-vs-invalidation",
@@ -212,7 +327,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::InProgressUnbalanced],
         kills: &[r(R::MemslotSwapWaitsForInvalidations), r(R::MemslotPublishUnderLock)],
         plain_stores: false,
-        id: Id::MemslotSwapVsInvalidation,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MemslotSwapVsInvalidation),
     },
     Scenario {
         name: "memslot-delete-vs-fault",
@@ -229,7 +346,9 @@ pub const SCENARIOS: &[Scenario] = &[
             b(B::MemslotDereference),
         ],
         plain_stores: false,
-        id: Id::MemslotDeleteVsFault,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MemslotDeleteVsFault),
     },
     Scenario {
         name: "mmu-memslot-delete-vs-guest",
@@ -248,7 +367,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::EntryChecksRequests),
         ],
         plain_stores: false,
-        id: Id::MmuMemslotDeleteVsGuest,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuMemslotDeleteVsGuest),
     },
     Scenario {
         name: "cache-refresh-vs-invalidation",
@@ -263,7 +384,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::CacheChecksActiveCount),
         ],
         plain_stores: false,
-        id: Id::CacheRefreshVsInvalidation,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::CacheRefreshVsInvalidation),
     },
     Scenario {
         name: "cache-hva-change-vs-consumer",
@@ -274,7 +397,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::CacheStale],
         kills: &[r(R::CacheInvalidatesBeforeResolve)],
         plain_stores: false,
-        id: Id::CacheHvaChangeVsConsumer,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::CacheHvaChangeVsConsumer),
     },
     Scenario {
         name: "cache-refresh-vs-two-invalidations",
@@ -285,7 +410,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::CacheStale],
         kills: &[b(B::InvalidateEndSeqBeforeActiveCount), b(B::CacheCountBeforeSeq), r(R::CacheChecksActiveCount)],
         plain_stores: true,
-        id: Id::CacheRefreshVsTwoInvalidations,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::CacheRefreshVsTwoInvalidations),
     },
     Scenario {
         name: "unsync-vs-guest-write",
@@ -296,7 +423,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::MissedSync],
         kills: &[b(B::UnsyncMarkBeforeWritableSpte), r(R::SyncRootsChecksFlags)],
         plain_stores: false,
-        id: Id::UnsyncVsGuestWrite,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::UnsyncVsGuestWrite),
     },
     Scenario {
         name: "unsync-two-markers",
@@ -307,7 +436,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::UnsyncBookkeeping],
         kills: &[r(R::UnsyncMarkUnderLock)],
         plain_stores: false,
-        id: Id::UnsyncTwoMarkers,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::UnsyncTwoMarkers),
     },
     Scenario {
         name: "sb-walk",
@@ -324,7 +455,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::FreeAfterFlush),
         ],
         plain_stores: false,
-        id: Id::SbWalk,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::SbWalk),
     },
     Scenario {
         name: "sb-entry",
@@ -335,7 +468,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::StaleTlbAfterFlush],
         kills: &[b(B::GuestEntryModeBeforeRequests), b(B::KickRequestBeforeModeRead), r(R::EntryChecksRequests)],
         plain_stores: false,
-        id: Id::SbEntry,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::SbEntry),
     },
     Scenario {
         name: "epoch-walk",
@@ -346,7 +481,9 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::WalkerReadFreedTable, Invariant::StaleTlbAfterFlush],
         kills: &[r(R::FlushBeforeUnpin)],
         plain_stores: false,
-        id: Id::EpochWalk,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::EpochWalk),
     },
     Scenario {
         name: "mmu-zap-ipi-vs-walk",
@@ -365,7 +502,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::EntryChecksRequests),
         ],
         plain_stores: false,
-        id: Id::MmuZapIpiVsWalk,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuZapIpiVsWalk),
     },
     Scenario {
         name: "mmu-zap-epoch-vs-walk",
@@ -380,7 +519,9 @@ pub const SCENARIOS: &[Scenario] = &[
             r(R::EntryChecksRequests),
         ],
         plain_stores: false,
-        id: Id::MmuZapEpochVsWalk,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuZapEpochVsWalk),
     },
     Scenario {
         name: "request-payload",
@@ -391,7 +532,204 @@ pub const SCENARIOS: &[Scenario] = &[
         invariants: &[Invariant::StaleRequestPayload],
         kills: &[b(B::RequestBeforeSetBit), b(B::RequestTestBeforeHandle)],
         plain_stores: false,
-        id: Id::RequestPayload,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::RequestPayload),
+    },
+    // The shuttle checker's own scenarios (bodies in models/shuttle/src/scenarios).
+    Scenario {
+        name: "fault-storm",
+        protocol: Protocol::P1Invalidation,
+        shape: "8 vCPUs fault (reference MMU) vs 3 invalidators with overlapping ranges across 4 memslots",
+        roles: &["vcpu", "vcpu", "vcpu", "vcpu", "vcpu", "vcpu", "vcpu", "vcpu", "invalidator", "invalidator", "invalidator"],
+        setup: "ReferenceMmu over 4 memslots; every host page mapped; the invalidators remap and free overlapping host ranges",
+        invariants: &[Invariant::SpteMapsFreedPage, Invariant::InProgressUnbalanced],
+        // Not RetryChecksSeq: only an invalidation that starts after the fault's last lockless
+        // pre-check and ends before its locked check needs the seq test, a window shuttle hits
+        // about once in 10,000 PCT executions among 11 threads (fault-vs-invalidation kills it).
+        kills: &[
+            r(R::RetryChecksInProgress),
+            r(R::RetryGfnChecksRange),
+            r(R::RangeAddMerges),
+            r(R::FaultRetriesUnderLock),
+        ],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Pass,
+        body: Body::Shuttle(ShuttleBody::FaultStorm),
+    },
+    Scenario {
+        name: "memslot-churn",
+        protocol: Protocol::P3Memslots,
+        shape: "memslot delete, move and create vs 4 faulting vCPUs and 2 invalidators across the changing slots",
+        roles: &["memslot-updater", "vcpu", "vcpu", "vcpu", "vcpu", "invalidator", "invalidator"],
+        setup: "ReferenceMmu over changing memslots; the updater deletes, moves and creates slots",
+        invariants: &[Invariant::SpteMapsDeletedSlot, Invariant::SpteMapsFreedPage, Invariant::InProgressUnbalanced],
+        kills: &[
+            r(R::MemslotSwapWaitsForInvalidations),
+            r(R::MemslotPublishUnderLock),
+            r(R::MemslotSwapSynchronizesSrcu),
+        ],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Pass,
+        body: Body::Shuttle(ShuttleBody::MemslotChurn),
+    },
+    Scenario {
+        name: "cache-churn",
+        protocol: Protocol::P2Retry,
+        shape: "2 translation caches activated, refreshed, moved and deactivated while 2 consumers use them and 2 invalidators run",
+        roles: &["cache-owner", "cache-owner", "consumer", "consumer", "invalidator", "invalidator"],
+        setup: "memslots over the cached pages; two caches, each moved between two host pages",
+        invariants: &[Invariant::CacheStale],
+        kills: &[r(R::CacheChecksActiveCount), r(R::CacheInvalidatesBeforeResolve)],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Pass,
+        body: Body::Shuttle(ShuttleBody::CacheChurn),
+    },
+    Scenario {
+        name: "cache-outside-memslots",
+        protocol: Protocol::P2Retry,
+        shape: "the translation-cache open issue (R4g): the same, with the cached pages outside every memslot (KVM's algorithm misses it)",
+        roles: &["cache-owner", "cache-owner", "consumer", "consumer", "invalidator", "invalidator"],
+        setup: "as cache-churn, but no memslot covers the cached pages",
+        invariants: &[Invariant::CacheStale],
+        kills: &[],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Violation,
+        body: Body::Shuttle(ShuttleBody::CacheOutsideMemslots),
+    },
+    Scenario {
+        name: "reference-mmu-long-run",
+        protocol: Protocol::P5Walks,
+        shape: "4 vCPUs (faults, lockless walks + fast faults, guest runs) vs 2 zappers freeing table pages and an invalidator",
+        roles: &["vcpu", "vcpu", "vcpu", "vcpu", "zapper", "zapper", "invalidator"],
+        setup: "ReferenceMmu (2 levels) over poisoning table pages; ghost vCPU TLBs",
+        invariants: &[Invariant::WalkerReadFreedTable, Invariant::SpteMapsFreedPage],
+        kills: &[r(R::FreeAfterFlush)],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Pass,
+        body: Body::Shuttle(ShuttleBody::ReferenceMmuLongRun),
+    },
+    Scenario {
+        name: "prefault-holds-srcu",
+        protocol: Protocol::P3Memslots,
+        shape: "P3 liveness bug: a prefault retrying while holding SRCU vs a memslot delete (livelock: both spin)",
+        roles: &["prefault", "memslot-updater", "invalidator"],
+        setup: "one memslot; an invalidation keeps the prefault retrying",
+        invariants: &[],
+        kills: &[],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Liveness,
+        body: Body::Shuttle(ShuttleBody::PrefaultHoldsSrcu),
+    },
+    Scenario {
+        name: "prefault-drops-srcu",
+        protocol: Protocol::P3Memslots,
+        shape: "P3 liveness fix: the same roles, each attempt in its own SRCU section",
+        roles: &["prefault", "memslot-updater", "invalidator"],
+        setup: "as prefault-holds-srcu",
+        invariants: &[],
+        kills: &[],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Pass,
+        body: Body::Shuttle(ShuttleBody::PrefaultDropsSrcu),
+    },
+    Scenario {
+        name: "notifier-rwsem-2021",
+        protocol: Protocol::P3Memslots,
+        shape: "P3 bug: a notifier that blocks (2021 rwsem) vs a memslot writer and an rmap lock (deadlock)",
+        roles: &["invalidator-a", "invalidator-b", "memslot-updater", "vcpu", "vcpu"],
+        setup: "one memslot; the notifier takes a reader-writer semaphore the memslot writer holds",
+        invariants: &[],
+        kills: &[],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Deadlock,
+        body: Body::Shuttle(ShuttleBody::NotifierRwsem2021),
+    },
+    Scenario {
+        name: "notifier-never-blocks",
+        protocol: Protocol::P3Memslots,
+        shape: "P3 fix: the same roles with core's notifier (the active count never blocks)",
+        roles: &["invalidator-a", "invalidator-b", "memslot-updater", "vcpu", "vcpu"],
+        setup: "as notifier-rwsem-2021, with core's Vm",
+        invariants: &[],
+        kills: &[],
+        plain_stores: false,
+        checkers: &[Checker::Shuttle],
+        expect: Expect::Pass,
+        body: Body::Shuttle(ShuttleBody::NotifierNeverBlocks),
+    },
+    // The real-thread checker's own scenarios (bodies in models/hw/src/scenarios).
+    Scenario {
+        name: "hw-sb-walk",
+        protocol: Protocol::P5Walks,
+        shape: "SB-walk: walker W(mode) mb R(link) R(page) vs zapper W(unlink) mb R(mode), IPI if busy, free",
+        roles: &["walker", "zapper"],
+        setup: "vCPU 0 loaded on CPU 0; each round the root links a fresh table page, poisoned and quarantined when freed",
+        invariants: &[Invariant::WalkerReadFreedTable],
+        kills: &[
+            b(B::WalkBeginModeBeforeSpteReads),
+            r(R::WalkDisablesInterrupts),
+            r(R::FlushWaitsForReaders),
+            r(R::FreeAfterFlush),
+        ],
+        plain_stores: false,
+        checkers: &[Checker::Hardware],
+        expect: Expect::Pass,
+        body: Body::Hardware(HardwareBody::SbWalk),
+    },
+    Scenario {
+        name: "hw-sb-entry",
+        protocol: Protocol::P5Walks,
+        shape: "SB-entry: vCPU W(mode=IN_GUEST) mb R(requests), guest walks through its TLB vs requester W(unlink) W(request) mb R(mode), IPI if in guest, free",
+        roles: &["vcpu", "requester"],
+        setup: "vCPU 0 loaded on CPU 0; each round a fresh table page linked from the root and in the vCPU's ghost TLB",
+        invariants: &[Invariant::StaleTlbAfterFlush, Invariant::WalkerReadFreedTable],
+        kills: &[b(B::GuestEntryModeBeforeRequests), r(R::EntryChecksRequests), r(R::FreeAfterFlush)],
+        plain_stores: false,
+        checkers: &[Checker::Hardware],
+        expect: Expect::Pass,
+        body: Body::Hardware(HardwareBody::SbEntry),
+    },
+    Scenario {
+        name: "hw-epoch-walk",
+        protocol: Protocol::P5Walks,
+        shape: "P5 epoch reclamation: pinned software walks and a guest TLB vs pin, unlink, flush, defer, unpin",
+        roles: &["vcpu", "zapper"],
+        setup: "one crossbeam-epoch collector; each round a fresh table page linked from the root and in the vCPU's ghost TLB",
+        invariants: &[Invariant::WalkerReadFreedTable, Invariant::StaleTlbAfterFlush],
+        // None reachable: see the module docs of models/hw/src/scenarios/epoch.rs.
+        kills: &[],
+        plain_stores: false,
+        checkers: &[Checker::Hardware],
+        expect: Expect::Pass,
+        body: Body::Hardware(HardwareBody::EpochWalk),
+    },
+    Scenario {
+        name: "hw-mmu-fault-vs-invalidation",
+        protocol: Protocol::P2Retry,
+        shape: "F0-F14 and L1-L4 on the reference MMU: faults (F0-F14), lockless walks and the fast path vs invalidate_range_start/end that remap and free guest pages and unlink table pages",
+        roles: &["vcpu", "invalidator"],
+        setup: "ReferenceMmu over poisoning table pages; one memslot; the invalidator remaps and frees guest pages and unlinks table pages",
+        invariants: &[Invariant::SpteMapsFreedPage, Invariant::WalkerReadFreedTable],
+        kills: &[
+            r(R::RetryChecksInProgress),
+            r(R::FaultRetriesUnderLock),
+            r(R::WalkDisablesInterrupts),
+            r(R::FlushWaitsForReaders),
+            r(R::FreeAfterFlush),
+        ],
+        plain_stores: false,
+        checkers: &[Checker::Hardware],
+        expect: Expect::Pass,
+        body: Body::Hardware(HardwareBody::MmuFaultVsInvalidation),
     },
 ];
 
@@ -400,12 +738,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_unique_and_roles_fit_loom() {
+    fn names_are_unique() {
         for (i, s) in SCENARIOS.iter().enumerate() {
             assert!(SCENARIOS[..i].iter().all(|o| o.name != s.name), "duplicate {}", s.name);
+            assert_eq!(Scenario::by_name(s.name).map(|x| x.body), Some(s.body));
+            assert!(SCENARIOS[..i].iter().all(|o| o.body != s.body), "{}: body listed twice", s.name);
+        }
+    }
+
+    #[test]
+    fn a_checkers_own_scenario_runs_on_that_checker_only() {
+        for s in SCENARIOS {
+            match s.body {
+                Body::Shuttle(_) => assert_eq!(s.checkers, [Checker::Shuttle], "{}", s.name),
+                Body::Hardware(_) => assert_eq!(s.checkers, [Checker::Hardware], "{}", s.name),
+                Body::Shared(_) => assert!(!s.checkers.is_empty(), "{}: no checker", s.name),
+            }
+        }
+    }
+
+    #[test]
+    fn loom_runs_only_shared_bodies_that_fit_it() {
+        for s in Scenario::run_by(Checker::Loom) {
+            assert!(s.shared().is_some(), "{}: loom runs shared bodies only", s.name);
             assert!(!s.roles.is_empty() && s.roles.len() <= 5, "{}: 1..=5 roles", s.name);
+        }
+    }
+
+    #[test]
+    fn a_passing_shared_scenario_targets_mutants_and_checks_invariants() {
+        for s in SCENARIOS.iter().filter(|s| s.shared().is_some()) {
+            assert_eq!(s.expect, Expect::Pass, "{}", s.name);
             assert!(!s.kills.is_empty() && !s.invariants.is_empty(), "{}: kills and invariants", s.name);
-            assert_eq!(Scenario::by_name(s.name).map(|x| x.id), Some(s.id));
+        }
+    }
+
+    #[test]
+    fn every_code_checker_has_scenarios() {
+        for c in CODE {
+            assert!(Scenario::run_by(*c).next().is_some(), "{c}: no scenario");
         }
     }
 }

@@ -5,7 +5,7 @@
 //!   the scenario's setup, its roles on a [`ThreadExec`] (one thread per role, role `i` as CPU
 //!   `i`), and its final checks. A violation is an iteration that panicked with the
 //!   `VIOLATION` prefix; any other panic is an error.
-//! * A hardware scenario ([`HwScenario`]) runs `rounds` rounds in batches; violations are
+//! * A hardware scenario (a catalogue scenario with a [`HardwareBody`] body) runs `rounds` rounds in batches; violations are
 //!   counted per round (or per observation) by the scenario itself.
 //!
 //! Both stop early when the per-run time cap is reached, and say so (`capped`). Everything runs
@@ -13,9 +13,9 @@
 
 use crate::exec::{is_violation, panic_message, ThreadExec};
 use crate::hal::{Backend, HalVisitor};
-use crate::scenarios::{Batch, HwScenario, Tuning};
+use crate::scenarios::{run_batch, Batch, Tuning};
 use mmusync_models::exec::VIOLATION;
-use mmusync_models::{Mutant, Scenario, ScenarioHal};
+use mmusync_models::{Body, Checker, HardwareBody, Mutant, Scenario, ScenarioHal, Shared};
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
@@ -195,7 +195,7 @@ pub fn quiet_violation_panics() {
 }
 
 struct ModelRun<'a> {
-    scenario: &'static Scenario,
+    body: Shared,
     cfg: &'a StressConfig,
     exec: &'a ThreadExec,
     out: Outcome,
@@ -205,7 +205,7 @@ impl HalVisitor for ModelRun<'_> {
     type Output = Outcome;
 
     fn visit<H: ScenarioHal>(self, hal: H) -> Outcome {
-        let ModelRun { scenario, cfg, exec, mut out } = self;
+        let ModelRun { body, cfg, exec, mut out } = self;
         let start = Instant::now();
         exec.set_tracing(cfg.trace);
         out = exec.on_cpu0(|| {
@@ -217,7 +217,7 @@ impl HalVisitor for ModelRun<'_> {
                 if cfg.trace {
                     exec.clear_trace();
                 }
-                let run = panic::catch_unwind(AssertUnwindSafe(|| scenario.run(&hal, exec)));
+                let run = panic::catch_unwind(AssertUnwindSafe(|| body.run(&hal, exec)));
                 out.iterations += 1;
                 let Err(p) = run else { continue };
                 if is_violation(p.as_ref()) {
@@ -244,8 +244,8 @@ impl HalVisitor for ModelRun<'_> {
     }
 }
 
-/// Stresses model scenario `s` on `backend`.
-pub fn run_model(s: &'static Scenario, backend: Backend, cfg: &StressConfig) -> Outcome {
+/// Stresses scenario `s`, whose shared body is `body`, on `backend`.
+pub fn run_model(s: &'static Scenario, body: Shared, backend: Backend, cfg: &StressConfig) -> Outcome {
     let mut out = Outcome::new(s.name, Kind::Model, backend, cfg.mutant);
     let exec = match ThreadExec::new(s.roles.len()) {
         Ok(e) => e,
@@ -255,11 +255,11 @@ pub fn run_model(s: &'static Scenario, backend: Backend, cfg: &StressConfig) -> 
             return out;
         }
     };
-    backend.visit(cfg.mutant, ModelRun { scenario: s, cfg, exec: &exec, out })
+    backend.visit(cfg.mutant, ModelRun { body, cfg, exec: &exec, out })
 }
 
 struct HwRun<'a> {
-    scenario: &'static HwScenario,
+    body: HardwareBody,
     cfg: &'a StressConfig,
     exec: &'a ThreadExec,
     out: Outcome,
@@ -269,7 +269,7 @@ impl HalVisitor for HwRun<'_> {
     type Output = Outcome;
 
     fn visit<H: ScenarioHal>(self, hal: H) -> Outcome {
-        let HwRun { scenario, cfg, exec, mut out } = self;
+        let HwRun { body, cfg, exec, mut out } = self;
         let start = Instant::now();
         out = exec.on_cpu0(|| {
             let mut total = Batch::default();
@@ -283,7 +283,7 @@ impl HalVisitor for HwRun<'_> {
                 let seed = cfg.seed.wrapping_add(batch_no.wrapping_mul(0x9e37_79b9));
                 batch_no += 1;
                 match panic::catch_unwind(AssertUnwindSafe(|| {
-                    scenario.run_batch(&hal, exec, n, cfg.tuning, seed)
+                    run_batch(body, &hal, exec, n, cfg.tuning, seed)
                 })) {
                     Ok(b) => total.absorb(b),
                     Err(p) => {
@@ -304,8 +304,8 @@ impl HalVisitor for HwRun<'_> {
     }
 }
 
-/// Stresses hardware scenario `s` on `backend`.
-pub fn run_hw(s: &'static HwScenario, backend: Backend, cfg: &StressConfig) -> Outcome {
+/// Stresses scenario `s`, whose real-thread body is `body`, on `backend`.
+pub fn run_hw(s: &'static Scenario, body: HardwareBody, backend: Backend, cfg: &StressConfig) -> Outcome {
     let mut out = Outcome::new(s.name, Kind::Hardware, backend, cfg.mutant);
     let exec = match ThreadExec::new(s.roles.len()) {
         Ok(e) => e,
@@ -315,25 +315,27 @@ pub fn run_hw(s: &'static HwScenario, backend: Backend, cfg: &StressConfig) -> O
             return out;
         }
     };
-    backend.visit(cfg.mutant, HwRun { scenario: s, cfg, exec: &exec, out })
+    backend.visit(cfg.mutant, HwRun { body, cfg, exec: &exec, out })
 }
 
-/// A scenario of either kind, by name.
+/// A catalogue scenario that names the real-thread checker, with its body.
 #[derive(Clone, Copy, Debug)]
 pub enum AnyScenario {
-    /// A model scenario.
-    Model(&'static Scenario),
-    /// A hardware scenario.
-    Hardware(&'static HwScenario),
+    /// A shared body (run once per iteration, as loom and shuttle run it).
+    Model(&'static Scenario, Shared),
+    /// A body of this crate (rounds in batches).
+    Hardware(&'static Scenario, HardwareBody),
 }
 
 impl AnyScenario {
-    /// Every scenario: the model scenarios, then the hardware ones.
+    /// Every scenario the catalogue gives this checker, in catalogue order.
     pub fn all() -> impl Iterator<Item = AnyScenario> {
-        mmusync_models::SCENARIOS
-            .iter()
-            .map(AnyScenario::Model)
-            .chain(crate::scenarios::HW_SCENARIOS.iter().map(AnyScenario::Hardware))
+        Scenario::run_by(Checker::Hardware).filter_map(|s| match s.body {
+            Body::Shared(b) => Some(AnyScenario::Model(s, b)),
+            Body::Hardware(b) => Some(AnyScenario::Hardware(s, b)),
+            // The catalogue's own test forbids it: a shuttle body names no other checker.
+            Body::Shuttle(_) => None,
+        })
     }
 
     /// The scenario called `name`.
@@ -341,35 +343,33 @@ impl AnyScenario {
         Self::all().find(|s| s.name() == name)
     }
 
+    /// Its descriptor.
+    pub fn scenario(&self) -> &'static Scenario {
+        match self {
+            AnyScenario::Model(s, _) | AnyScenario::Hardware(s, _) => s,
+        }
+    }
+
     /// Its name.
     pub fn name(&self) -> &'static str {
-        match self {
-            AnyScenario::Model(s) => s.name,
-            AnyScenario::Hardware(s) => s.name,
-        }
+        self.scenario().name
     }
 
     /// The mutants it targets.
     pub fn kills(&self) -> &'static [Mutant] {
-        match self {
-            AnyScenario::Model(s) => s.kills,
-            AnyScenario::Hardware(s) => s.kills,
-        }
+        self.scenario().kills
     }
 
     /// The protocol it checks.
     pub fn protocol(&self) -> mmusync::barrier::Protocol {
-        match self {
-            AnyScenario::Model(s) => s.protocol,
-            AnyScenario::Hardware(s) => s.protocol,
-        }
+        self.scenario().protocol
     }
 
     /// Stresses it on `backend`.
     pub fn stress(&self, backend: Backend, cfg: &StressConfig) -> Outcome {
-        match self {
-            AnyScenario::Model(s) => run_model(s, backend, cfg),
-            AnyScenario::Hardware(s) => run_hw(s, backend, cfg),
+        match *self {
+            AnyScenario::Model(s, b) => run_model(s, b, backend, cfg),
+            AnyScenario::Hardware(s, b) => run_hw(s, b, backend, cfg),
         }
     }
 }

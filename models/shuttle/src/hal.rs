@@ -8,7 +8,7 @@
 //! operations (an atomic access, a lock, a yield). Every atomic access is `SeqCst` and every
 //! fence is a no-op: the model is **sequentially consistent**. So [`Hal::barrier`] does
 //! nothing here, and a dropped barrier changes nothing: shuttle cannot kill a barrier mutant
-//! (loom, in `mmusync-models`, does). What shuttle explores is the *order of steps* of many
+//! (loom, crate `mmusync-loom`, does). What shuttle explores is the *order of steps* of many
 //! threads, which is where lock-order, balance, check and liveness bugs live.
 //!
 //! ## Locks block

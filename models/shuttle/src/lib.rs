@@ -24,7 +24,7 @@
 //! It explores *which thread runs next*, at random or with PCT, over many threads and long
 //! runs; it never reorders memory. So it kills mutants that break a lock, a check or the order
 //! of steps ([`mmusync::Rule`]), and finds deadlocks, livelocks and starvation, but it cannot
-//! kill a dropped barrier ([`mmusync::Barrier`]): loom (in `mmusync-models`) does that.
+//! kill a dropped barrier ([`mmusync::Barrier`]): loom (crate `mmusync-loom`) does that.
 //! `docs/shuttle.md` lists what is killed here and what is not.
 
 pub mod bytes;

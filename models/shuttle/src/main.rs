@@ -1,4 +1,4 @@
-//! `mmusync-shuttle`: run the shuttle targets.
+//! `mmusync-shuttle`: run the shuttle targets (the catalogue's scenarios that name shuttle).
 //!
 //! ```text
 //! mmusync-shuttle list
@@ -9,10 +9,12 @@
 //! mmusync-shuttle replay TARGET [--mutant RULE] (--schedule S | --schedule-file PATH)
 //! ```
 //!
-//! Environment: `MMUSYNC_SHUTTLE_SCALE` (default scale of `ci`), `MMUSYNC_SHUTTLE_PANICS=1`
-//! (print every panic in full, not only the reports), `SHUTTLE_RANDOM_SEED` (shuttle's own
-//! override of every seed).
+//! `--help` on each command documents every option and the environment variable that
+//! overrides it (`MMUSYNC_SHUTTLE_SCALE`, `MMUSYNC_SHUTTLE_SEED`, `MMUSYNC_SHUTTLE_DEPTH`,
+//! `MMUSYNC_SHUTTLE_OUT`). Also read: `MMUSYNC_SHUTTLE_PANICS=1` (print every panic in full, not
+//! only the reports) and `SHUTTLE_RANDOM_SEED` (shuttle's own override of every seed).
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use mmusync::Rule;
 use mmusync_shuttle::runner::{self, Options, Outcome, Persist, Report, Sched};
 use mmusync_shuttle::suite::{self, Plan};
@@ -20,63 +22,125 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage:
-  mmusync-shuttle list
-  mmusync-shuttle ci     [--scale F] [--seed S] [--depth D] [--out DIR] [--only T,..] [--record DIR]
-  mmusync-shuttle soak   [--minutes M] [--seed S] [--depth D] [--out DIR] [--only T,..]
-  mmusync-shuttle run    TARGET [--mutant RULE] [--sched random|pct|dfs] [--depth D] [--iterations N] [--seed S] [--out DIR]
-  mmusync-shuttle replay TARGET [--mutant RULE] (--schedule S | --schedule-file PATH)";
-
-/// Parsed command-line flags.
-#[derive(Default)]
-struct Args {
-    positional: Vec<String>,
-    flags: Vec<(String, String)>,
+/// Runs mmusync's shuttle targets: the CI set, a soak, one target, or a replay.
+#[derive(Debug, Parser)]
+#[command(name = "mmusync-shuttle", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-impl Args {
-    fn parse(args: impl Iterator<Item = String>) -> Result<Self, String> {
-        let mut out = Args::default();
-        let mut args = args.peekable();
-        while let Some(a) = args.next() {
-            if let Some(name) = a.strip_prefix("--") {
-                let value = args.next().ok_or_else(|| format!("--{name} needs a value"))?;
-                out.flags.push((name.to_string(), value));
-            } else {
-                out.positional.push(a);
-            }
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the targets and the rule mutants each one kills.
+    List,
+    /// The CI set: every target's correct code under random, PCT (and DFS where it fits), and
+    /// every rule mutant it targets; writes summary.md and ci.json (typed rows) under --out.
+    Ci {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Also copy each kill's schedule here and print its `regressions!` entry.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+    },
+    /// The correct code only, with fresh seeds, for a time budget.
+    Soak {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// How long to run.
+        #[arg(long, default_value_t = 60.0, value_name = "M")]
+        minutes: f64,
+    },
+    /// One target under one scheduler, with or without a rule mutant.
+    Run {
+        /// The target (see `list`).
+        target: String,
+        /// Break this rule (a `Rule` variant name).
+        #[arg(long, value_name = "RULE")]
+        mutant: Option<String>,
+        /// The scheduler.
+        #[arg(long, value_enum, default_value_t = SchedArg::Random)]
+        sched: SchedArg,
+        /// PCT's bug depth.
+        #[arg(long, default_value_t = 3, value_name = "D")]
+        depth: usize,
+        /// Executions (default: the runner's).
+        #[arg(long, value_name = "N")]
+        iterations: Option<usize>,
+        /// The scheduler's seed (default: the runner's).
+        #[arg(long, value_name = "S")]
+        seed: Option<u64>,
+        /// Where failing schedules go.
+        #[arg(long, default_value = "results/shuttle", value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Replays a recorded schedule of a target.
+    Replay {
+        /// The target (see `list`).
+        target: String,
+        /// Break this rule (a `Rule` variant name), as when the schedule was recorded.
+        #[arg(long, value_name = "RULE")]
+        mutant: Option<String>,
+        /// The schedule, as shuttle prints it.
+        #[arg(
+            long,
+            value_name = "S",
+            required_unless_present = "schedule_file",
+            conflicts_with = "schedule_file"
+        )]
+        schedule: Option<String>,
+        /// A file holding the schedule.
+        #[arg(long, value_name = "PATH")]
+        schedule_file: Option<PathBuf>,
+    },
+}
+
+/// The options of the CI set and the soak ([`Plan`]); each can also come from the environment.
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// Multiplies every iteration count (1: the CI set).
+    #[arg(long, env = "MMUSYNC_SHUTTLE_SCALE", default_value_t = 1.0, value_name = "F")]
+    scale: f64,
+    /// The schedulers' seed (default: the CI set's fixed seed; a soak picks a fresh one).
+    #[arg(long, env = "MMUSYNC_SHUTTLE_SEED", value_name = "S")]
+    seed: Option<u64>,
+    /// PCT's bug depth.
+    #[arg(long, env = "MMUSYNC_SHUTTLE_DEPTH", default_value_t = 3, value_name = "D")]
+    depth: usize,
+    /// Where reports and schedules go.
+    #[arg(long, env = "MMUSYNC_SHUTTLE_OUT", default_value = "results/shuttle", value_name = "DIR")]
+    out: PathBuf,
+    /// Only these targets.
+    #[arg(long, value_delimiter = ',', value_name = "T,..")]
+    only: Vec<String>,
+}
+
+impl PlanArgs {
+    fn plan(&self) -> Plan {
+        let mut p = Plan::ci(self.out.clone());
+        p.scale = self.scale;
+        if let Some(s) = self.seed {
+            p.seed = s;
         }
-        Ok(out)
+        p.pct_depth = self.depth;
+        p.only = self.only.clone();
+        p
     }
+}
 
-    fn get(&self, name: &str) -> Option<&str> {
-        self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
+/// A scheduler, as the command line names it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SchedArg {
+    /// Shuttle's random scheduler.
+    Random,
+    /// Probabilistic concurrency testing (--depth).
+    Pct,
+    /// Depth-first: every schedule in turn, up to --iterations.
+    Dfs,
+}
 
-    fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
-        self.get(name).map(|v| v.parse().map_err(|_| format!("--{name}: bad value {v:?}"))).transpose()
-    }
-
-    fn check_known(&self, known: &[&str]) -> Result<(), String> {
-        match self.flags.iter().find(|(n, _)| !known.contains(&n.as_str())) {
-            Some((n, _)) => Err(format!("unknown flag --{n}")),
-            None => Ok(()),
-        }
-    }
-
-    fn mutant(&self) -> Result<Option<Rule>, String> {
-        self.get("mutant")
-            .map(|m| runner::rule(m).ok_or_else(|| format!("no rule named {m:?} (see `list`)")))
-            .transpose()
-    }
-
-    fn out(&self) -> PathBuf {
-        PathBuf::from(self.get("out").unwrap_or("results/shuttle"))
-    }
-
-    fn only(&self) -> Vec<String> {
-        self.get("only").map(|o| o.split(',').map(str::to_string).collect()).unwrap_or_default()
-    }
+fn rule(name: Option<&str>) -> Result<Option<Rule>, String> {
+    name.map(|m| runner::rule(m).ok_or_else(|| format!("no rule named {m:?} (see `list`)"))).transpose()
 }
 
 fn install_quiet_panic_hook() {
@@ -88,8 +152,7 @@ fn install_quiet_panic_hook() {
     }
 }
 
-fn target(name: Option<&String>) -> Result<runner::Target, String> {
-    let name = name.ok_or("missing TARGET (see `list`)")?;
+fn target(name: &str) -> Result<runner::Target, String> {
     runner::target(name).ok_or_else(|| format!("no target named {name:?} (see `list`)"))
 }
 
@@ -127,23 +190,8 @@ fn list() {
     }
 }
 
-fn plan(args: &Args) -> Result<Plan, String> {
-    let mut p = Plan::ci(args.out());
-    let env_scale = std::env::var("MMUSYNC_SHUTTLE_SCALE").ok().and_then(|s| s.parse().ok());
-    p.scale = args.parsed("scale")?.or(env_scale).unwrap_or(1.0);
-    if let Some(s) = args.parsed("seed")? {
-        p.seed = s;
-    }
-    if let Some(d) = args.parsed("depth")? {
-        p.pct_depth = d;
-    }
-    p.only = args.only();
-    Ok(p)
-}
-
-fn ci(args: &Args) -> Result<ExitCode, String> {
-    args.check_known(&["scale", "seed", "depth", "out", "only", "record"])?;
-    let plan = plan(args)?;
+fn ci(plan: &PlanArgs, record_in: Option<&PathBuf>) -> Result<ExitCode, String> {
+    let plan = plan.plan();
     std::fs::create_dir_all(plan.out.join("schedules")).map_err(|e| e.to_string())?;
     println!(
         "== shuttle CI set: scale {}, PCT depth {}, seed {:#x}, output under {}",
@@ -182,8 +230,8 @@ fn ci(args: &Args) -> Result<ExitCode, String> {
     let json = serde_json::to_string_pretty(&suite::result_rows(&rows)).map_err(|e| e.to_string())?;
     std::fs::write(plan.out.join("ci.json"), json).map_err(|e| e.to_string())?;
 
-    if let Some(dir) = args.get("record") {
-        record(&rows, PathBuf::from(dir))?;
+    if let Some(dir) = record_in {
+        record(&rows, dir.clone())?;
     }
     for row in &failed {
         for r in &row.reports {
@@ -242,15 +290,13 @@ fn snake(name: &str) -> String {
     out
 }
 
-fn soak(args: &Args) -> Result<ExitCode, String> {
-    args.check_known(&["minutes", "seed", "depth", "out", "only"])?;
-    let mut plan = plan(args)?;
-    if args.get("seed").is_none() {
+fn soak(args: &PlanArgs, minutes: f64) -> Result<ExitCode, String> {
+    let mut plan = args.plan();
+    if args.seed.is_none() {
         plan.seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
     }
-    let minutes: f64 = args.parsed("minutes")?.unwrap_or(60.0);
     std::fs::create_dir_all(plan.out.join("schedules")).map_err(|e| e.to_string())?;
     println!("== shuttle soak: {minutes} minutes, seed {}, PCT depth {}", plan.seed, plan.pct_depth);
     let start = Instant::now();
@@ -274,25 +320,32 @@ fn soak(args: &Args) -> Result<ExitCode, String> {
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn run(args: &Args) -> Result<ExitCode, String> {
-    args.check_known(&["mutant", "sched", "depth", "iterations", "seed", "out"])?;
-    let t = target(args.positional.get(1))?;
-    let depth = args.parsed("depth")?.unwrap_or(3);
-    let sched = match args.get("sched").unwrap_or("random") {
-        "random" => Sched::Random,
-        "pct" => Sched::Pct { depth },
-        "dfs" => Sched::Dfs,
-        s => return Err(format!("--sched: {s:?} is neither random nor pct")),
+struct RunArgs<'a> {
+    target: &'a str,
+    mutant: Option<&'a str>,
+    sched: SchedArg,
+    depth: usize,
+    iterations: Option<usize>,
+    seed: Option<u64>,
+    out: &'a PathBuf,
+}
+
+fn run(args: RunArgs<'_>) -> Result<ExitCode, String> {
+    let t = target(args.target)?;
+    let sched = match args.sched {
+        SchedArg::Random => Sched::Random,
+        SchedArg::Pct => Sched::Pct { depth: args.depth },
+        SchedArg::Dfs => Sched::Dfs,
     };
-    let mut opts = Options { persist: Persist::Dir(args.out()), ..Options::default() };
-    if let Some(n) = args.parsed("iterations")? {
+    let mut opts = Options { persist: Persist::Dir(args.out.clone()), ..Options::default() };
+    if let Some(n) = args.iterations {
         opts.iterations = n;
     }
-    if let Some(s) = args.parsed("seed")? {
+    if let Some(s) = args.seed {
         opts.seed = s;
     }
-    std::fs::create_dir_all(args.out().join("schedules")).map_err(|e| e.to_string())?;
-    let r = runner::run(t, args.mutant()?, sched, &opts);
+    std::fs::create_dir_all(args.out.join("schedules")).map_err(|e| e.to_string())?;
+    let r = runner::run(t, rule(args.mutant)?, sched, &opts);
     println!(
         "{} ({sched}, seed {}): {} after {} executions in {:.1?}, max {} spins/CPU",
         t.name, opts.seed, r.outcome, r.executions, r.time, r.max_spins
@@ -307,15 +360,19 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     })
 }
 
-fn replay(args: &Args) -> Result<ExitCode, String> {
-    args.check_known(&["mutant", "schedule", "schedule-file"])?;
-    let t = target(args.positional.get(1))?;
-    let schedule = match (args.get("schedule"), args.get("schedule-file")) {
+fn replay(
+    name: &str,
+    mutant: Option<&str>,
+    schedule: Option<&str>,
+    file: Option<&PathBuf>,
+) -> Result<ExitCode, String> {
+    let t = target(name)?;
+    let schedule = match (schedule, file) {
         (Some(s), None) => s.to_string(),
-        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
         _ => return Err("give exactly one of --schedule and --schedule-file".into()),
     };
-    let r = runner::replay_report(t, args.mutant()?, &schedule, &Options::default());
+    let r = runner::replay_report(t, rule(mutant)?, &schedule, &Options::default());
     println!("{}: replay ended with {}", t.name, r.outcome);
     if r.outcome != Outcome::Pass {
         println!("\n{}", suite::failure_details(&r));
@@ -324,27 +381,30 @@ fn replay(args: &Args) -> Result<ExitCode, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let cli = Cli::parse();
     install_quiet_panic_hook();
-    let result = match args.positional.first().map(String::as_str) {
-        Some("list") => {
+    let result = match &cli.command {
+        Command::List => {
             list();
             Ok(ExitCode::SUCCESS)
         }
-        Some("ci") => ci(&args),
-        Some("soak") => soak(&args),
-        Some("run") => run(&args),
-        Some("replay") => replay(&args),
-        _ => Err("missing or unknown command".to_string()),
+        Command::Ci { plan, record } => ci(plan, record.as_ref()),
+        Command::Soak { plan, minutes } => soak(plan, *minutes),
+        Command::Run { target, mutant, sched, depth, iterations, seed, out } => run(RunArgs {
+            target,
+            mutant: mutant.as_deref(),
+            sched: *sched,
+            depth: *depth,
+            iterations: *iterations,
+            seed: *seed,
+            out,
+        }),
+        Command::Replay { target, mutant, schedule, schedule_file } => {
+            replay(target, mutant.as_deref(), schedule.as_deref(), schedule_file.as_ref())
+        }
     };
     result.unwrap_or_else(|e| {
-        eprintln!("{e}\n{USAGE}");
+        eprintln!("mmusync-shuttle: {e}");
         ExitCode::from(2)
     })
 }

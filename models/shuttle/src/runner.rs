@@ -1,7 +1,8 @@
 //! Runs a target under one of shuttle's schedulers, with or without a rule mutant; classifies
 //! the outcome; captures the failing schedule; replays a schedule.
 //!
-//! A *target* is a scenario of `mmusync-models` ([`SCENARIOS`], through the [`Executor`]
+//! A *target* is a catalogue scenario that names shuttle among its checkers: a shared body of
+//! `mmusync-models` ([`SCENARIOS`](mmusync_models::SCENARIOS), through the [`Executor`]
 //! trait) or one of this crate's larger [`scenarios`](crate::scenarios). Each execution builds a
 //! fresh [`ShuttleHal`] (with the mutant) and [`ShuttleExec`], runs the target's setup, roles and
 //! final checks, and records its trace; a failing execution's trace is kept for the report.
@@ -22,7 +23,7 @@ use crate::trace::Trace;
 use mmusync::barrier::Protocol;
 use mmusync::{Barrier, Rule};
 use mmusync_models::exec::VIOLATION;
-use mmusync_models::{Mutant, Scenario, SCENARIOS};
+use mmusync_models::{Body as ScenarioBody, Checker, Expect, Mutant, Scenario, Shared, ShuttleBody};
 use shuttle::scheduler::{
     DfsScheduler, PctScheduler, RandomScheduler, ReplayScheduler, Schedule, Scheduler, Task, TaskId,
 };
@@ -96,24 +97,24 @@ impl fmt::Display for Outcome {
 /// Where a target comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// A scenario of `mmusync-models`, shared with loom.
+    /// A shared body of the catalogue (`mmusync-models`), run by loom and real threads too.
     Models,
-    /// A scenario of this crate.
+    /// A body of this crate (the catalogue holds its descriptor).
     Shuttle,
 }
 
 #[derive(Clone, Copy)]
 enum Body {
-    Models(&'static Scenario),
+    Shared(Shared),
     Own(fn(&ShuttleHal, &ShuttleExec)),
 }
 
-/// Something to run under shuttle.
+/// Something to run under shuttle: a catalogue scenario that names shuttle among its checkers.
 #[derive(Clone, Copy)]
 pub struct Target {
     /// Unique name, as the CLI takes it.
     pub name: &'static str,
-    /// Where it comes from.
+    /// Where its body is.
     pub origin: Origin,
     /// What it models.
     pub about: &'static str,
@@ -124,7 +125,7 @@ pub struct Target {
     /// What the correct code must do: pass, or (a deliberately bad pattern, or a known gap in
     /// KVM's algorithm) fail in this way.
     pub expect: Outcome,
-    kills: &'static [Rule],
+    scenario: &'static Scenario,
     body: Body,
 }
 
@@ -140,159 +141,85 @@ impl fmt::Debug for Target {
 impl Target {
     /// The rule mutants it must kill under shuttle.
     pub fn kills(&self) -> Vec<Rule> {
-        match self.body {
-            Body::Models(s) => s
-                .kills
-                .iter()
-                .filter_map(|m| match m {
-                    Mutant::Rule(r) => Some(*r),
-                    Mutant::Barrier(_) => None,
-                })
-                .collect(),
-            Body::Own(_) => self.kills.to_vec(),
-        }
+        self.scenario
+            .kills
+            .iter()
+            .filter_map(|m| match m {
+                Mutant::Rule(r) => Some(*r),
+                Mutant::Barrier(_) => None,
+            })
+            .collect()
     }
 
     /// The barrier mutants the scenario targets, which shuttle cannot see (every access is
     /// `SeqCst`, every fence a no-op): loom's to kill.
     pub fn invisible_barriers(&self) -> Vec<Barrier> {
-        match self.body {
-            Body::Models(s) => s
-                .kills
-                .iter()
-                .filter_map(|m| match m {
-                    Mutant::Barrier(b) => Some(*b),
-                    Mutant::Rule(_) => None,
-                })
-                .collect(),
-            Body::Own(_) => Vec::new(),
-        }
+        self.scenario
+            .kills
+            .iter()
+            .filter_map(|m| match m {
+                Mutant::Barrier(b) => Some(*b),
+                Mutant::Rule(_) => None,
+            })
+            .collect()
     }
 
     /// Runs one execution: setup, roles, final checks.
     pub fn run(&self, hal: &ShuttleHal, exec: &ShuttleExec) {
         match self.body {
-            Body::Models(s) => s.run(hal, exec),
+            Body::Shared(b) => b.run(hal, exec),
             Body::Own(f) => f(hal, exec),
         }
     }
 }
 
-const fn own(
-    name: &'static str,
-    protocol: Protocol,
-    about: &'static str,
-    roles: usize,
-    expect: Outcome,
-    kills: &'static [Rule],
-    body: fn(&ShuttleHal, &ShuttleExec),
-) -> Target {
-    Target { name, origin: Origin::Shuttle, about, roles, protocol, expect, kills, body: Body::Own(body) }
+/// The body of each of this crate's scenarios. Every [`ShuttleBody`] is listed, so a scenario
+/// added to the catalogue does not compile until its body is here.
+const fn own_body(b: ShuttleBody) -> fn(&ShuttleHal, &ShuttleExec) {
+    match b {
+        ShuttleBody::FaultStorm => storm::fault_storm,
+        ShuttleBody::MemslotChurn => churn::memslot_churn,
+        ShuttleBody::CacheChurn => cache::cache_churn,
+        ShuttleBody::CacheOutsideMemslots => cache::cache_outside_memslots,
+        ShuttleBody::ReferenceMmuLongRun => longrun::reference_mmu_long_run,
+        ShuttleBody::PrefaultHoldsSrcu => liveness::prefault_holds_srcu,
+        ShuttleBody::PrefaultDropsSrcu => liveness::prefault_drops_srcu,
+        ShuttleBody::NotifierRwsem2021 => liveness::notifier_rwsem_2021,
+        ShuttleBody::NotifierNeverBlocks => liveness::notifier_never_blocks,
+    }
 }
 
-/// This crate's scenarios.
-pub const OWN: &[Target] = &[
-    own(
-        "fault-storm",
-        Protocol::P1Invalidation,
-        "8 vCPUs fault (reference MMU) vs 3 invalidators with overlapping ranges across 4 memslots",
-        11,
-        Outcome::Pass,
-        // Not RetryChecksSeq: only an invalidation that starts after the fault's last lockless
-        // pre-check and ends before its locked check needs the seq test, a window shuttle hits
-        // about once in 10,000 PCT executions among 11 threads (fault-vs-invalidation kills it).
-        &[Rule::RetryChecksInProgress, Rule::RetryGfnChecksRange, Rule::RangeAddMerges, Rule::FaultRetriesUnderLock],
-        storm::fault_storm,
-    ),
-    own(
-        "memslot-churn",
-        Protocol::P3Memslots,
-        "memslot delete, move and create vs 4 faulting vCPUs and 2 invalidators across the changing slots",
-        7,
-        Outcome::Pass,
-        &[Rule::MemslotSwapWaitsForInvalidations, Rule::MemslotPublishUnderLock, Rule::MemslotSwapSynchronizesSrcu],
-        churn::memslot_churn,
-    ),
-    own(
-        "cache-churn",
-        Protocol::P2Retry,
-        "2 translation caches activated, refreshed, moved and deactivated while 2 consumers use them and 2 invalidators run",
-        6,
-        Outcome::Pass,
-        &[Rule::CacheChecksActiveCount, Rule::CacheInvalidatesBeforeResolve],
-        cache::cache_churn,
-    ),
-    own(
-        "cache-outside-memslots",
-        Protocol::P2Retry,
-        "the translation-cache open issue (R4g): the same, with the cached pages outside every memslot (KVM's algorithm misses it)",
-        6,
-        Outcome::Violation,
-        &[],
-        cache::cache_outside_memslots,
-    ),
-    own(
-        "reference-mmu-long-run",
-        Protocol::P5Walks,
-        "4 vCPUs (faults, lockless walks + fast faults, guest runs) vs 2 zappers freeing table pages and an invalidator",
-        7,
-        Outcome::Pass,
-        &[Rule::FreeAfterFlush],
-        longrun::reference_mmu_long_run,
-    ),
-    own(
-        "prefault-holds-srcu",
-        Protocol::P3Memslots,
-        "P3 liveness bug: a prefault retrying while holding SRCU vs a memslot delete (livelock: both spin)",
-        3,
-        Outcome::Liveness,
-        &[],
-        liveness::prefault_holds_srcu,
-    ),
-    own(
-        "prefault-drops-srcu",
-        Protocol::P3Memslots,
-        "P3 liveness fix: the same roles, each attempt in its own SRCU section",
-        3,
-        Outcome::Pass,
-        &[],
-        liveness::prefault_drops_srcu,
-    ),
-    own(
-        "notifier-rwsem-2021",
-        Protocol::P3Memslots,
-        "P3 bug: a notifier that blocks (2021 rwsem) vs a memslot writer and an rmap lock (deadlock)",
-        5,
-        Outcome::Deadlock,
-        &[],
-        liveness::notifier_rwsem_2021,
-    ),
-    own(
-        "notifier-never-blocks",
-        Protocol::P3Memslots,
-        "P3 fix: the same roles with core's notifier (the active count never blocks)",
-        5,
-        Outcome::Pass,
-        &[],
-        liveness::notifier_never_blocks,
-    ),
-];
+/// What the correct code must do, as a shuttle outcome.
+const fn expected(e: Expect) -> Outcome {
+    match e {
+        Expect::Pass => Outcome::Pass,
+        Expect::Violation => Outcome::Violation,
+        Expect::Liveness => Outcome::Liveness,
+        Expect::Deadlock => Outcome::Deadlock,
+    }
+}
 
-/// Every target: the shared scenarios of `mmusync-models`, then this crate's.
+/// Every target: the catalogue's scenarios that shuttle runs, in catalogue order.
 pub fn targets() -> Vec<Target> {
-    SCENARIOS
-        .iter()
-        .map(|s| Target {
-            name: s.name,
-            origin: Origin::Models,
-            about: s.shape,
-            roles: s.roles.len(),
-            protocol: s.protocol,
-            expect: Outcome::Pass,
-            kills: &[],
-            body: Body::Models(s),
+    Scenario::run_by(Checker::Shuttle)
+        .filter_map(|s| {
+            let (origin, body) = match s.body {
+                ScenarioBody::Shared(b) => (Origin::Models, Body::Shared(b)),
+                ScenarioBody::Shuttle(b) => (Origin::Shuttle, Body::Own(own_body(b))),
+                // The catalogue's own test forbids it: a real-thread body names no other checker.
+                ScenarioBody::Hardware(_) => return None,
+            };
+            Some(Target {
+                name: s.name,
+                origin,
+                about: s.shape,
+                roles: s.roles.len(),
+                protocol: s.protocol,
+                expect: expected(s.expect),
+                scenario: s,
+                body,
+            })
         })
-        .chain(OWN.iter().copied())
         .collect()
 }
 

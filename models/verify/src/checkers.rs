@@ -103,7 +103,7 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, String> {
 fn loom_command(extra: &[String]) -> Command {
     let mut args: Vec<String> = vec!["--jobs".into(), "2".into()];
     args.extend_from_slice(extra);
-    let mut cmd = cargo_run("mmusync-models", "loom-scorecard", &args);
+    let mut cmd = cargo_run("mmusync-loom", "loom-scorecard", &args);
     cmd.env("RUSTFLAGS", "--cfg loom --cfg crossbeam_loom");
     if std::env::var_os("CARGO_TARGET_DIR").is_none() {
         cmd.env("CARGO_TARGET_DIR", workspace_root().join("target/loom"));
@@ -218,7 +218,7 @@ pub fn replay(cli: &Cli, mutant: &str) -> ExitCode {
     ];
     // Only the scenario that targets the mutant (the scorecard would otherwise run every
     // scenario's correct code first, to learn which ones reach it).
-    if let Some(s) = mmusync_models::SCENARIOS.iter().find(|s| s.targets(m)) {
+    if let Some(s) = mmusync_models::Scenario::run_by(Checker::Loom).find(|s| s.targets(m)) {
         args.extend(["--scenario".into(), s.name.into()]);
     }
     match loom_command(&args).status() {

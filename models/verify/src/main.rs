@@ -42,9 +42,8 @@ pub struct Cli {
     /// that replays it, then exit.
     #[arg(long, value_name = "MUTANT")]
     pub replay: Option<String>,
-    /// List the checkers, the scenarios shared by loom, shuttle and real threads, and every
-    /// mutant, then exit (shuttle's own targets: `mmusync-shuttle list`; the hardware ones:
-    /// `hw-stress --list`).
+    /// List the checkers, every scenario of the catalogue with the checkers that run it, and
+    /// every mutant, then exit.
     #[arg(long)]
     pub list: bool,
     /// Also write every result as JSON.
@@ -60,9 +59,16 @@ fn list() {
     for c in Checker::ALL {
         println!("  {c}");
     }
-    println!("scenarios (loom, shuttle, real threads):");
+    println!("scenarios (the catalogue):");
     for s in mmusync_models::SCENARIOS {
-        println!("  {:<36} {} roles: {}", s.name, s.protocol.short(), s.roles.join(", "));
+        let checkers: Vec<&str> = s.checkers.iter().map(|c| c.name()).collect();
+        println!(
+            "  {:<36} {} [{}] roles: {}",
+            s.name,
+            s.protocol.short(),
+            checkers.join(", "),
+            s.roles.join(", ")
+        );
     }
     println!("mutants:");
     for m in mmusync_models::Mutant::all() {

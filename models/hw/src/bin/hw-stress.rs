@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Stress the mmusync scenarios on real threads.
+/// Stress the mmusync scenarios on real threads. Every sizing option can also come from the
+/// environment variable `--help` names next to it.
 #[derive(Parser, Debug)]
 #[command(name = "hw-stress", version)]
 struct Cli {
@@ -35,13 +36,13 @@ struct Cli {
     #[arg(long = "backend", value_enum)]
     backends: Vec<Backend>,
     /// Iterations of each model scenario [default: 2000; --soak: 1000000].
-    #[arg(long)]
+    #[arg(long, env = "MMUSYNC_HW_ITERATIONS")]
     iterations: Option<u64>,
     /// Rounds of each hardware scenario [default: 100000; --soak: 10000000].
-    #[arg(long)]
+    #[arg(long, env = "MMUSYNC_HW_ROUNDS")]
     rounds: Option<u64>,
     /// Time cap per scenario and backend, in seconds [default: 10; --soak: 300].
-    #[arg(long)]
+    #[arg(long, env = "MMUSYNC_HW_SECONDS")]
     seconds: Option<f64>,
     /// Soak mode: far more iterations and a 5-minute cap per scenario and backend (about 1 h 40
     /// min for everything on both backends).
@@ -59,14 +60,14 @@ struct Cli {
     trace: bool,
     /// Hardware scenarios: each side adds a random 0..N delay steps (about 1 ns each) before
     /// racing.
-    #[arg(long, default_value_t = Tuning::default().jitter)]
+    #[arg(long, env = "MMUSYNC_HW_JITTER", default_value_t = Tuning::default().jitter)]
     jitter: u32,
     /// Hardware scenarios: entry reads (about 1 ns each) per walk or guest run through the page
     /// found.
-    #[arg(long, default_value_t = Tuning::default().hold)]
+    #[arg(long, env = "MMUSYNC_HW_HOLD", default_value_t = Tuning::default().hold)]
     hold: u32,
     /// Seed of the hardware scenarios' delays.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "MMUSYNC_HW_SEED", default_value_t = 1)]
     seed: u64,
     /// Write the results as a JSON array to this file.
     #[arg(long, value_name = "PATH")]
@@ -81,8 +82,8 @@ fn main() -> ExitCode {
     if cli.list {
         for s in AnyScenario::all() {
             let kind = match s {
-                AnyScenario::Model(_) => "model",
-                AnyScenario::Hardware(_) => "hw",
+                AnyScenario::Model(..) => "model",
+                AnyScenario::Hardware(..) => "hw",
             };
             let kills: Vec<_> = s.kills().iter().map(|m| m.name()).collect();
             println!("{:<28} {kind:<5} targets: {}", s.name(), kills.join(", "));

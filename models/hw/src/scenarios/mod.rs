@@ -25,9 +25,7 @@ mod mmu;
 mod walk;
 
 use crate::exec::ThreadExec;
-use mmusync::barrier::Protocol;
-use mmusync::{Barrier as B, Rule as R};
-use mmusync_models::{Invariant, Mutant, ScenarioHal};
+use mmusync_models::{HardwareBody, Invariant, ScenarioHal};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 
@@ -194,136 +192,29 @@ impl Pacer {
     }
 }
 
-/// Which body a descriptor runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Id {
-    SbWalk,
-    SbEntry,
-    EpochWalk,
-    MmuFaultVsInvalidation,
-}
-
-/// One hardware scenario.
-#[derive(Clone, Copy, Debug)]
-pub struct HwScenario {
-    /// Unique name, as the CLI takes it.
-    pub name: &'static str,
-    /// The protocol under test.
-    pub protocol: Protocol,
-    /// The shape it races, in the terms of core/docs/protocols.md.
-    pub shape: &'static str,
-    /// Its roles, in CPU order.
-    pub roles: &'static [&'static str],
-    /// The invariants it checks.
-    pub invariants: &'static [Invariant],
-    /// The mutants it is meant to kill on real hardware. Barrier mutants among them are
-    /// probabilistic: the stress report says how often they were seen.
-    pub kills: &'static [Mutant],
-    id: Id,
-}
-
-impl HwScenario {
-    /// Runs one batch of `rounds` rounds under `hal` on `exec` (which must have at least
-    /// `roles.len()` CPUs) and reports what it saw.
-    pub fn run_batch<H: ScenarioHal>(
-        &self,
-        hal: &H,
-        exec: &ThreadExec,
-        rounds: u64,
-        tuning: Tuning,
-        seed: u64,
-    ) -> Batch {
-        assert!(exec.cpus() >= self.roles.len(), "{}: needs {} CPUs", self.name, self.roles.len());
-        match self.id {
-            Id::SbWalk => walk::sb_walk(hal, exec, rounds, tuning, seed),
-            Id::SbEntry => entry::sb_entry(hal, exec, rounds, tuning, seed),
-            Id::EpochWalk => epoch::epoch_walk(hal, exec, rounds, tuning, seed),
-            Id::MmuFaultVsInvalidation => mmu::fault_vs_invalidation(hal, exec, rounds, tuning, seed),
-        }
-    }
-
-    /// The scenario called `name`.
-    pub fn by_name(name: &str) -> Option<&'static HwScenario> {
-        HW_SCENARIOS.iter().find(|s| s.name == name)
+/// Runs one batch of `rounds` rounds of the real-thread body `body` under `hal` on `exec`
+/// (which must have a CPU for each of the scenario's roles) and reports what it saw. Every
+/// [`HardwareBody`] is listed, so a scenario added to the catalogue does not compile until its
+/// body is here.
+pub fn run_batch<H: ScenarioHal>(
+    body: HardwareBody,
+    hal: &H,
+    exec: &ThreadExec,
+    rounds: u64,
+    tuning: Tuning,
+    seed: u64,
+) -> Batch {
+    match body {
+        HardwareBody::SbWalk => walk::sb_walk(hal, exec, rounds, tuning, seed),
+        HardwareBody::SbEntry => entry::sb_entry(hal, exec, rounds, tuning, seed),
+        HardwareBody::EpochWalk => epoch::epoch_walk(hal, exec, rounds, tuning, seed),
+        HardwareBody::MmuFaultVsInvalidation => mmu::fault_vs_invalidation(hal, exec, rounds, tuning, seed),
     }
 }
-
-const fn b(x: B) -> Mutant {
-    Mutant::Barrier(x)
-}
-
-const fn r(x: R) -> Mutant {
-    Mutant::Rule(x)
-}
-
-/// Every hardware scenario.
-pub const HW_SCENARIOS: &[HwScenario] = &[
-    HwScenario {
-        name: "hw-sb-walk",
-        protocol: Protocol::P5Walks,
-        shape: "SB-walk: walker W(mode) mb R(link) R(page) vs zapper W(unlink) mb R(mode), IPI if busy, free",
-        roles: &["walker", "zapper"],
-        invariants: &[Invariant::WalkerReadFreedTable],
-        kills: &[
-            b(B::WalkBeginModeBeforeSpteReads),
-            r(R::WalkDisablesInterrupts),
-            r(R::FlushWaitsForReaders),
-            r(R::FreeAfterFlush),
-        ],
-        id: Id::SbWalk,
-    },
-    HwScenario {
-        name: "hw-sb-entry",
-        protocol: Protocol::P5Walks,
-        shape: "SB-entry: vCPU W(mode=IN_GUEST) mb R(requests), guest walks through its TLB vs requester W(unlink) W(request) mb R(mode), IPI if in guest, free",
-        roles: &["vcpu", "requester"],
-        invariants: &[Invariant::StaleTlbAfterFlush, Invariant::WalkerReadFreedTable],
-        kills: &[b(B::GuestEntryModeBeforeRequests), r(R::EntryChecksRequests), r(R::FreeAfterFlush)],
-        id: Id::SbEntry,
-    },
-    HwScenario {
-        name: "hw-epoch-walk",
-        protocol: Protocol::P5Walks,
-        shape: "P5 epoch reclamation: pinned software walks and a guest TLB vs pin, unlink, flush, defer, unpin",
-        roles: &["vcpu", "zapper"],
-        invariants: &[Invariant::WalkerReadFreedTable, Invariant::StaleTlbAfterFlush],
-        // None reachable: see the module docs of `epoch.rs`.
-        kills: &[],
-        id: Id::EpochWalk,
-    },
-    HwScenario {
-        name: "hw-mmu-fault-vs-invalidation",
-        protocol: Protocol::P2Retry,
-        shape: "F0-F14 and L1-L4 on the reference MMU: faults (F0-F14), lockless walks and the fast path vs invalidate_range_start/end that remap and free guest pages and unlink table pages",
-        roles: &["vcpu", "invalidator"],
-        invariants: &[Invariant::SpteMapsFreedPage, Invariant::WalkerReadFreedTable],
-        kills: &[
-            r(R::RetryChecksInProgress),
-            r(R::FaultRetriesUnderLock),
-            r(R::WalkDisablesInterrupts),
-            r(R::FlushWaitsForReaders),
-            r(R::FreeAfterFlush),
-        ],
-        id: Id::MmuFaultVsInvalidation,
-    },
-];
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_unique_and_distinct_from_the_model_scenarios() {
-        for (i, s) in HW_SCENARIOS.iter().enumerate() {
-            assert!(HW_SCENARIOS[..i].iter().all(|o| o.name != s.name), "duplicate {}", s.name);
-            assert!(
-                mmusync_models::Scenario::by_name(s.name).is_none(),
-                "{} shadows a model scenario",
-                s.name
-            );
-            assert_eq!(HwScenario::by_name(s.name).map(|x| x.id), Some(s.id));
-        }
-    }
 
     #[test]
     fn delays_stay_in_range() {

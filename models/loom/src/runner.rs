@@ -1,11 +1,11 @@
 //! Runs one scenario under loom, with or without a mutant, and classifies the outcome.
 
-use super::exec::LoomExec;
-use super::hal::LoomHal;
-use super::trace::{self, Entry};
-use crate::exec::VIOLATION;
-use crate::mutant::Mutant;
-use crate::scenario::Scenario;
+use crate::exec::LoomExec;
+use crate::hal::LoomHal;
+use crate::trace::{self, Entry};
+use mmusync_models::exec::VIOLATION;
+use mmusync_models::scenario::{Scenario, Shared};
+use mmusync_models::Mutant;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::string::{String, ToString};
@@ -47,33 +47,49 @@ pub fn bound(s: &Scenario) -> Bound {
             }
         }
     }
-    // Measured on the 2-core CI machine (docs/models.md has the table): exhaustive wherever it
-    // takes under ~10 s; otherwise the largest bound that keeps the whole suite (the correct
-    // code twice, plus every mutant that survives a scenario exploring it in full) well inside
-    // the CI budget. The next bound up costs about 8x (fault-vs-invalidation: 44k executions at
-    // 3, 357k at 4; multi-slot-range-merge: 78k at 3, 710k at 4; epoch-walk: 232k at 3;
-    // cache-refresh-vs-two-invalidations: 171k at 3 in ~43 s, its bug needs 3 preemptions, and
-    // an exhaustive run did not end within 10 minutes).
-    let preemptions = match s.name {
-        "fault-vs-invalidation"
-        | "multi-slot-range-merge"
-        | "epoch-walk"
-        | "cache-refresh-vs-two-invalidations" => Some(3),
-        "memslot-swap-vs-invalidation" => Some(4),
+    Bound { preemptions: s.shared().and_then(default_bound) }
+}
+
+/// The preemption bound of each shared body (`None`: exhaustive). Every body is listed, so a
+/// new shared scenario does not compile until its bound is chosen.
+///
+/// Measured on the 2-core CI machine (docs/models.md has the table): exhaustive wherever it
+/// takes under ~10 s; otherwise the largest bound that keeps the whole suite (the correct code
+/// twice, plus every mutant that survives a scenario exploring it in full) well inside the CI
+/// budget. The next bound up costs about 8x (fault-vs-invalidation: 44k executions at 3, 357k
+/// at 4; multi-slot-range-merge: 78k at 3, 710k at 4; epoch-walk: 232k at 3;
+/// cache-refresh-vs-two-invalidations: 171k at 3 in ~43 s, its bug needs 3 preemptions, and an
+/// exhaustive run did not end within 10 minutes).
+pub const fn default_bound(body: Shared) -> Option<usize> {
+    match body {
+        Shared::FaultVsInvalidation
+        | Shared::MultiSlotRangeMerge
+        | Shared::EpochWalk
+        | Shared::CacheRefreshVsTwoInvalidations => Some(3),
+        Shared::MemslotSwapVsInvalidation => Some(4),
         // core's ReferenceMmu: fault + two guest runs vs start/end: 15.9k executions (2.8 s) at
         // 2, 301k (75 s) at 3.
-        "mmu-fault-vs-invalidation" => Some(2),
+        Shared::MmuFaultVsInvalidation => Some(2),
         // zap_ipi vs lockless walk + guest: 53k (14 s) at 3; exhaustive did not end in 5 min.
-        "mmu-zap-ipi-vs-walk" => Some(3),
+        Shared::MmuZapIpiVsWalk => Some(3),
         // zap_epoch (crossbeam-epoch's internals) vs epoch walk + guest: 3.7k (1.6 s) at 1,
         // 36.6k (~18 s) at 2.
-        "mmu-zap-epoch-vs-walk" => Some(2),
+        Shared::MmuZapEpochVsWalk => Some(2),
         // set_memslot(DELETE) vs guest + fault: 7.0k (1.4 s) at 3, 53k (25 s) at 4;
         // exhaustive did not end in 5 min.
-        "mmu-memslot-delete-vs-guest" => Some(3),
-        _ => None,
-    };
-    Bound { preemptions }
+        Shared::MmuMemslotDeleteVsGuest => Some(3),
+        Shared::Mp1LocklessRetry
+        | Shared::Mp2SnapshotPlacement
+        | Shared::MemslotDeleteVsFault
+        | Shared::CacheRefreshVsInvalidation
+        | Shared::CacheHvaChangeVsConsumer
+        | Shared::UnsyncVsGuestWrite
+        | Shared::UnsyncTwoMarkers
+        | Shared::SbWalk
+        | Shared::SbEntry
+        | Shared::RequestPayload
+        | Shared::MmuInvalidateTwoSlots => None,
+    }
 }
 
 /// loom's per-execution branch limit, unless `LOOM_MAX_BRANCHES` says otherwise.
@@ -182,9 +198,24 @@ fn explore(
     opts: &Options,
     checkpoint: Option<(&PathBuf, usize)>,
 ) -> Report {
-    super::panics::start();
-    trace::take_touched();
     let bound = bound(s);
+    let Some(body) = s.shared() else {
+        return Report {
+            scenario: s.name,
+            mutant,
+            also: opts.also.clone(),
+            bound,
+            outcome: Outcome::Error,
+            executions: 0,
+            time: Duration::ZERO,
+            message: Some(std::format!("{}: not a shared scenario (its body is another checker's)", s.name)),
+            roles: Vec::new(),
+            trace: Vec::new(),
+            touched: BTreeSet::new(),
+        };
+    };
+    crate::panics::start();
+    trace::take_touched();
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = bound.preemptions;
     if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
@@ -205,9 +236,9 @@ fn explore(
         builder.check(move || {
             counter.fetch_add(1, Ordering::Relaxed);
             trace::start_execution();
-            super::hal::set_plain_stores(s.plain_stores);
+            crate::hal::set_plain_stores(s.plain_stores);
             let hal = LoomHal::with_also_dropped(mutant, &also);
-            s.run(&hal, &LoomExec);
+            body.run(&hal, &LoomExec);
         })
     }));
     let time = start.elapsed();
@@ -216,7 +247,7 @@ fn explore(
     let (outcome, message, roles, trace) = match result {
         Ok(()) => (Outcome::Pass, None, Vec::new(), Vec::new()),
         Err(payload) => {
-            let message = Some(super::panics::first(&*payload));
+            let message = Some(crate::panics::first(&*payload));
             let text = message.clone().unwrap_or_default();
             let outcome = if text.starts_with(VIOLATION) {
                 Outcome::Violation

@@ -1,9 +1,9 @@
 //! The loom executor: role `i` is loom thread `i` (role 0 on the model's main thread, the others
 //! spawned), and CPU `i` for the HAL.
 
-use super::hal::{set_current_cpu, MAX_CPUS};
-use super::trace::{self, Event};
-use crate::exec::{Executor, Role};
+use crate::hal::{set_current_cpu, MAX_CPUS};
+use crate::trace::{self, Event};
+use mmusync_models::exec::{Executor, Role};
 use std::fmt;
 use std::vec::Vec;
 

@@ -13,12 +13,13 @@
 //!    scenario with the mutant *and* those barriers dropped, which must fail (otherwise the
 //!    reason is wrong, and the scorecard fails).
 
-use super::runner::{run, Bound, Options, Outcome, Report};
-use crate::mutant::Mutant;
-use crate::row::{Failure, Verdict};
-use crate::scenario::{Scenario, SCENARIOS};
+use crate::runner::{run, Bound, Options, Outcome, Report};
 use mmusync::barrier::Protocol;
 use mmusync::{Barrier, Rule};
+use mmusync_models::row::{Failure, Verdict};
+use mmusync_models::scenario::Scenario;
+use mmusync_models::Checker;
+use mmusync_models::Mutant;
 use std::collections::{BTreeMap, BTreeSet};
 use std::string::{String, ToString};
 use std::sync::Mutex;
@@ -219,8 +220,7 @@ pub fn scorecard(sel: &Selection) -> Vec<Row> {
     };
     let mutants: Vec<Mutant> =
         mutants.into_iter().filter(|m| sel.protocol.is_none_or(|p| m.protocol() == p)).collect();
-    let scenarios: Vec<&'static Scenario> = SCENARIOS
-        .iter()
+    let scenarios: Vec<&'static Scenario> = Scenario::run_by(Checker::Loom)
         .filter(|s| sel.scenario.as_deref().is_none_or(|n| n == s.name))
         .filter(|s| {
             sel.protocol.is_none_or(|p| {
@@ -345,9 +345,9 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The scorecard as the main job's typed rows ([`crate::row::Row`]).
-pub fn result_rows(rows: &[Row]) -> Vec<crate::row::Row> {
-    use crate::row::{self, Checker};
+/// The scorecard as the main job's typed rows ([`mmusync_models::row::Row`]).
+pub fn result_rows(rows: &[Row]) -> Vec<mmusync_models::row::Row> {
+    use mmusync_models::row;
     rows.iter()
         .map(|r| {
             let scenario = r.scenario.and_then(Scenario::by_name);
@@ -397,7 +397,7 @@ pub fn result_rows(rows: &[Row]) -> Vec<crate::row::Row> {
 /// `ci/loom.sh` builds, so nothing is rebuilt).
 pub fn replay_command(scenario: &str, m: Mutant) -> String {
     std::format!(
-        "RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" CARGO_TARGET_DIR=target/loom cargo run -q -p mmusync-models --release --bin loom-scorecard -- --scenario {scenario} --mutant {} --replay",
+        "RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" CARGO_TARGET_DIR=target/loom cargo run -q -p mmusync-loom --release --bin loom-scorecard -- --scenario {scenario} --mutant {} --replay",
         m.name()
     )
 }

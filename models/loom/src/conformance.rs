@@ -1,4 +1,4 @@
-//! The HAL conformance suite ([`crate::conformance`]) under loom: one check, one case, explored
+//! The HAL conformance suite ([`mmusync_models::conformance`]) under loom: one check, one case, explored
 //! exhaustively.
 //!
 //! [`explore`] runs a check against the loom HAL, and [`explore_with`] against any HAL built
@@ -7,12 +7,12 @@
 //! [`Caps::MODEL`]: one round, since loom explores the schedules instead. The checks are
 //! litmus-sized, so every interleaving is explored (no preemption bound).
 
-use super::exec::LoomExec;
-use super::hal::LoomHal;
-use super::trace;
-use crate::conformance::{Caps, Check, Subject};
+use crate::exec::LoomExec;
+use crate::hal::LoomHal;
+use crate::trace;
 use mmusync::hal::Cpus;
 use mmusync::mmu::BoxAlloc;
+use mmusync_models::conformance::{Caps, Check, Subject};
 use std::string::String;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub fn explore_with<H: Cpus>(
     case: usize,
     make_hal: impl Fn() -> H + Send + Sync + 'static,
 ) -> Explored {
-    super::panics::start();
+    crate::panics::start();
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = None;
     builder.checkpoint_file = None;
@@ -61,7 +61,7 @@ pub fn explore_with<H: Cpus>(
         builder.check(move || {
             counter.fetch_add(1, Ordering::Relaxed);
             trace::start_execution();
-            super::hal::set_plain_stores(false);
+            crate::hal::set_plain_stores(false);
             let subject = Subject { hal: make_hal(), exec: LoomExec, alloc: BoxAlloc, caps: Caps::MODEL };
             check.run(case, &subject);
         })
@@ -72,7 +72,7 @@ pub fn explore_with<H: Cpus>(
     let _ = trace::take_touched();
     let failure = match result {
         Ok(()) => None,
-        Err(payload) => Some(super::panics::first(&*payload)),
+        Err(payload) => Some(crate::panics::first(&*payload)),
     };
     Explored { executions: executions.load(Ordering::Relaxed), time, failure }
 }

@@ -1,16 +1,16 @@
 //! Every scenario, unmutated, under loom: the correct code must pass them all.
 #![cfg(loom)]
 
-use mmusync_models::loom::runner::{run, Options, Outcome};
-use mmusync_models::loom::trace::render;
-use mmusync_models::SCENARIOS;
+use mmusync_loom::runner::{run, Options, Outcome};
+use mmusync_loom::trace::render;
+use mmusync_models::{Checker, Scenario};
 
 #[test]
 fn correct_code_passes_every_scenario() {
     let only = std::env::var("SCENARIO").ok();
     let mut failed = Vec::new();
     let start = std::time::Instant::now();
-    for s in SCENARIOS.iter().filter(|s| only.as_deref().is_none_or(|o| o == s.name)) {
+    for s in Scenario::run_by(Checker::Loom).filter(|s| only.as_deref().is_none_or(|o| o == s.name)) {
         let r = run(s, None, &Options::default());
         println!(
             "{:<32} {:<24} {:>9} executions {:>8.2?}  {}",

@@ -53,11 +53,11 @@
 //! adds no ordering the protocols could observe. A lock that is never released now shows up as
 //! a loom deadlock instead of a branch-limit error.
 
-use super::trace::{self, Event};
-use crate::mutant::Mutant;
+use crate::trace::{self, Event};
 use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
 use mmusync::hal::{Atomic, AtomicInt, CpuId, CpuSet, Cpus, Hal, IrqState, Ordering};
 use mmusync::{Barrier, FenceKind, Rule, Step};
+use mmusync_models::Mutant;
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 

@@ -3,14 +3,14 @@
 //! (exhaustive exploration finds the forbidden outcome whenever one exists).
 //!
 //! Run with `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" CARGO_TARGET_DIR=target/loom cargo test
-//! -p mmusync-models --release --test conformance`. `CHECK=<name>` runs one check only.
+//! -p mmusync-loom --release --test conformance`. `CHECK=<name>` runs one check only.
 #![cfg(loom)]
 
 use mmusync::hal::{CpuId, CpuSet, Cpus, Hal, IrqState};
 use mmusync::{Barrier, FenceKind, Rule};
+use mmusync_loom::conformance::{explore, explore_with, Explored};
+use mmusync_loom::hal::{LoomHal, LoomRawMutex};
 use mmusync_models::conformance::Check;
-use mmusync_models::loom::conformance::{explore, explore_with, Explored};
-use mmusync_models::loom::hal::{LoomHal, LoomRawMutex};
 use mmusync_models::Mutant;
 
 #[test]

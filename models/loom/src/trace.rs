@@ -4,9 +4,9 @@
 //! trace is an ordinary (OS-)thread-local list in the order steps actually ran. It is cleared at
 //! the start of each execution; after a failure it holds the failing execution.
 
-use super::hal::current_cpu;
-use crate::mutant::Mutant;
+use crate::hal::current_cpu;
 use mmusync::{Barrier, Rule, Step};
+use mmusync_models::Mutant;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;

@@ -4,7 +4,7 @@
 //! Build and run it with loom's cfg:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom --cfg crossbeam_loom" cargo run -p mmusync-models --release --bin loom-scorecard -- --json results/loom-scorecard.json
+//! RUSTFLAGS="--cfg loom --cfg crossbeam_loom" cargo run -p mmusync-loom --release --bin loom-scorecard -- --json results/loom-scorecard.json
 //! ```
 //!
 //! Without `--cfg loom` the binary only says how to build it.
@@ -16,39 +16,69 @@ fn main() {
 
 #[cfg(not(loom))]
 fn main() {
-    eprintln!("loom-scorecard needs a loom build: RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" cargo run -p mmusync-models --release --bin loom-scorecard");
+    eprintln!("loom-scorecard needs a loom build: RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\" cargo run -p mmusync-loom --release --bin loom-scorecard");
     std::process::exit(2);
 }
 
 #[cfg(loom)]
 mod cli {
-    use clap::{Arg, ArgAction, Command};
+    use clap::Parser;
     use mmusync::barrier::Protocol;
-    use mmusync_models::loom::runner::bound;
-    use mmusync_models::loom::scorecard::{
+    use mmusync_loom::runner::bound;
+    use mmusync_loom::scorecard::{
         known_hole, mutant_names, not_killable, replay_command, result_rows, scorecard, table, Row, Selection,
     };
-    use mmusync_models::loom::trace::render;
-    use mmusync_models::{Mutant, Scenario, SCENARIOS};
+    use mmusync_loom::trace::render;
+    use mmusync_models::{Checker, Mutant, Scenario};
     use std::path::PathBuf;
 
-    fn command() -> Command {
-        Command::new("loom-scorecard")
-            .about("Runs every barrier and rule mutant of mmusync against the loom scenarios and prints the scorecard")
-            .arg(Arg::new("scenario").long("scenario").value_name("NAME").help("only this scenario"))
-            .arg(Arg::new("protocol").long("protocol").value_name("P1..P5").help("only this protocol's mutants, its scenarios, and the scenarios that target (or check) one of its mutants"))
-            .arg(Arg::new("mutant").long("mutant").value_name("NAME").help("only this mutant (a Barrier or Rule variant name; `none` = only the correct code)"))
-            .arg(Arg::new("json").long("json").value_name("PATH").help("also write the scorecard as JSON: the main job's typed rows (mmusync_models::Row)"))
-            .arg(Arg::new("table").long("table").value_name("PATH").help("also write the scorecard as a Markdown table"))
-            .arg(Arg::new("replay").long("replay").action(ArgAction::SetTrue).help("record a loom checkpoint of each failing execution, so that it can be replayed (counterexample traces are always printed)"))
-            .arg(Arg::new("replay-dir").long("replay-dir").value_name("DIR").default_value("results/replay").help("where --replay keeps loom checkpoint files"))
-            .arg(Arg::new("jobs").long("jobs").value_name("N").value_parser(clap::value_parser!(usize)).default_value("2").help("loom models run in parallel"))
-            .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("list scenarios and mutants, then exit"))
+    /// Runs every barrier and rule mutant of mmusync against the loom scenarios and prints the
+    /// scorecard. Environment: `MMUSYNC_LOOM_BOUND` (a preemption bound, or `none` for
+    /// exhaustive) replaces every scenario's bound; `LOOM_MAX_BRANCHES` loom's branch limit.
+    #[derive(Debug, Parser)]
+    #[command(name = "loom-scorecard", version)]
+    struct Cli {
+        /// Only this scenario.
+        #[arg(long, value_name = "NAME")]
+        scenario: Option<String>,
+        /// Only this protocol's mutants, its scenarios, and the scenarios that target (or check)
+        /// one of its mutants (P1..P5, any case).
+        #[arg(long, value_name = "P1..P5", value_parser = parse_protocol)]
+        protocol: Option<Protocol>,
+        /// Only this mutant (a Barrier or Rule variant name; `none` = only the correct code).
+        #[arg(long, value_name = "NAME")]
+        mutant: Option<String>,
+        /// Also write the scorecard as JSON: the main job's typed rows (mmusync_models::Row).
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Also write the scorecard as a Markdown table.
+        #[arg(long, value_name = "PATH")]
+        table: Option<PathBuf>,
+        /// Record a loom checkpoint of each failing execution, so that it can be replayed
+        /// (counterexample traces are always printed).
+        #[arg(long)]
+        replay: bool,
+        /// Where --replay keeps loom checkpoint files.
+        #[arg(long, value_name = "DIR", default_value = "results/replay")]
+        replay_dir: PathBuf,
+        /// Loom models run in parallel.
+        #[arg(long, value_name = "N", env = "MMUSYNC_LOOM_JOBS", default_value_t = 2)]
+        jobs: usize,
+        /// List scenarios and mutants, then exit.
+        #[arg(long)]
+        list: bool,
+    }
+
+    fn parse_protocol(s: &str) -> Result<Protocol, String> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.short().eq_ignore_ascii_case(s))
+            .ok_or_else(|| std::format!("no protocol {s}: one of P1, P2, P3, P4, P5"))
     }
 
     fn list() {
         println!("scenarios:");
-        for s in SCENARIOS {
+        for s in Scenario::run_by(Checker::Loom) {
             println!(
                 "  {:<32} {} [{}] roles: {}",
                 s.name,
@@ -90,60 +120,35 @@ mod cli {
     }
 
     pub fn main() -> i32 {
-        let m = command().get_matches();
-        if m.get_flag("list") {
+        let cli = Cli::parse();
+        if cli.list {
             list();
             return 0;
         }
-        let scenario = m.get_one::<String>("scenario").cloned();
+        let scenario = cli.scenario.clone();
         if let Some(name) = &scenario {
-            if Scenario::by_name(name).is_none() {
-                eprintln!("no scenario {name}; --list shows them");
+            if Scenario::run_by(Checker::Loom).all(|s| s.name != name) {
+                eprintln!("no loom scenario {name}; --list shows them");
                 return 2;
             }
         }
-        let protocol = match m.get_one::<String>("protocol").map(|p| p.to_ascii_uppercase()) {
-            None => None,
-            Some(p) => match [
-                Protocol::P1Invalidation,
-                Protocol::P2Retry,
-                Protocol::P3Memslots,
-                Protocol::P4Unsync,
-                Protocol::P5Walks,
-            ]
-            .into_iter()
-            .find(|x| x.short() == p)
-            {
-                Some(x) => Some(x),
-                None => {
-                    eprintln!("no protocol {p}; use P1, P2, P3, P4 or P5");
-                    return 2;
-                }
-            },
-        };
-        let mutant = m.get_one::<String>("mutant").cloned();
+        let protocol = cli.protocol;
+        let mutant = cli.mutant.clone();
         if let Some(name) = &mutant {
             if name != "none" && Mutant::from_name(name).is_none() {
                 eprintln!("no mutant {name}; --list shows them");
                 return 2;
             }
         }
-        let replay = m.get_flag("replay");
-        let replay_dir =
-            replay.then(|| PathBuf::from(m.get_one::<String>("replay-dir").expect("has a default")));
+        let replay = cli.replay;
+        let replay_dir = replay.then(|| cli.replay_dir.clone());
         if let Some(dir) = &replay_dir {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 eprintln!("cannot create {}: {e}", dir.display());
                 return 2;
             }
         }
-        let sel = Selection {
-            scenario,
-            protocol,
-            mutant,
-            jobs: *m.get_one::<usize>("jobs").expect("has a default"),
-            replay_dir: replay_dir.clone(),
-        };
+        let sel = Selection { scenario, protocol, mutant, jobs: cli.jobs, replay_dir: replay_dir.clone() };
         let start = std::time::Instant::now();
         let rows = scorecard(&sel);
         let elapsed = start.elapsed();
@@ -207,13 +212,13 @@ mod cli {
                 return 2;
             }
         };
-        for (flag, text) in [("json", json), ("table", md)] {
-            if let Some(path) = m.get_one::<String>(flag) {
-                if let Some(dir) = std::path::Path::new(path).parent() {
+        for (path, text) in [(&cli.json, json), (&cli.table, md)] {
+            if let Some(path) = path {
+                if let Some(dir) = path.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
                 if let Err(e) = std::fs::write(path, text) {
-                    eprintln!("cannot write {path}: {e}");
+                    eprintln!("cannot write {}: {e}", path.display());
                     return 2;
                 }
             }
