@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The loom suite: every scenario on the correct code (cargo test), then the mutant scorecard
-# (every named barrier and rule dropped/broken in turn, against the scenarios).
+# The loom suite: every scenario on the correct code (cargo test), the HAL conformance suite, the
+# user-MMU example test (core's loom backend used as a downstream VMM would), then the mutant
+# scorecard (every named barrier and rule dropped/broken in turn, against the scenarios).
 #
 # Results go to results/ (gitignored):
 #   results/loom-test.txt          the correct-code runs: scenario, bound, executions, time
+#   results/loom-user-mmu.txt      the user-MMU example: executions to catch each planted bug
 #   results/loom-scorecard.md      the scorecard table (mutant, killing scenario, executions
 #                                  to first failure, time, kill kind)
 #   results/loom-scorecard.json    the same rows as JSON
@@ -25,10 +27,14 @@ mkdir -p results
 start=$(date +%s)
 
 cargo build -p mmusync-loom --release --tests --bins
+cargo build -p mmusync-examples --release --test model_user_mmu_loom
 built=$(date +%s)
 cargo test -p mmusync-loom --release --test loom -- --nocapture 2>&1 | tee results/loom-test.txt
 # The HAL conformance suite against the loom backend, and its deliberately broken backends.
 cargo test -p mmusync-loom --release --test conformance 2>&1 | tee results/loom-conformance.txt
+# A user-written secondary MMU checked with core's loom backend, as a downstream VMM would
+# (examples/tests/model_user_mmu_loom.rs): the correct MMU passes, each planted bug is caught.
+cargo test -p mmusync-examples --release --test model_user_mmu_loom -- --nocapture 2>&1 | tee results/loom-user-mmu.txt
 tested=$(date +%s)
 rm -rf results/replay
 cargo run -q -p mmusync-loom --release --bin loom-scorecard -- \

@@ -64,6 +64,7 @@ if ! cargo deny --version 2> /dev/null | grep -q "$DENY_VERSION"; then
 fi
 cargo deny --manifest-path core/Cargo.toml --all-features check licenses bans sources
 cargo deny --workspace check licenses sources
+cargo deny --manifest-path models/kvm/guest/Cargo.toml check licenses sources
 echo "advisories: NOT CHECKED (the RustSec database cannot be fetched from this network; run"
 echo "  cargo deny --workspace check advisories   where it can)"
 echo "package check done ($(elapsed))"

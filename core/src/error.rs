@@ -34,6 +34,13 @@ pub enum Error {
     NoMapping,
     /// An address that is not page aligned where a page boundary is required.
     Misaligned,
+    /// A memslot generation with the update-in-progress bit: nothing may be cached by it
+    /// ([`GEN_UPDATE_IN_PROGRESS`](crate::memslot::GEN_UPDATE_IN_PROGRESS)).
+    GenerationInProgress,
+    /// The operation cannot complete now and must not wait where it is (a memslot update is
+    /// under way and waiting for it inside an SRCU read section would deadlock): the caller
+    /// retries after leaving its read sections (KVM's `-EAGAIN`).
+    TryAgain,
 }
 
 impl fmt::Display for Error {
@@ -53,6 +60,8 @@ impl fmt::Display for Error {
             Error::OutOfMemory => "out of pages",
             Error::NoMapping => "no memslot maps this gfn",
             Error::Misaligned => "address is not page aligned",
+            Error::GenerationInProgress => "memslot update in progress: generation not cacheable",
+            Error::TryAgain => "try again outside the SRCU read section",
         })
     }
 }

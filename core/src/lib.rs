@@ -20,11 +20,13 @@
 //! ## Protocols and step labels
 //!
 //! The documentation refers to protocol steps by short labels: S1–S5 and E1–E2 for
-//! `invalidate_range_start`/`end`, F0–F14 for the fault path, R1–R5 for a translation-cache
+//! `invalidate_range_start`/`end`, G1–G4 for a zap that is not a notifier event
+//! (`Vm::zap_gfn_range`), A1–A3 for the aging notifiers, F0–F16 for the fault path (with prefetch and prefault), R1–R5 for a translation-cache
 //! refresh, W1–W8 for a memslot swap, U1–U5 and C1–C3 for unsync marking and checking, L1–L4,
-//! Z1–Z2, Q1–Q5 and V1–V6 for lockless walks, frees, requests and guest entry; to barrier tags
+//! Z1–Z2, Q1–Q6, M1–M2, D1–D3 and V1–V6 for lockless walks, frees, requests and flushes, SPTE
+//! updates, accessed/dirty bits and guest entry; to barrier tags
 //! such as \[B1-end-wmb\]; to the litmus shapes MP-1, MP-2, SB-walk and SB-entry; and to
-//! invariants I1.1–I5.5. All of them are defined in [`protocols`] (the crate's
+//! invariants I1.1–I5.8. All of them are defined in [`protocols`] (the crate's
 //! `docs/protocols.md`), one heading per label, with the function that implements each step
 //! and the KVM code it mirrors.
 //!
@@ -42,6 +44,15 @@
 //!   and a blocked signal mask plays disabled interrupts.
 //! * `x86`: the `hal::x86` backend's barrier mapping under x86-TSO.
 //! * `x86-ring0`: privileged instructions (`cli`/`sti`, local-APIC IPIs) for a ring-0 guest.
+//! * `shuttle`: the `hal::shuttle` model backend, for testing your own integration (your
+//!   [`notifier::SecondaryMmu`], fault path, walker) under the [shuttle] model checker.
+//! * `--cfg loom` (a compiler flag, not a feature, as in tokio and crossbeam): the `hal::loom`
+//!   model backend, for the same under [loom]. Build with
+//!   `RUSTFLAGS="--cfg loom --cfg crossbeam_loom"`. The crate README's "Model-check your own
+//!   integration" says how.
+//!
+//! [shuttle]: https://docs.rs/shuttle
+//! [loom]: https://docs.rs/loom
 //!
 //! crossbeam-epoch is compiled only with `alloc` (or `std`); the no-feature build depends on
 //! lock_api alone.
@@ -56,14 +67,19 @@
 //! breaking change of mmusync and gets a new minor version while mmusync is 0.x (a new major
 //! version after 1.0); compatible updates are not. **crossbeam-epoch 0.9** is private: no type
 //! of it is exposed (the `epoch` module wraps it), so it may be upgraded or replaced in any release.
-//! libc is private too.
+//! libc is private too. The model backends expose their checker's types (their `spawn_cpu`
+//! returns a loom or shuttle join handle), so **loom 0.7** (under `--cfg loom`) and **shuttle
+//! 0.9** (feature `shuttle`) are public dependencies of those backends, under the same rule. **serde 1** (feature `serde`) is public: its traits are implemented for
+//! the step types and CPU ids; the serialized form of a [`Step`] follows its variants, so adding
+//! a variant is not a breaking change (`Step` is `#[non_exhaustive]`) but renaming one is.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
-#[cfg(feature = "std")]
+// The model backends (`hal::loom` under `--cfg loom`, `hal::shuttle`) are std programs.
+#[cfg(any(feature = "std", feature = "shuttle", loom))]
 extern crate std;
 
 pub mod active;
@@ -79,9 +95,11 @@ pub mod memslot;
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 pub mod mmu;
+pub mod mutant;
 pub mod notifier;
 pub mod pfncache;
 pub mod range;
+pub mod registry;
 pub mod retry;
 pub mod rule;
 pub mod srcu;
@@ -102,6 +120,7 @@ struct ReadmeDoctests;
 
 pub use barrier::{Barrier, FenceKind};
 pub use error::Error;
+pub use mutant::Mutant;
 pub use range::{Gfn, GfnRange, Hva, HvaRange};
 pub use rule::Rule;
 pub use step::{RetryCheck, Step};

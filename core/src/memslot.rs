@@ -39,6 +39,11 @@ use crate::step::Step;
 /// Bytes in a page: the unit of a gfn.
 pub const PAGE_SIZE: u64 = 4096;
 
+/// The generation bit a memslot swap sets while the new set is published but SRCU readers of
+/// the old set may still run (KVM's `KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS`, W1–W8): nothing
+/// may be cached by a generation that carries it ([`SlotCache::fill`] refuses).
+pub const GEN_UPDATE_IN_PROGRESS: u64 = 1 << 63;
+
 /// A memslot's id, unique within a VM.
 pub type SlotId = u16;
 
@@ -184,6 +189,78 @@ impl<H: Hal, const N: usize> SlotSet<H, N> {
         self.generation.store(other.generation.load(Relaxed), Relaxed);
     }
 
+    /// The binary search's key of cell `i`: the first gfn of its slot, `u64::MAX` (beyond
+    /// every gfn, [`crate::range::MAX_GFN`]) when the cell is empty.
+    ///
+    /// The cells of a set are kept sorted by this key (`insert`, `replace`, and `copy_from`,
+    /// which copies cell by cell): the occupied cells come first, ordered by first gfn, then
+    /// the empty ones. That is KVM's memslot array before 5.13 (`update_memslots` sorts,
+    /// `search_memslots` bisects), and makes [`MemslotsRead::find`] O(log N).
+    fn key(&self, i: usize) -> u64 {
+        let cell = &self.cells[i];
+        if cell.id_plus_one.load(Relaxed) == 0 {
+            u64::MAX
+        } else {
+            cell.base_gfn.load(Relaxed)
+        }
+    }
+
+    /// How many cells have a key at most `gfn` (a partition point: the keys are sorted).
+    ///
+    /// Branch-free halving (the loop runs `log2(N)` times whatever the keys, and each step
+    /// selects rather than branches), so a lookup costs a few dependent loads and no
+    /// mispredicted branches: at 512 slots it stays within a small factor of 8 slots.
+    fn count_at_most(&self, gfn: u64) -> usize {
+        if N == 0 {
+            return 0;
+        }
+        // Invariant: the partition point lies in `base..=base + size`.
+        let (mut base, mut size) = (0, N);
+        while size > 1 {
+            let half = size / 2;
+            let mid = base + half;
+            base = if self.key(mid) <= gfn { mid } else { base };
+            size -= half;
+        }
+        base + usize::from(self.key(base) <= gfn)
+    }
+
+    /// How many cells are occupied (they come first).
+    fn occupied(&self) -> usize {
+        self.count_at_most(u64::MAX - 1)
+    }
+
+    /// Inserts `slot` at its sorted place, moving the later slots up one cell. Only for the
+    /// inactive set (no reader). [`Error::SlotsFull`] when every cell is occupied.
+    fn insert(&self, slot: &Memslot) -> Result<(), Error> {
+        let len = self.occupied();
+        if len == N {
+            return Err(Error::SlotsFull);
+        }
+        let at = self.count_at_most(slot.gfns.start());
+        for i in (at..len).rev() {
+            self.cells[i + 1].store(self.cells[i].load().as_ref());
+        }
+        self.cells[at].store(Some(slot));
+        Ok(())
+    }
+
+    /// Replaces the slot in cell `pos` with `new` (`None`: removes it), keeping the cells
+    /// sorted. Only for the inactive set (no reader).
+    fn replace(&self, pos: usize, new: Option<&Memslot>) -> Result<(), Error> {
+        let len = self.occupied();
+        for i in pos + 1..len {
+            self.cells[i - 1].store(self.cells[i].load().as_ref());
+        }
+        if let Some(last) = len.checked_sub(1) {
+            self.cells[last].store(None);
+        }
+        match new {
+            Some(slot) => self.insert(slot),
+            None => Ok(()),
+        }
+    }
+
     fn position(&self, id: SlotId) -> Option<usize> {
         self.cells.iter().position(|c| c.id_plus_one.load(Relaxed) == u64::from(id) + 1)
     }
@@ -248,8 +325,7 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
                 {
                     return Err(Error::SlotOverlap);
                 }
-                let free = inactive.cells.iter().position(|c| c.load().is_none()).ok_or(Error::SlotsFull)?;
-                inactive.cells[free].store(Some(&slot));
+                inactive.insert(&slot)?;
                 self.swap(active);
             }
             SlotChange::Delete(id) | SlotChange::Move { id, .. } => {
@@ -268,7 +344,7 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
                 inactive.cells[pos].store(Some(&Memslot { invalid: true, ..old }));
                 self.swap(active);
                 zap(&old);
-                self.inactive().cells[pos].store(new.as_ref());
+                self.inactive().replace(pos, new.as_ref())?;
                 self.swap(active);
             }
         }
@@ -284,7 +360,14 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
     fn swap(&self, active: &ActiveInvalidations<H>) {
         let old = self.active.load(Relaxed) & 1;
         let new = old ^ 1;
-        let generation = self.sets[old].generation.load(Relaxed).wrapping_add(1);
+        // W1: the new set is published as "update in progress" (the old generation with the
+        // bit set) and gets its final generation only once no reader of the old set is left
+        // (W8). A reader that looked something up in the old set and then reads the
+        // generation of the new one can never cache it under a generation that stays valid.
+        let base = self.sets[old].generation.load(Relaxed) & !GEN_UPDATE_IN_PROGRESS;
+        let final_generation = base.wrapping_add(1) & !GEN_UPDATE_IN_PROGRESS;
+        let mark = self.hal.keeps(Rule::MemslotGenerationInProgress);
+        let generation = if mark { base | GEN_UPDATE_IN_PROGRESS } else { final_generation };
         self.sets[new].generation.store(generation, Relaxed);
 
         let (mut guard, count) = active.lock();
@@ -316,6 +399,11 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
             self.srcu.synchronize();
             self.hal.step(Step::MemslotSynchronized);
         }
+        if mark {
+            // W8: every reader that could hold the old set is gone.
+            self.sets[new].generation.store(final_generation, Relaxed);
+            self.hal.step(Step::MemslotGeneration { generation: final_generation });
+        }
         self.sets[old].copy_from(&self.sets[new]);
     }
 }
@@ -327,9 +415,13 @@ pub struct MemslotsRead<'a, H: Hal, const N: usize> {
 }
 
 impl<H: Hal, const N: usize> MemslotsRead<'_, H, N> {
-    /// The slot mapping `gfn` (`gfn_to_memslot`).
+    /// The slot mapping `gfn` (`gfn_to_memslot`). A binary search over the set's cells,
+    /// which are sorted by first gfn: O(log N) (`search_memslots`).
     pub fn find(&self, gfn: Gfn) -> Option<Memslot> {
-        self.set.iter().find(|s| s.gfns.contains(gfn))
+        // The last slot starting at or before `gfn` is the only one that can hold it: slots do
+        // not overlap.
+        let candidate = self.set.count_at_most(gfn).checked_sub(1)?;
+        self.set.cells[candidate].load().filter(|s| s.gfns.contains(gfn))
     }
 
     /// The slots whose host range overlaps `hvas` (the notifier's interval-tree walk).
@@ -342,9 +434,78 @@ impl<H: Hal, const N: usize> MemslotsRead<'_, H, N> {
         self.set.iter()
     }
 
-    /// The set's generation: it changes with every swap.
+    /// The set's generation (`slots->generation`): it changes with every swap. While a swap is
+    /// under way (between its publish and the end of its SRCU synchronize) it carries
+    /// [`GEN_UPDATE_IN_PROGRESS`], and nothing may be cached by it.
     pub fn generation(&self) -> u64 {
         self.set.generation.load(Relaxed)
+    }
+}
+
+/// A memslot lookup cached by generation: what KVM's MMIO SPTEs (which cache "no memslot maps
+/// this gfn") and `gfn_to_hva_cache` keep. The answer for one gfn is stamped with the
+/// generation it is valid for; it is used only while the active set has that same generation.
+///
+/// Stamping with a generation read *after* the lookup (as KVM's fault path does when it creates
+/// an MMIO SPTE: the lookup and `kvm_memslots()->generation` are separate dereferences) is
+/// safe because of the swap's in-progress bit (W1–W8, I3.4): a reader that looked up the
+/// old set and then read the new set's generation reads it with the bit, which
+/// [`fill`](Self::fill) refuses, and the final generation is published only after that
+/// reader has left its read section.
+///
+/// Owned by one user (a vCPU): the methods take `&mut self` for updates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotCache {
+    entry: Option<(u64, Gfn, Option<Hva>)>,
+}
+
+impl SlotCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        SlotCache { entry: None }
+    }
+
+    /// Caches `hva` (`None`: no memslot maps `gfn`) for `gfn` under `generation`. Fails with
+    /// [`Error::GenerationInProgress`], caching nothing (and dropping what was cached), when
+    /// `generation` carries [`GEN_UPDATE_IN_PROGRESS`].
+    pub fn fill(&mut self, generation: u64, gfn: Gfn, hva: Option<Hva>) -> Result<(), Error> {
+        if generation & GEN_UPDATE_IN_PROGRESS != 0 {
+            self.entry = None;
+            return Err(Error::GenerationInProgress);
+        }
+        self.entry = Some((generation, gfn, hva));
+        Ok(())
+    }
+
+    /// The cached answer for `gfn` if it was cached under `generation` (the active set's, read
+    /// now): `Some(None)` is a cached "no memslot". `None`: a miss.
+    pub fn get(&self, generation: u64, gfn: Gfn) -> Option<Option<Hva>> {
+        match self.entry {
+            Some((g, f, hva)) if g == generation && f == gfn && g & GEN_UPDATE_IN_PROGRESS == 0 => Some(hva),
+            _ => None,
+        }
+    }
+
+    /// The cached answer for `gfn` in `slots`, looked up and cached on a miss, all from one
+    /// dereference of the active set (`kvm_gfn_to_hva_cache_init` + `kvm_read_guest_cached`).
+    /// While a swap is under way the answer is returned but not cached.
+    pub fn lookup<H: Hal, const N: usize>(
+        &mut self,
+        slots: &MemslotsRead<'_, H, N>,
+        gfn: Gfn,
+    ) -> Option<Hva> {
+        let generation = slots.generation();
+        if let Some(hva) = self.get(generation, gfn) {
+            return hva;
+        }
+        let hva = slots.find(gfn).and_then(|s| s.gfn_to_hva(gfn));
+        let _ = self.fill(generation, gfn, hva);
+        hva
+    }
+
+    /// Drops the cached answer.
+    pub fn clear(&mut self) {
+        self.entry = None;
     }
 }
 
@@ -393,6 +554,28 @@ mod tests {
             m.update(&a, SlotChange::Create(Memslot::new(9, 900, 1, 0).unwrap()), |_| {}),
             Err(Error::SlotsFull)
         );
+    }
+
+    #[test]
+    fn generations_are_final_outside_swaps_and_caches_follow_them() {
+        let (m, a) = slots();
+        let g0 = m.read().generation();
+        let mut cache = SlotCache::new();
+        assert_eq!(cache.lookup(&m.read(), 0x105), None, "no slot: cached as such");
+        assert_eq!(cache.get(g0, 0x105), Some(None));
+        m.update(&a, SlotChange::Create(Memslot::new(1, 0x100, 16, 0x10_0000).unwrap()), |_| {}).unwrap();
+        let g1 = m.read().generation();
+        assert_eq!(g1, g0 + 1, "one swap, one generation");
+        assert_eq!(g1 & GEN_UPDATE_IN_PROGRESS, 0, "final once update returns");
+        assert_eq!(cache.get(g1, 0x105), None, "a new generation misses");
+        assert_eq!(cache.lookup(&m.read(), 0x105), Some(0x10_5000));
+        assert_eq!(cache.get(g1, 0x105), Some(Some(0x10_5000)));
+        assert_eq!(cache.get(g1, 0x106), None, "another gfn misses");
+        assert_eq!(cache.fill(g1 | GEN_UPDATE_IN_PROGRESS, 0x105, None), Err(Error::GenerationInProgress));
+        assert_eq!(cache.get(g1, 0x105), None, "a refused fill drops the old answer");
+        cache.fill(g1, 0x105, None).unwrap();
+        cache.clear();
+        assert_eq!(cache.get(g1, 0x105), None);
     }
 
     #[test]

@@ -25,14 +25,14 @@
 
 use crate::epoch::{EpochReclaimer, EpochWalk, ReclaimHandle};
 use crate::error::Error;
-use crate::hal::{Atomic, Cpus, Hal, Ordering, PageAlloc};
+use crate::hal::{Atomic, AtomicInt, Cpus, Hal, Ordering, PageAlloc};
 use crate::lock::{MmuLocked, MmuReadGuard, MmuWriteGuard};
 use crate::memslot::Memslot;
 use crate::notifier::{SecondaryMmu, Vm};
 use crate::range::{Gfn, GfnRange, Hva};
 use crate::rule::Rule;
 use crate::step::Step;
-use crate::vcpu::{flush_remote_tlbs, Vcpu};
+use crate::vcpu::{flush_remote_tlbs, flush_remote_tlbs_range, Vcpu};
 use crate::walk::{LocklessWalk, ZapList, ZapListFull};
 use alloc::boxed::Box;
 use core::ptr::NonNull;
@@ -41,8 +41,10 @@ use core::sync::atomic::{AtomicUsize, Ordering as BookkeepingOrdering};
 /// A secondary-MMU page-table entry.
 ///
 /// Bit 0: present. Bit 1: writable (what the hardware checks). Bit 2: MMU-writable (the fast
-/// path may set bit 1). Bit 3: points to a table. Leaves hold the pfn from bit 12; table entries
-/// hold the table's address (tables are 64-byte aligned).
+/// path may set bit 1). Bit 3: points to a table. Bit 4: accessed, bit 5: dirty (leaves only;
+/// the hardware sets them with an atomic OR while it uses the leaf, [D1](crate::protocols#d1)).
+/// Leaves hold the pfn from bit 12; table entries hold the table's address (tables are 64-byte
+/// aligned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Spte(u64);
 
@@ -51,6 +53,10 @@ impl Spte {
     const WRITABLE: u64 = 1 << 1;
     const MMU_WRITABLE: u64 = 1 << 2;
     const TABLE: u64 = 1 << 3;
+    /// The accessed bit, which the hardware sets (atomic OR) when it uses a leaf.
+    pub const ACCESSED: u64 = 1 << 4;
+    /// The dirty bit, which the hardware sets (atomic OR) when it writes through a leaf.
+    pub const DIRTY: u64 = 1 << 5;
     const FLAGS: u64 = 0x3f;
     /// The largest pfn a leaf can hold.
     pub const MAX_PFN: u64 = u64::MAX >> 12;
@@ -81,6 +87,16 @@ impl Spte {
         self.0 & Self::WRITABLE != 0
     }
 
+    /// Whether the accessed bit is set.
+    pub const fn is_accessed(self) -> bool {
+        self.0 & Self::ACCESSED != 0
+    }
+
+    /// Whether the dirty bit is set.
+    pub const fn is_dirty(self) -> bool {
+        self.0 & Self::DIRTY != 0
+    }
+
     /// Whether it is a present leaf.
     pub const fn is_leaf(self) -> bool {
         self.is_present() && self.0 & Self::TABLE == 0
@@ -106,6 +122,30 @@ impl Spte {
     fn link<H: Hal, const F: usize>(table: NonNull<Table<H, F>>) -> Self {
         Spte(table.as_ptr() as u64 | Self::PRESENT | Self::TABLE)
     }
+}
+
+/// The exchange of a leaf that the hardware may update concurrently (D2): an atomic swap, or,
+/// as `Rule::SpteUpdateIsAtomic`'s mutant, a load followed by a store, which loses an accessed or
+/// dirty bit set in between.
+fn exchange<A: Atomic<u64>>(entry: &A, new: u64, atomic: bool) -> u64 {
+    if atomic {
+        entry.swap(new, Ordering::Relaxed)
+    } else {
+        let old = entry.load(Ordering::Relaxed);
+        entry.store(new, Ordering::Relaxed);
+        old
+    }
+}
+
+/// The primary MMU's per-page state that the secondary MMU's accessed and dirty bits feed
+/// ([D3](crate::protocols#d3)): KVM's `kvm_set_pfn_accessed` / `kvm_set_pfn_dirty`
+/// (`folio_mark_accessed`, `folio_mark_dirty`). [`ReferenceMmu`] calls it with the old bits of
+/// every leaf it replaces or zaps, so that no dirty bit the hardware set is lost (I5.7).
+pub trait PageTracker: Sync {
+    /// The guest accessed `pfn` through a translation that is now gone.
+    fn mark_accessed(&self, pfn: u64);
+    /// The guest wrote `pfn` through a translation that is now gone.
+    fn mark_dirty(&self, pfn: u64);
 }
 
 /// One page-table page: `F` atomic entries.
@@ -290,8 +330,21 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     }
 
     /// Installs `spte` for `gfn` under `mmu_lock`, allocating tables on the way. Returns the
-    /// previous leaf, if any.
+    /// previous leaf, if any, with the accessed and dirty bits the hardware set in it (an
+    /// atomic exchange, [D2](crate::protocols#d2)): the caller owns them now.
     pub fn map(&self, guard: &MmuWriteGuard<'_, H>, gfn: Gfn, spte: Spte) -> Result<Option<Spte>, Error> {
+        self.map_inner(guard, gfn, spte, true)
+    }
+
+    /// [`map`](Self::map); `atomic == false` is the mutant of `Rule::SpteUpdateIsAtomic` (a
+    /// load, then a store).
+    fn map_inner(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        gfn: Gfn,
+        spte: Spte,
+        atomic: bool,
+    ) -> Result<Option<Spte>, Error> {
         self.lock.check(guard)?;
         self.check_gfn(gfn)?;
         // SAFETY: the root lives as long as `self`.
@@ -311,9 +364,73 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
             // SAFETY: we hold mmu_lock for write, so nobody unlinks or frees the child.
             table = unsafe { child.as_ref() };
         }
-        // swap, not store: the fast path may change the entry without mmu_lock (I5.3).
-        let old = Spte(table.entries[Self::index(gfn, 0)].swap(spte.0, Ordering::Relaxed));
+        // swap, not store: the fast path and the hardware (A/D bits) may change the entry
+        // without mmu_lock (I5.3, D2).
+        let old = Spte(exchange(&table.entries[Self::index(gfn, 0)], spte.0, atomic));
         Ok(Some(old).filter(|s| s.is_leaf()))
+    }
+
+    /// Clears (`clear`) or tests the accessed bit of every present leaf in `gfns` under
+    /// `mmu_lock`, with an atomic AND that keeps a dirty bit the hardware sets meanwhile
+    /// ([A2](crate::protocols#a2)). Returns whether any leaf had it (was young).
+    pub fn age(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange, clear: bool) -> Result<bool, Error> {
+        self.age_inner(guard, gfns, clear, true)
+    }
+
+    fn age_inner(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        gfns: GfnRange,
+        clear: bool,
+        atomic: bool,
+    ) -> Result<bool, Error> {
+        self.lock.check(guard)?;
+        // SAFETY: the root lives as long as `self`.
+        Ok(self.age_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, clear, atomic))
+    }
+
+    /// [`age`](Self::age) below `table`, visiting only present tables (as `zap_table`).
+    fn age_table(
+        &self,
+        table: &Table<H, F>,
+        level: usize,
+        base: Gfn,
+        gfns: GfnRange,
+        clear: bool,
+        atomic: bool,
+    ) -> bool {
+        let span = Self::span(level);
+        let mut young = false;
+        for (i, entry) in table.entries.iter().enumerate() {
+            // No overflow: the whole table spans at most 2^40 gfns (SHAPE_OK).
+            let (start, end) = (base + i as u64 * span, base + (i as u64 + 1) * span);
+            if end <= gfns.start() || gfns.end() <= start {
+                continue;
+            }
+            let spte = Spte(entry.load(Ordering::Relaxed));
+            if level > 0 {
+                if let Some(child) = spte.table::<H, F>() {
+                    // SAFETY: under mmu_lock for write nobody else unlinks or frees the child.
+                    young |= self.age_table(unsafe { child.as_ref() }, level - 1, start, gfns, clear, atomic);
+                }
+                continue;
+            }
+            if !spte.is_leaf() || !spte.is_accessed() {
+                continue;
+            }
+            young = true;
+            if !clear {
+                continue;
+            }
+            if atomic {
+                entry.fetch_and(!Spte::ACCESSED, Ordering::Relaxed);
+            } else {
+                // The mutant: a plain read-modify-write loses a bit set in between.
+                let now = entry.load(Ordering::Relaxed);
+                entry.store(now & !Spte::ACCESSED, Ordering::Relaxed);
+            }
+        }
+        young
     }
 
     /// Zaps every leaf in `gfns` and unlinks every table wholly inside `gfns`, handing each
@@ -325,11 +442,25 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         gfns: GfnRange,
         retire: &mut impl FnMut(NonNull<Table<H, F>>),
     ) -> Result<bool, Error> {
-        self.lock.check(guard)?;
-        // SAFETY: the root lives as long as `self`.
-        Ok(self.zap_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, retire))
+        self.zap_inner(guard, gfns, retire, &mut |_| {}, true)
     }
 
+    /// [`zap`](Self::zap), handing every cleared leaf (with its accessed and dirty bits) to
+    /// `cleared`; `atomic == false` is the mutant of `Rule::SpteUpdateIsAtomic`.
+    fn zap_inner(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        gfns: GfnRange,
+        retire: &mut impl FnMut(NonNull<Table<H, F>>),
+        cleared: &mut dyn FnMut(Spte),
+        atomic: bool,
+    ) -> Result<bool, Error> {
+        self.lock.check(guard)?;
+        // SAFETY: the root lives as long as `self`.
+        Ok(self.zap_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, retire, cleared, atomic))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn zap_table(
         &self,
         table: &Table<H, F>,
@@ -337,6 +468,8 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         base: Gfn,
         gfns: GfnRange,
         retire: &mut impl FnMut(NonNull<Table<H, F>>),
+        cleared: &mut dyn FnMut(Spte),
+        atomic: bool,
     ) -> bool {
         let span = Self::span(level);
         let mut flush = false;
@@ -347,12 +480,17 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
                 continue;
             }
             if level == 0 {
-                flush |= Spte(entry.swap(0, Ordering::Relaxed)).is_present();
+                let old = Spte(exchange(entry, 0, atomic));
+                if old.is_leaf() {
+                    cleared(old);
+                }
+                flush |= old.is_present();
                 continue;
             }
             let Some(child) = Spte(entry.load(Ordering::Relaxed)).table::<H, F>() else { continue };
             // SAFETY: under mmu_lock for write nobody else unlinks or frees the child.
-            flush |= self.zap_table(unsafe { child.as_ref() }, level - 1, start, gfns, retire);
+            flush |=
+                self.zap_table(unsafe { child.as_ref() }, level - 1, start, gfns, retire, cleared, atomic);
             if gfns.start() <= start && end <= gfns.end() {
                 entry.store(0, Ordering::Relaxed);
                 flush = true;
@@ -405,6 +543,25 @@ pub enum FaultOutcome {
     Retry,
 }
 
+/// The access a fault was taken for (`fault->write`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A read (or instruction fetch): any present leaf allows it.
+    Read,
+    /// A write: only a writable leaf allows it.
+    Write,
+}
+
+/// One attempt of the fault path.
+enum Attempt {
+    /// Installed this pfn, and prefetched this many neighbours.
+    Installed(u64, usize),
+    /// An invalidation raced: retry.
+    Retry,
+    /// The gfn's memslot is being deleted or moved: retry once the update is done.
+    InvalidSlot,
+}
+
 /// What the fast path did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FastFault {
@@ -422,6 +579,7 @@ pub struct ReferenceMmu<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: us
     table: PageTable<H, A, LEVELS, F>,
     vcpus: &'v [Vcpu<H>],
     reclaimer: EpochReclaimer,
+    tracker: Option<&'v dyn PageTracker>,
 }
 
 impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
@@ -430,7 +588,40 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// An empty MMU whose zaps wait for `vcpus` (and, for epoch zaps, for pins of its own
     /// [`reclaimer`](Self::reclaimer)).
     pub fn new(hal: H, alloc: A, vcpus: &'v [Vcpu<H>]) -> Result<Self, Error> {
-        Ok(ReferenceMmu { hal, table: PageTable::new(alloc)?, vcpus, reclaimer: EpochReclaimer::new() })
+        Ok(ReferenceMmu {
+            hal,
+            table: PageTable::new(alloc)?,
+            vcpus,
+            reclaimer: EpochReclaimer::new(),
+            tracker: None,
+        })
+    }
+
+    /// Hands the accessed and dirty bits of every leaf this MMU replaces ([`map`](Self::map),
+    /// the fault path) or zaps ([`zap_ipi`](Self::zap_ipi), [`zap_epoch`](Self::zap_epoch), the
+    /// notifier) to `tracker` from now on (D3).
+    pub fn set_page_tracker(&mut self, tracker: &'v dyn PageTracker) {
+        self.tracker = Some(tracker);
+    }
+
+    /// D3: the old leaf's accessed and dirty bits go to the primary MMU.
+    fn hand_over(&self, old: Spte) {
+        let Some(pfn) = old.pfn() else { return };
+        if let Some(t) = self.tracker {
+            if old.is_accessed() {
+                t.mark_accessed(pfn);
+            }
+            if old.is_dirty() {
+                t.mark_dirty(pfn);
+            }
+        }
+        if old.is_accessed() || old.is_dirty() {
+            self.hal.step(Step::SpteBits { pfn, accessed: old.is_accessed(), dirty: old.is_dirty() });
+        }
+    }
+
+    fn atomic_updates(&self) -> bool {
+        self.hal.keeps(Rule::SpteUpdateIsAtomic)
     }
 
     /// The epoch domain of this MMU's tables: register each thread that walks or zaps the
@@ -475,41 +666,197 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
         writable: bool,
         resolve: impl FnOnce(Hva) -> Result<u64, Error>,
     ) -> Result<FaultOutcome, Error> {
+        let mut resolve = Some(resolve);
+        let mut once = |hva| resolve.take().map_or(Err(Error::NoMapping), |r| r(hva));
+        Ok(match self.fault_attempt(vm, gfn, writable, None, &mut once)? {
+            Attempt::Installed(pfn, _) => FaultOutcome::Installed(pfn),
+            Attempt::Retry | Attempt::InvalidSlot => FaultOutcome::Retry,
+        })
+    }
+
+    /// The fault path of [`fault`](Self::fault), then, if it installed and in the same
+    /// `mmu_lock` critical section, the prefetch of the other gfns of `around` (F15, KVM's
+    /// `direct_pte_prefetch`): each one that a memslot maps and that has no present leaf is
+    /// resolved through `resolve` and installed read-only (MMU-writable if the fault was a
+    /// write). The prefetch is **skipped while any invalidation is in progress**: it takes no
+    /// seq snapshot, and a page resolved between an invalidation's start and end may be the
+    /// one the primary MMU is about to free. With none in progress under `mmu_lock`, a later
+    /// invalidation zaps what is installed here, and an earlier one ended before it (its end's
+    /// `mmu_lock` release orders the primary MMU's change before this resolution).
+    ///
+    /// `resolve` runs under `mmu_lock` for the prefetched gfns, so it must not sleep (KVM's
+    /// prefetch uses the atomic GUP-fast); a gfn it fails to resolve is skipped. Returns the
+    /// fault's outcome and how many gfns were prefetched.
+    pub fn fault_around<const N: usize>(
+        &self,
+        vm: &Vm<H, N>,
+        gfn: Gfn,
+        writable: bool,
+        around: GfnRange,
+        mut resolve: impl FnMut(Hva) -> Result<u64, Error>,
+    ) -> Result<(FaultOutcome, usize), Error> {
+        Ok(match self.fault_attempt(vm, gfn, writable, Some(around), &mut resolve)? {
+            Attempt::Installed(pfn, n) => (FaultOutcome::Installed(pfn), n),
+            Attempt::Retry | Attempt::InvalidSlot => (FaultOutcome::Retry, 0),
+        })
+    }
+
+    /// `KVM_PRE_FAULT_MEMORY` (`kvm_vcpu_pre_fault_memory` → `kvm_tdp_map_page`): maps `gfn`
+    /// ahead of the guest, retrying the fault path ([F0–F14](crate::protocols#f0)) until it
+    /// installs, all inside **one** SRCU read section of the memslots, as KVM's loop runs inside
+    /// `kvm->srcu`. Returns the pfn installed.
+    ///
+    /// A memslot update waits (W7) for that read section, so the loop must never wait for an
+    /// update: when the fault finds the gfn's memslot invalid (being deleted or moved), it
+    /// returns [`Error::TryAgain`] at once (F16), and the caller retries after leaving every
+    /// read section of these memslots. Retries caused by invalidations go on inside the loop:
+    /// an invalidation ends without waiting for SRCU (so the caller must not hold one of
+    /// `gfn` open itself). [`Error::NoMapping`] when no memslot maps `gfn`.
+    pub fn prefault<const N: usize>(
+        &self,
+        vm: &Vm<H, N>,
+        gfn: Gfn,
+        writable: bool,
+        mut resolve: impl FnMut(Hva) -> Result<u64, Error>,
+    ) -> Result<u64, Error> {
+        let _srcu = vm.memslots().srcu().read_lock();
+        loop {
+            match self.fault_attempt(vm, gfn, writable, None, &mut resolve)? {
+                Attempt::Installed(pfn, _) => return Ok(pfn),
+                Attempt::InvalidSlot if self.hal.keeps(Rule::PrefaultReturnsOnInvalidSlot) => {
+                    self.hal.step(Step::PrefaultTryAgain { gfn });
+                    return Err(Error::TryAgain);
+                }
+                Attempt::Retry | Attempt::InvalidSlot => self.hal.spin_hint(),
+            }
+        }
+    }
+
+    /// One attempt of the fault path, with the prefetch of `around` when it installs.
+    fn fault_attempt<const N: usize>(
+        &self,
+        vm: &Vm<H, N>,
+        gfn: Gfn,
+        writable: bool,
+        around: Option<GfnRange>,
+        resolve: &mut dyn FnMut(Hva) -> Result<u64, Error>,
+    ) -> Result<Attempt, Error> {
         let slots = vm.memslots().read();
         let slot = slots.find(gfn).ok_or(Error::NoMapping)?;
         self.hal.step(Step::FaultSlot { gfn, slot: slot.id(), invalid: slot.is_invalid() });
         if slot.is_invalid() {
-            return Ok(FaultOutcome::Retry);
+            return Ok(Attempt::InvalidSlot);
         }
         let hva = slot.gfn_to_hva(gfn).ok_or(Error::NoMapping)?;
         let inv = vm.invalidation();
         let snap = inv.snapshot();
         if inv.retry_gfn_unsafe(&snap, gfn)? {
-            return Ok(FaultOutcome::Retry);
+            return Ok(Attempt::Retry);
         }
         let pfn = resolve(hva)?;
         self.hal.step(Step::FaultResolved { gfn, pfn });
         if inv.retry_gfn_unsafe(&snap, gfn)? {
-            return Ok(FaultOutcome::Retry);
+            return Ok(Attempt::Retry);
         }
         let spte = Spte::leaf(pfn, writable, writable)?;
         let guard = inv.mmu_lock().write();
         if self.hal.keeps(Rule::FaultRetriesUnderLock) && inv.retry_gfn(&guard, &snap, gfn)? {
-            return Ok(FaultOutcome::Retry);
+            return Ok(Attempt::Retry);
         }
-        self.table.map(&guard, gfn, spte)?;
+        self.map(&guard, gfn, spte)?;
         self.hal.step(Step::FaultInstall { gfn, pfn });
-        Ok(FaultOutcome::Installed(pfn))
+        let prefetched = match around {
+            Some(around) => self.prefetch(&guard, inv, &slots, gfn, writable, around, resolve)?,
+            None => 0,
+        };
+        Ok(Attempt::Installed(pfn, prefetched))
     }
 
-    /// `fast_page_fault`: inside a lockless walk, make a present, MMU-writable leaf writable
-    /// with a cmpxchg (at most four tries). Needs no seq check: it only changes present
-    /// entries, and a zap in between makes the cmpxchg fail.
-    pub fn fast_fault(&self, walk: &LocklessWalk<'_, H>, gfn: Gfn) -> Result<FastFault, Error> {
+    /// F15: the prefetch of [`fault_around`](Self::fault_around), under the fault's
+    /// `mmu_lock`.
+    #[allow(clippy::too_many_arguments)]
+    fn prefetch<const N: usize>(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        inv: &crate::invalidation::Invalidation<H>,
+        slots: &crate::memslot::MemslotsRead<'_, H, N>,
+        faulted: Gfn,
+        writable: bool,
+        around: GfnRange,
+        resolve: &mut dyn FnMut(Hva) -> Result<u64, Error>,
+    ) -> Result<usize, Error> {
+        let in_progress = inv.in_progress(guard)?;
+        if in_progress != 0 && self.hal.keeps(Rule::PrefetchSkipsWhileInvalidating) {
+            self.hal.step(Step::PrefetchSkipped { in_progress });
+            return Ok(0);
+        }
+        let mut n = 0;
+        for gfn in around.start()..around.end().min(self.table.capacity()) {
+            if gfn == faulted || self.table.walk(guard, gfn)?.is_some() {
+                continue;
+            }
+            let Some(hva) = slots.find(gfn).filter(|s| !s.is_invalid()).and_then(|s| s.gfn_to_hva(gfn))
+            else {
+                continue;
+            };
+            let Ok(pfn) = resolve(hva) else { continue };
+            let Ok(spte) = Spte::leaf(pfn, false, writable) else { continue };
+            self.table.map(guard, gfn, spte)?;
+            self.hal.step(Step::Prefetch { gfn, pfn });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// D1: what the CPU's page walker does when it uses the leaf of `gfn` for `access`: sets
+    /// the accessed bit, and for a write to a writable leaf the dirty bit too, with an atomic
+    /// read-modify-write, and returns the leaf as it was (`None`: no present leaf, the access
+    /// faults; a write to a read-only leaf changes nothing and faults). For walkers emulated in
+    /// software and for tests; `proof` as for [`walk`](Self::walk).
+    pub fn hw_access(
+        &self,
+        proof: &impl WalkProof<H>,
+        gfn: Gfn,
+        access: Access,
+    ) -> Result<Option<Spte>, Error> {
+        self.check_proof(proof)?;
+        self.table.check_gfn(gfn)?;
+        let Some(entry) = self.table.leaf_entry(gfn) else { return Ok(None) };
+        let mut old = Spte(entry.load(Ordering::Relaxed));
+        loop {
+            if !old.is_leaf() {
+                return Ok(None);
+            }
+            let bits = match access {
+                Access::Read => Spte::ACCESSED,
+                Access::Write if old.is_writable() => Spte::ACCESSED | Spte::DIRTY,
+                Access::Write => return Ok(Some(old)),
+            };
+            match entry.compare_exchange(old.0, old.0 | bits, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(Some(old)),
+                Err(now) => old = Spte(now),
+            }
+        }
+    }
+
+    /// `fast_page_fault`: inside a lockless walk, fix a fault of `access` on `gfn` without
+    /// `mmu_lock`. A present leaf that already allows the access makes the fault spurious
+    /// (any present leaf for [`Access::Read`], a writable one for [`Access::Write`]); only a
+    /// **write** fault on a present, MMU-writable, read-only leaf is fixed, by setting the
+    /// writable bit with a cmpxchg (at most four tries). A read fault never makes a leaf
+    /// writable: that would let the guest write a page nobody saw it write (dirty logging).
+    /// Needs no seq check: it only changes present entries, and a zap in between makes the
+    /// cmpxchg fail.
+    pub fn fast_fault(
+        &self,
+        walk: &LocklessWalk<'_, H>,
+        gfn: Gfn,
+        access: Access,
+    ) -> Result<FastFault, Error> {
         self.check_proof(walk)?;
         for _ in 0..4 {
             let Some(spte) = self.table.walk_unchecked(gfn)? else { return Ok(FastFault::Slow) };
-            if spte.is_writable() {
+            if access == Access::Read || spte.is_writable() {
                 return Ok(FastFault::Spurious);
             }
             if spte.0 & Spte::MMU_WRITABLE == 0 {
@@ -523,23 +870,57 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
         Ok(FastFault::Slow)
     }
 
+    /// Installs `spte` for `gfn` under `mmu_lock` (`mmu_set_spte`) and returns the previous
+    /// leaf ([M1–M2](crate::protocols#m1)), whose accessed and dirty bits (exchanged atomically,
+    /// D2) also go to the [`PageTracker`] (D3). When the previous leaf was MMU-writable and the new
+    /// entry is not writable (write protection, for dirty logging or a read-only remap), or the
+    /// new entry maps another pfn, a vCPU may still hold the old writable translation in its
+    /// TLB: the remote TLBs of `gfn` are flushed **before** this returns (KVM's
+    /// `mmu_spte_update` rule), so that when the caller relies on the page being
+    /// write-protected, no vCPU can write it any more.
+    pub fn map(&self, guard: &MmuWriteGuard<'_, H>, gfn: Gfn, spte: Spte) -> Result<Option<Spte>, Error> {
+        let old = self.table.map_inner(guard, gfn, spte, self.atomic_updates())?;
+        if let Some(o) = old {
+            self.hand_over(o);
+        }
+        let flush = old
+            .is_some_and(|o| (o.0 & Spte::MMU_WRITABLE != 0 && !spte.is_writable()) || o.pfn() != spte.pfn());
+        let flush = flush && self.hal.keeps(Rule::MapFlushesLostWrite);
+        if flush {
+            // GfnRange::single cannot fail: `map` checked gfn < capacity <= MAX_GFN.
+            if let Ok(gfns) = GfnRange::single(gfn) {
+                flush_remote_tlbs_range(&self.hal, self.vcpus, gfns);
+            }
+        }
+        self.hal.step(Step::MapUpdate { gfn, flush });
+        Ok(old)
+    }
+
     /// Zaps `gfns` and frees unlinked tables the IPI way (`kvm_mmu_commit_zap_page`): each
     /// batch of tables is freed after [`flush_remote_tlbs`] has waited for every vCPU in a
     /// lockless walk or in the guest. Returns whether an entry was cleared (the caller still
     /// owes a TLB flush for leaves), or [`Error::Foreign`] for another lock's guard.
     pub fn zap_ipi(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange) -> Result<bool, Error> {
         let mut batch = ZapList::<Table<H, F>, 32>::new();
-        let flush = self.table.zap(guard, gfns, &mut |page| {
-            // SAFETY: `zap` unlinked `page` under mmu_lock, it came from the table's allocator
-            // and is retired once; the batch is committed with this MMU's allocator and all of
-            // its vCPUs.
-            if let Err(ZapListFull(page)) = unsafe { batch.push(page) } {
-                core::mem::take(&mut batch).commit(&self.hal, self.vcpus, self.table.allocator());
-                // SAFETY: as above; the fresh batch has room.
-                let pushed = unsafe { batch.push(page) };
-                debug_assert!(pushed.is_ok());
-            }
-        })?;
+        let mut cleared = |old: Spte| self.hand_over(old);
+        let atomic = self.atomic_updates();
+        let flush = self.table.zap_inner(
+            guard,
+            gfns,
+            &mut |page| {
+                // SAFETY: `zap` unlinked `page` under mmu_lock, it came from the table's allocator
+                // and is retired once; the batch is committed with this MMU's allocator and all of
+                // its vCPUs.
+                if let Err(ZapListFull(page)) = unsafe { batch.push(page) } {
+                    core::mem::take(&mut batch).commit(&self.hal, self.vcpus, self.table.allocator());
+                    // SAFETY: as above; the fresh batch has room.
+                    let pushed = unsafe { batch.push(page) };
+                    debug_assert!(pushed.is_ok());
+                }
+            },
+            &mut cleared,
+            atomic,
+        )?;
         batch.commit(&self.hal, self.vcpus, self.table.allocator());
         Ok(flush)
     }
@@ -572,7 +953,13 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
                 self.table.allocator(),
                 |retired| {
                     // Cannot fail: the guard was checked above.
-                    let _ = self.table.zap(guard, gfns, &mut |page| retired.push(page));
+                    let _ = self.table.zap_inner(
+                        guard,
+                        gfns,
+                        &mut |page| retired.push(page),
+                        &mut |old| self.hand_over(old),
+                        self.atomic_updates(),
+                    );
                 },
                 || {
                     flush_remote_tlbs(&self.hal, self.vcpus);
@@ -599,6 +986,27 @@ impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Se
 
     fn flush_remote_tlbs(&self) {
         flush_remote_tlbs(&self.hal, self.vcpus);
+    }
+
+    fn flush_remote_tlbs_range(&self, gfns: GfnRange) {
+        flush_remote_tlbs_range(&self.hal, self.vcpus, gfns);
+    }
+
+    /// # Panics
+    ///
+    /// As [`unmap_gfn_range`](SecondaryMmu::unmap_gfn_range): if the tables belong to another
+    /// `mmu_lock`.
+    fn age_gfn_range(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        _slot: &Memslot,
+        gfns: GfnRange,
+        clear: bool,
+    ) -> bool {
+        match self.table.age_inner(guard, gfns, clear, self.atomic_updates()) {
+            Ok(young) => young,
+            Err(e) => panic!("ReferenceMmu used with another VM's mmu_lock: {e}"),
+        }
     }
 }
 
@@ -668,10 +1076,224 @@ mod tests {
             mmu.table().map(&g, 2, Spte::leaf(6, false, false).unwrap()).unwrap();
         }
         let walk = vcpus[0].walk_lockless_begin().unwrap();
-        assert_eq!(mmu.fast_fault(&walk, 1), Ok(FastFault::Fixed));
-        assert_eq!(mmu.fast_fault(&walk, 1), Ok(FastFault::Spurious));
-        assert_eq!(mmu.fast_fault(&walk, 2), Ok(FastFault::Slow));
-        assert_eq!(mmu.fast_fault(&walk, 3), Ok(FastFault::Slow));
+        assert_eq!(mmu.fast_fault(&walk, 1, Access::Read), Ok(FastFault::Spurious), "reads need no W");
+        assert!(!mmu.walk(&walk, 1).unwrap().unwrap().is_writable(), "a read fault never sets W");
+        assert_eq!(mmu.fast_fault(&walk, 1, Access::Write), Ok(FastFault::Fixed));
+        assert_eq!(mmu.fast_fault(&walk, 1, Access::Write), Ok(FastFault::Spurious));
+        assert_eq!(mmu.fast_fault(&walk, 2, Access::Write), Ok(FastFault::Slow));
+        assert_eq!(mmu.fast_fault(&walk, 3, Access::Write), Ok(FastFault::Slow));
+        assert_eq!(mmu.fast_fault(&walk, 3, Access::Read), Ok(FastFault::Slow));
+    }
+
+    #[test]
+    fn map_that_write_protects_a_writable_leaf_flushes_first() {
+        let cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        vcpus[0].load(cpu.cpu()).unwrap();
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let g = lock.write();
+        assert_eq!(mmu.map(&g, 1, Spte::leaf(5, true, true).unwrap()), Ok(None));
+        assert!(!vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "a new leaf needs no flush");
+        let old = mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
+        assert!(old.is_some_and(Spte::is_writable));
+        assert!(vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "W lost: flushed before returning");
+        mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
+        assert!(
+            vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH),
+            "MMU-writable: the fast path may have set W, flush"
+        );
+        mmu.map(&g, 2, Spte::leaf(6, false, false).unwrap()).unwrap();
+        mmu.map(&g, 2, Spte::leaf(6, true, true).unwrap()).unwrap();
+        assert!(!vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "gaining W needs no flush");
+        mmu.map(&g, 2, Spte::leaf(7, true, true).unwrap()).unwrap();
+        assert!(vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "another pfn: flush");
+        let other = crate::lock::MmuLock::<StdHal>::new();
+        assert_eq!(mmu.map(&other.write(), 1, Spte::leaf(5, true, true).unwrap()), Err(Error::Foreign));
+    }
+
+    #[test]
+    fn zap_gfn_range_makes_a_racing_fault_retry() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(1, 16, 8, 0x20_0000).unwrap())).unwrap();
+        let host = |hva: Hva| Ok(hva >> 12);
+        for gfn in [3, 4, 17] {
+            assert!(matches!(mmu.fault(&vm, gfn, true, host), Ok(FaultOutcome::Installed(_))));
+        }
+        // A fault whose resolution runs before the zap and installs after it must retry.
+        let raced = mmu.fault(&vm, 5, true, |hva| {
+            assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(3, 18).unwrap()), Ok(true));
+            Ok(hva >> 12)
+        });
+        assert_eq!(raced, Ok(FaultOutcome::Retry));
+        let g = vm.invalidation().mmu_lock().read();
+        for gfn in [3, 4, 5, 17] {
+            assert_eq!(mmu.table().walk(&g, gfn).unwrap(), None, "gfn {gfn} zapped");
+        }
+        assert_eq!(vm.invalidation().in_progress(&g), Ok(0));
+        assert_eq!(vm.invalidation().seq(&g), Ok(1), "one seq bump");
+        drop(g);
+        assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(8, 16).unwrap()), Ok(false), "no memslot there");
+    }
+
+    #[test]
+    fn fault_around_prefetches_only_while_no_invalidation_is_in_progress() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
+        let host = |hva: Hva| Ok(hva >> 12);
+        let around = GfnRange::new(2, 10).unwrap();
+        let open =
+            vm.invalidate_range_start(&mmu, crate::HvaRange::new(0x10_7000, 0x10_8000).unwrap()).unwrap();
+        assert_eq!(
+            mmu.fault_around(&vm, 3, true, around, host),
+            Ok((FaultOutcome::Installed(0x103), 0)),
+            "gfn 7 is being invalidated: no prefetch at all"
+        );
+        drop(open);
+        mmu.map(&vm.invalidation().mmu_lock().write(), 5, Spte::leaf(0x999, false, false).unwrap()).unwrap();
+        assert_eq!(
+            mmu.fault_around(&vm, 4, false, around, host),
+            Ok((FaultOutcome::Installed(0x104), 3)),
+            "gfns 2, 6, 7: 3 and 5 are present, 8 and 9 have no memslot"
+        );
+        let g = vm.invalidation().mmu_lock().read();
+        let leaf = mmu.table().walk(&g, 6).unwrap().unwrap();
+        assert_eq!((leaf.pfn(), leaf.is_writable()), (Some(0x106), false), "prefetched read-only");
+        assert_eq!(mmu.table().walk(&g, 5).unwrap().and_then(Spte::pfn), Some(0x999), "present: untouched");
+        assert_eq!(mmu.table().walk(&g, 8).unwrap(), None);
+    }
+
+    #[test]
+    fn prefault_returns_try_again_on_an_invalid_slot() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
+        let host = |hva: Hva| Ok(hva >> 12);
+        assert_eq!(mmu.prefault(&vm, 3, true, host), Ok(0x103));
+        assert_eq!(mmu.prefault(&vm, 30, true, host), Err(Error::NoMapping));
+        let mut inside = None;
+        vm.memslots()
+            .update(vm.active_invalidations(), SlotChange::Delete(0), |_| {
+                // The slot is published invalid here, and the update waits for SRCU readers
+                // next: the prefault must not wait for it.
+                inside = Some(mmu.prefault(&vm, 4, true, host));
+            })
+            .unwrap();
+        assert_eq!(inside, Some(Err(Error::TryAgain)));
+        assert_eq!(mmu.prefault(&vm, 4, true, host), Err(Error::NoMapping));
+    }
+
+    #[derive(Default)]
+    struct Tracker {
+        accessed: std::sync::Mutex<std::vec::Vec<u64>>,
+        dirty: std::sync::Mutex<std::vec::Vec<u64>>,
+    }
+
+    impl PageTracker for Tracker {
+        fn mark_accessed(&self, pfn: u64) {
+            self.accessed.lock().unwrap().push(pfn);
+        }
+        fn mark_dirty(&self, pfn: u64) {
+            self.dirty.lock().unwrap().push(pfn);
+        }
+    }
+
+    /// The hardware: sets `bits` in the leaf of `gfn` with an atomic OR (D1).
+    fn hw_or(mmu: &Mmu<'_>, gfn: Gfn, bits: u64) {
+        mmu.table().leaf_entry(gfn).unwrap().fetch_or(bits, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn replaced_and_zapped_leaves_hand_their_dirty_bits_to_the_primary_mmu() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let tracker = Tracker::default();
+        let mut mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        mmu.set_page_tracker(&tracker);
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let g = lock.write();
+        mmu.map(&g, 1, Spte::leaf(5, true, true).unwrap()).unwrap();
+        mmu.map(&g, 2, Spte::leaf(6, true, true).unwrap()).unwrap();
+        hw_or(&mmu, 1, Spte::ACCESSED | Spte::DIRTY);
+        hw_or(&mmu, 2, Spte::ACCESSED);
+        let old = mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap().unwrap();
+        assert!(old.is_dirty() && old.is_accessed());
+        assert_eq!(*tracker.dirty.lock().unwrap(), [5]);
+        assert!(!mmu.table().walk(&g, 1).unwrap().unwrap().is_dirty(), "the new leaf starts clean");
+        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(0, 4).unwrap()), Ok(true));
+        assert_eq!(*tracker.dirty.lock().unwrap(), [5], "gfn 2 was only read");
+        assert_eq!(*tracker.accessed.lock().unwrap(), [5, 6]);
+    }
+
+    #[test]
+    fn hw_access_sets_accessed_and_dirty_bits_as_the_cpu_does() {
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        {
+            let g = lock.write();
+            mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
+            mmu.map(&g, 2, Spte::leaf(6, true, true).unwrap()).unwrap();
+        }
+        let g = lock.read();
+        assert_eq!(mmu.hw_access(&g, 3, Access::Read), Ok(None), "no leaf: the access faults");
+        assert_eq!(mmu.hw_access(&g, 64, Access::Read), Err(Error::RangeOverflow));
+        let before = mmu.hw_access(&g, 1, Access::Write).unwrap().unwrap();
+        assert!(!before.is_accessed());
+        let after = mmu.walk(&g, 1).unwrap().unwrap();
+        assert!(
+            !after.is_accessed() && !after.is_dirty(),
+            "a write to a read-only leaf faults, setting nothing"
+        );
+        mmu.hw_access(&g, 1, Access::Read).unwrap();
+        assert!(mmu.walk(&g, 1).unwrap().unwrap().is_accessed());
+        mmu.hw_access(&g, 2, Access::Write).unwrap();
+        let leaf = mmu.walk(&g, 2).unwrap().unwrap();
+        assert!(leaf.is_accessed() && leaf.is_dirty() && leaf.pfn() == Some(6));
+        let other = crate::lock::MmuLock::<StdHal>::new();
+        assert_eq!(mmu.hw_access(&other.read(), 2, Access::Read), Err(Error::Foreign));
+    }
+
+    #[test]
+    fn aging_clears_accessed_bits_keeps_dirty_bits_and_flushes_only_for_clear_flush_young() {
+        let cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        vcpus[0].load(cpu.cpu()).unwrap();
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
+        let host = |hva: Hva| Ok(hva >> 12);
+        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Installed(0x103)));
+        let page = crate::HvaRange::new(0x10_3000, 0x10_4000).unwrap();
+        let request = crate::vcpu::Request::TLB_FLUSH;
+        assert!(!vm.test_young(&mmu, page), "installed, never used");
+        hw_or(&mmu, 3, Spte::ACCESSED | Spte::DIRTY);
+        assert!(vm.test_young(&mmu, page));
+        assert!(vm.test_young(&mmu, page), "test_young clears nothing");
+        assert!(vm.clear_young(&mmu, page));
+        assert!(!vcpus[0].check_request(request), "clear_young never flushes");
+        assert!(!vm.clear_flush_young(&mmu, page), "already cleared");
+        assert!(!vcpus[0].check_request(request), "not young: no flush");
+        hw_or(&mmu, 3, Spte::ACCESSED);
+        assert!(vm.clear_flush_young(&mmu, page));
+        assert!(vcpus[0].check_request(request), "young: flushed before returning");
+        let g = vm.invalidation().mmu_lock().read();
+        let leaf = mmu.table().walk(&g, 3).unwrap().unwrap();
+        assert!(!leaf.is_accessed() && leaf.is_dirty(), "the dirty bit survives aging");
+        assert_eq!((vm.invalidation().in_progress(&g), vm.invalidation().seq(&g)), (Ok(0), Ok(0)));
+        drop(g);
+        let outside = crate::HvaRange::new(0x90_0000, 0x90_1000).unwrap();
+        assert!(!vm.clear_flush_young(&mmu, outside), "no memslot: nothing to age");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::invalidation::Invalidation;
 use crate::lock::MmuWriteGuard;
 use crate::memslot::{Memslot, Memslots, SlotChange};
 use crate::range::{GfnRange, HvaRange};
+use crate::rule::Rule;
 use crate::step::Step;
 
 /// What the notifier needs from the secondary MMU.
@@ -51,6 +52,36 @@ pub trait SecondaryMmu<H: Hal> {
     fn invalidate_caches(&self, hvas: HvaRange) {
         let _ = hvas;
     }
+
+    /// A2: clear (`clear`) or test the accessed bit of every SPTE of `gfns` (which lie in
+    /// `slot`) and return whether any was set (young). Runs under `mmu_lock` held for write.
+    /// The default knows no accessed bits: never young.
+    fn age_gfn_range(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        slot: &Memslot,
+        gfns: GfnRange,
+        clear: bool,
+    ) -> bool {
+        let _ = (guard, slot, gfns, clear);
+        false
+    }
+
+    /// G3, Q6: flush the TLB entries of `gfns` on every vCPU and wait until each has
+    /// (`kvm_flush_remote_tlbs_range`). The default flushes everything, as KVM does when the
+    /// architecture has no ranged flush. Runs under `mmu_lock`.
+    fn flush_remote_tlbs_range(&self, gfns: GfnRange) {
+        let _ = gfns;
+        self.flush_remote_tlbs();
+    }
+}
+
+/// Which aging notifier runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aging {
+    ClearFlush,
+    Clear,
+    Test,
 }
 
 /// The synchronization state of one VM with `N` memslots.
@@ -172,6 +203,94 @@ impl<H: Hal, const N: usize> Vm<H, N> {
         };
         let e2 = self.active.end();
         e1.and(e2.map(|_| ()))
+    }
+
+    /// `kvm_zap_gfn_range`: removes every SPTE of `gfns` for a change that is **not** an
+    /// MMU-notifier event (the APIC-access page, a memory-type or attribute change), made by
+    /// the caller *before* the call ([G1–G4](crate::protocols#g1)). In one `mmu_lock` critical
+    /// section, inside an SRCU read section of the memslots: open an invalidation of `gfns`
+    /// (`begin` with its range add), zap each memslot's part through
+    /// [`SecondaryMmu::unmap_gfn_range`], flush the range if anything was zapped
+    /// ([`SecondaryMmu::flush_remote_tlbs_range`]), and close the invalidation (`seq++`). A
+    /// fault that resolved against the old state before the call retries at its locked check
+    /// (`seq` moved), and one that installed before the call is zapped (I1.7).
+    ///
+    /// Returns whether anything was zapped. Must not be called inside a read section of these
+    /// memslots' SRCU that a memslot update could be waiting for, nor while holding `mmu_lock`.
+    /// Fails with [`Error::CountOverflow`] (nothing zapped) only if `in_progress` is saturated.
+    pub fn zap_gfn_range<M: SecondaryMmu<H>>(&self, mmu: &M, gfns: GfnRange) -> Result<bool, Error> {
+        let slots = self.memslots.read();
+        // G1: mmu_lock, begin + range_add of the whole range.
+        let guard = self.invalidation.mmu_lock().write();
+        let bracket = self.hal().keeps(Rule::ZapGfnRangeInvalidates);
+        if bracket {
+            self.invalidation.begin(&guard, gfns)?;
+        }
+        // G2: every memslot's part of the range.
+        let mut flush = false;
+        for slot in slots.iter() {
+            let Some(part) = slot.gfns().intersect(&gfns) else { continue };
+            let needed = mmu.unmap_gfn_range(&guard, &slot, part);
+            self.hal().step(Step::Unmap {
+                slot: slot.id(),
+                start: part.start(),
+                end: part.end(),
+                flush: needed,
+            });
+            flush |= needed;
+        }
+        // G3: flush the range, mmu_lock still held.
+        if flush {
+            mmu.flush_remote_tlbs_range(gfns);
+        }
+        self.hal().step(Step::ZapGfnRange { start: gfns.start(), end: gfns.end(), flush });
+        // G4: seq++, in_progress--, then drop mmu_lock.
+        if bracket {
+            self.invalidation.end(&guard)?;
+        }
+        drop(guard);
+        Ok(flush)
+    }
+
+    /// `kvm_mmu_notifier_clear_flush_young`: clears the accessed bits of the range's SPTEs and,
+    /// if any was set, flushes remote TLBs before returning, so that the guest's next access of
+    /// a page sets the bit again (A1–A3, I5.8). Returns whether the range was young.
+    pub fn clear_flush_young<M: SecondaryMmu<H>>(&self, mmu: &M, hvas: HvaRange) -> bool {
+        self.age(mmu, hvas, Aging::ClearFlush)
+    }
+
+    /// `kvm_mmu_notifier_clear_young`: clears the accessed bits without flushing (a vCPU may
+    /// keep using a cached translation without setting the bit again: the primary MMU accepts
+    /// that imprecision, as Linux's MGLRU does). Returns whether the range was young.
+    pub fn clear_young<M: SecondaryMmu<H>>(&self, mmu: &M, hvas: HvaRange) -> bool {
+        self.age(mmu, hvas, Aging::Clear)
+    }
+
+    /// `kvm_mmu_notifier_test_young`: whether any SPTE of the range has its accessed bit set;
+    /// changes nothing.
+    pub fn test_young<M: SecondaryMmu<H>>(&self, mmu: &M, hvas: HvaRange) -> bool {
+        self.age(mmu, hvas, Aging::Test)
+    }
+
+    /// The aging notifiers' walk (A1–A3): under SRCU, `mmu_lock` only when a memslot overlaps;
+    /// `in_progress`, `seq` and the active count are left alone (aging changes no
+    /// translation).
+    fn age<M: SecondaryMmu<H>>(&self, mmu: &M, hvas: HvaRange, how: Aging) -> bool {
+        let slots = self.memslots.read();
+        let mut locked: Option<MmuWriteGuard<'_, H>> = None;
+        let mut young = false;
+        for slot in slots.overlapping(hvas) {
+            let Some(gfns) = slot.gfns_of(&hvas) else { continue };
+            let guard = locked.get_or_insert_with(|| self.invalidation.mmu_lock().write());
+            young |= mmu.age_gfn_range(guard, &slot, gfns, how != Aging::Test);
+        }
+        let flush = young && how == Aging::ClearFlush && self.hal().keeps(Rule::ClearFlushYoungFlushes);
+        if flush {
+            mmu.flush_remote_tlbs();
+        }
+        self.hal().step(Step::Age { young, flush });
+        drop(locked);
+        young
     }
 
     /// Applies a memslot change (`kvm_set_memslot`), zapping a deleted or moved slot's SPTEs
@@ -304,6 +423,29 @@ mod tests {
         assert_eq!(vm.active_invalidations().count_unlocked(), 0, "E2 ran although E1 failed");
         // A memslot swap waits for the count: it would spin for ever had E2 been skipped.
         vm.set_memslot(&mmu, SlotChange::Delete(1)).unwrap();
+    }
+
+    #[test]
+    fn zap_gfn_range_brackets_the_zap_with_an_invalidation() {
+        let vm = vm_with_two_slots();
+        let mmu = Recorder::default();
+        assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(0x102, 0x902).unwrap()), Ok(true));
+        assert_eq!(mmu.zapped.get(), 2 + 2, "each memslot's part");
+        assert_eq!(mmu.flushes.get(), 1, "one (ranged) flush");
+        assert_eq!(mmu.caches.get(), 0, "not a notifier event: no cache invalidation");
+        let g = vm.invalidation().mmu_lock().read();
+        assert_eq!(vm.invalidation().in_progress(&g), Ok(0));
+        assert_eq!(vm.invalidation().seq(&g), Ok(1));
+        drop(g);
+        assert_eq!(
+            vm.active_invalidations().count_unlocked(),
+            0,
+            "no active count: memslot swaps need not wait"
+        );
+        assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(0x500, 0x600).unwrap()), Ok(false), "no slot");
+        assert_eq!(mmu.flushes.get(), 1);
+        let g = vm.invalidation().mmu_lock().read();
+        assert_eq!(vm.invalidation().seq(&g), Ok(2), "seq moves even when nothing was zapped");
     }
 
     #[test]

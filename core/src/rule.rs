@@ -76,6 +76,27 @@ rules! {
     EntryChecksRequests = (P5Walks, "vcpu_enter_guest: kvm_request_pending() after mode = IN_GUEST_MODE"),
     /// The fault path re-checks for invalidations under `mmu_lock` before installing.
     FaultRetriesUnderLock = (P2Retry, "is_page_fault_stale: mmu_invalidate_retry_gfn under mmu_lock"),
+    /// A zap of a gfn range that is not an MMU-notifier event (G1–G4) opens an invalidation
+    /// around the zap (`begin`/`range_add` before, `end` after, in the same `mmu_lock`
+    /// critical section), so that faults racing it retry.
+    ZapGfnRangeInvalidates = (P1Invalidation, "kvm_zap_gfn_range: kvm_mmu_invalidate_begin + range_add before the zap, kvm_mmu_invalidate_end after"),
+    /// A memslot swap publishes the new set with the generation's update-in-progress bit set
+    /// and gives it its final generation only after the SRCU synchronize (W1, W8).
+    MemslotGenerationInProgress = (P3Memslots, "kvm_swap_active_memslots: generation | KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS before rcu_assign_pointer, final generation after synchronize_srcu_expedited"),
+    /// Every update under `mmu_lock` of a leaf the hardware may change (accessed/dirty bits)
+    /// is an atomic exchange or AND that returns the old bits (D2, A2), which go to the primary
+    /// MMU (D3).
+    SpteUpdateIsAtomic = (P5Walks, "mmu_spte_update_no_track / mmu_spte_clear_track_bits: xchg when spte_has_volatile_bits(), kvm_set_pfn_dirty/accessed from the old SPTE; kvm_age_rmap: atomic clear_bit of the accessed bit"),
+    /// `clear_flush_young` flushes remote TLBs when it cleared an accessed bit (A3).
+    ClearFlushYoungFlushes = (P1Invalidation, "kvm_mmu_notifier_clear_flush_young: kvm_handle_hva_range(..., flush_on_ret = true) -> kvm_flush_remote_tlbs when young"),
+    /// The prefetch after a fault (F15) is skipped while any invalidation is in progress.
+    PrefetchSkipsWhileInvalidating = (P2Retry, "direct_pte_prefetch: if (unlikely(vcpu->kvm->mmu_invalidate_in_progress)) return"),
+    /// `ReferenceMmu::prefault` returns [`Error::TryAgain`](crate::Error::TryAgain) when the
+    /// gfn's memslot is invalid, instead of retrying inside its SRCU read section (F16).
+    PrefaultReturnsOnInvalidSlot = (P3Memslots, "kvm_mmu_faultin_pfn: KVM_MEMSLOT_INVALID -> -EAGAIN for a prefault (fault->prefetch), not RET_PF_RETRY inside kvm->srcu"),
+    /// `ReferenceMmu::map` over a present writable leaf that the new entry makes read-only (or
+    /// replaces) flushes remote TLBs before it returns (M2).
+    MapFlushesLostWrite = (P5Walks, "mmu_set_spte: mmu_spte_update() says flush (a writable SPTE lost W) -> kvm_flush_remote_tlbs_gfn"),
 }
 
 impl fmt::Display for Rule {

@@ -18,6 +18,7 @@ use core::fmt;
 
 /// Which retry check ran (P2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum RetryCheck {
     /// `mmu_invalidate_retry`, under `mmu_lock`.
     Locked,
@@ -31,6 +32,7 @@ pub enum RetryCheck {
 
 /// One labelled protocol step, with the values it saw. See the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Step {
     /// S1: the invalidation is counted as active; `count` after the increment.
@@ -141,6 +143,74 @@ pub enum Step {
     },
     /// W7: the swap waited for every SRCU reader of the old set.
     MemslotSynchronized,
+    /// W8: the swap gave the new set its final `generation` (the update-in-progress bit
+    /// cleared), after the SRCU synchronize.
+    MemslotGeneration {
+        /// The final generation.
+        generation: u64,
+    },
+    /// G2–G3: a zap of `[start, end)` that is not an MMU-notifier event
+    /// (`Vm::zap_gfn_range`) removed the SPTEs of every memslot's part, flushing when `flush`.
+    ZapGfnRange {
+        /// First gfn zapped.
+        start: Gfn,
+        /// One past the last gfn zapped.
+        end: Gfn,
+        /// Whether a TLB flush was needed (and made).
+        flush: bool,
+    },
+    /// Q6: a remote TLB flush of the gfns `[start, end)` (`kvm_flush_remote_tlbs_range`).
+    FlushRange {
+        /// First gfn.
+        start: Gfn,
+        /// One past the last gfn.
+        end: Gfn,
+    },
+    /// F15: the fault prefetched `gfn -> pfn` (read-only) under its `mmu_lock`.
+    Prefetch {
+        /// The prefetched gfn.
+        gfn: Gfn,
+        /// The pfn installed.
+        pfn: u64,
+    },
+    /// F15: the prefetch was skipped: `in_progress` invalidations were open.
+    PrefetchSkipped {
+        /// `in_progress` read under `mmu_lock`.
+        in_progress: u64,
+    },
+    /// F16: a prefault found `gfn`'s memslot invalid and returns "try again" instead of
+    /// waiting inside its SRCU read section.
+    PrefaultTryAgain {
+        /// The gfn.
+        gfn: Gfn,
+    },
+    /// A1–A3: an aging notifier ran: `young` when an accessed bit was set, `flush` when it
+    /// flushed remote TLBs (`clear_flush_young` only).
+    Age {
+        /// Whether the range was young.
+        young: bool,
+        /// Whether it flushed.
+        flush: bool,
+    },
+    /// D3: the accessed and dirty bits of a leaf `ReferenceMmu` replaced or zapped were
+    /// handed to the primary MMU (`PageTracker`).
+    SpteBits {
+        /// The old leaf's pfn.
+        pfn: u64,
+        /// Its accessed bit.
+        accessed: bool,
+        /// Its dirty bit.
+        dirty: bool,
+    },
+    /// M1–M2: `ReferenceMmu::map` replaced the leaf of `gfn`; `flush` when the old leaf was
+    /// writable and the new one is not (or maps another pfn), so remote TLBs were flushed
+    /// before returning.
+    MapUpdate {
+        /// The gfn.
+        gfn: Gfn,
+        /// Whether the update flushed.
+        flush: bool,
+    },
     /// L1–L2: a lockless walk began on the reporting CPU (interrupts off, mode
     /// READING_SHADOW_PAGE_TABLES). Model backends know which CPU reports a step, so steps do
     /// not carry it (reading it would cost the hot path a call that the compiler cannot drop).
@@ -233,6 +303,14 @@ impl Step {
             Step::MemslotWait { .. } => "W3",
             Step::MemslotPublish { .. } => "W4",
             Step::MemslotSynchronized => "W7",
+            Step::MemslotGeneration { .. } => "W8",
+            Step::ZapGfnRange { .. } => "G2-G3",
+            Step::FlushRange { .. } => "Q6",
+            Step::MapUpdate { .. } => "M1-M2",
+            Step::SpteBits { .. } => "D3",
+            Step::Age { .. } => "A1-A3",
+            Step::Prefetch { .. } | Step::PrefetchSkipped { .. } => "F15",
+            Step::PrefaultTryAgain { .. } => "F16",
             Step::WalkBegin => "L1-L2",
             Step::WalkEnd => "L3-L4",
             Step::GuestEnter { .. } => "V1-V4",
@@ -283,6 +361,28 @@ impl fmt::Display for Step {
             Step::MemslotWait { active } => write!(f, "memslot swap waits for {active} invalidation(s)"),
             Step::MemslotPublish { generation } => write!(f, "memslots of generation {generation} published"),
             Step::MemslotSynchronized => f.write_str("memslot swap: SRCU readers of the old set done"),
+            Step::MemslotGeneration { generation } => {
+                write!(f, "memslots: final generation {generation} (update no longer in progress)")
+            }
+            Step::ZapGfnRange { start, end, flush } => {
+                write!(f, "zap_gfn_range {start:#x}..{end:#x}, flushed: {flush}")
+            }
+            Step::FlushRange { start, end } => write!(f, "flush remote TLBs for gfns {start:#x}..{end:#x}"),
+            Step::Prefetch { gfn, pfn } => write!(f, "prefetch gfn {gfn:#x} -> pfn {pfn:#x}"),
+            Step::PrefetchSkipped { in_progress } => {
+                write!(f, "prefetch skipped: {in_progress} invalidation(s) in progress")
+            }
+            Step::PrefaultTryAgain { gfn } => {
+                write!(f, "prefault of gfn {gfn:#x}: memslot invalid, try again")
+            }
+            Step::Age { young, flush } => write!(f, "aging: young {young}, flushed {flush}"),
+            Step::SpteBits { pfn, accessed, dirty } => {
+                write!(
+                    f,
+                    "old SPTE bits of pfn {pfn:#x} to the primary MMU: accessed {accessed}, dirty {dirty}"
+                )
+            }
+            Step::MapUpdate { gfn, flush } => write!(f, "map gfn {gfn:#x} over a leaf, flushed: {flush}"),
             Step::WalkBegin => f.write_str("lockless walk begins"),
             Step::WalkEnd => f.write_str("lockless walk ends"),
             Step::GuestEnter { requests: false } => f.write_str("enters the guest"),

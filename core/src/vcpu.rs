@@ -44,6 +44,7 @@
 
 use crate::barrier::Barrier;
 use crate::hal::{Atomic, AtomicInt, CpuId, CpuSet, Cpus, IrqGuard, Ordering};
+use crate::range::GfnRange;
 use crate::rule::Rule;
 use crate::step::Step;
 use core::fmt;
@@ -131,6 +132,10 @@ pub enum VcpuError {
     /// Guest entry or a lockless walk with interrupts already disabled on this CPU (inside
     /// another vCPU's walk or guest run on the same CPU). KVM begins both with interrupts on.
     InterruptsDisabled,
+    /// The caller is not a CPU of the backend ([`Cpus::current_cpu`] is `None`: with the
+    /// `std` backend, a thread that did not call `StdHal::register_cpu`), so it cannot run a
+    /// vCPU. Flushes need no CPU and do not fail this way.
+    NotACpu,
 }
 
 impl fmt::Display for VcpuError {
@@ -143,6 +148,7 @@ impl fmt::Display for VcpuError {
             VcpuError::NotOutside(mode) => write!(f, "vCPU is in mode {mode:?}, not Outside"),
             VcpuError::RequestsPending => write!(f, "requests pending: handle them before entering"),
             VcpuError::InterruptsDisabled => write!(f, "interrupts are already disabled on this CPU"),
+            VcpuError::NotACpu => write!(f, "the calling thread is not a CPU (register it first)"),
         }
     }
 }
@@ -231,10 +237,11 @@ impl<H: Cpus> Vcpu<H> {
     /// Fails unless the caller runs on the CPU this vCPU is loaded on.
     #[inline]
     pub(crate) fn check_owner(&self) -> Result<(), VcpuError> {
-        match self.cpu() {
-            None => Err(VcpuError::NotLoaded),
-            Some(cpu) if cpu != self.hal.current_cpu() => Err(VcpuError::WrongCpu),
-            Some(_) => Ok(()),
+        match (self.cpu(), self.hal.current_cpu()) {
+            (None, _) => Err(VcpuError::NotLoaded),
+            (Some(_), None) => Err(VcpuError::NotACpu),
+            (Some(cpu), Some(me)) if cpu != me => Err(VcpuError::WrongCpu),
+            (Some(_), Some(_)) => Ok(()),
         }
     }
 
@@ -388,9 +395,11 @@ impl<H: Cpus> Drop for InGuest<'_, H> {
 ///
 /// When it returns, every vCPU is either `Outside` with `req` pending or will see `req` before
 /// its next entry (I5.2), and no vCPU is still inside a lockless walk or guest run that began
-/// before the call (I5.1). Must be called with interrupts enabled, by a CPU
-/// ([`Cpus::current_cpu`]; with the `std` backend, a registered thread); `vcpus` must include
-/// every vCPU of the VM.
+/// before the call (I5.1). Must be called with interrupts enabled; the caller need not be a
+/// CPU ([`Cpus::current_cpu`] `None`: with the `std` backend, a thread that did not register,
+/// such as a VMM's MMU-notifier thread): it is no IPI target, so there is no own CPU to skip.
+/// `vcpus` must include every vCPU of the VM ([`crate::registry::VcpuRegistry`] keeps such a
+/// list for a VM whose vCPUs are created at run time).
 pub fn make_all_cpus_request<H: Cpus>(hal: &H, vcpus: &[Vcpu<H>], req: Request) -> CpuSet {
     let me = hal.current_cpu();
     let mut targets = CpuSet::empty();
@@ -409,7 +418,7 @@ pub fn make_all_cpus_request<H: Cpus>(hal: &H, vcpus: &[Vcpu<H>], req: Request) 
         // reads only tables from after our changes.
         let cpu = vcpu.cpu();
         hal.step(Step::Kick { cpu, ipi: needs_ipi });
-        if let Some(cpu) = cpu.filter(|&cpu| needs_ipi && cpu != me) {
+        if let Some(cpu) = cpu.filter(|&cpu| needs_ipi && Some(cpu) != me) {
             targets.insert(cpu);
         }
     }
@@ -424,6 +433,16 @@ pub fn make_all_cpus_request<H: Cpus>(hal: &H, vcpus: &[Vcpu<H>], req: Request) 
 /// (`KickRequestBeforeModeRead`), as in KVM. Returns the CPUs interrupted.
 pub fn flush_remote_tlbs<H: Cpus>(hal: &H, vcpus: &[Vcpu<H>]) -> CpuSet {
     make_all_cpus_request(hal, vcpus, Request::TLB_FLUSH)
+}
+
+/// `kvm_flush_remote_tlbs_range` (Q6): flushes the TLB entries of `gfns` on every vCPU and
+/// waits as [`flush_remote_tlbs`] does. No backend has a ranged hardware flush (Hyper-V's
+/// enlightened flush, arm64's `TLBI` by range), so this is the full flush, as in KVM when
+/// `kvm_arch_flush_remote_tlbs_range` is unsupported; callers name the range so that a backend
+/// with one can use it. Returns the CPUs interrupted.
+pub fn flush_remote_tlbs_range<H: Cpus>(hal: &H, vcpus: &[Vcpu<H>], gfns: GfnRange) -> CpuSet {
+    hal.step(Step::FlushRange { start: gfns.start(), end: gfns.end() });
+    flush_remote_tlbs(hal, vcpus)
 }
 
 #[cfg(all(test, feature = "std", target_os = "linux"))]

@@ -199,19 +199,19 @@ impl<P, const N: usize> ZapList<P, N> {
         if self.is_empty() {
             return 0;
         }
-        let freed = if hal.keeps(Rule::FreeAfterFlush) {
+        if hal.keeps(Rule::FreeAfterFlush) {
             flush_remote_tlbs(hal, vcpus);
-            self.free_all(alloc)
+            self.free_all(hal, alloc)
         } else {
-            let freed = self.free_all(alloc);
+            let freed = self.free_all(hal, alloc);
             flush_remote_tlbs(hal, vcpus);
             freed
-        };
-        hal.step(Step::ZapCommit { pages: freed });
-        freed
+        }
     }
 
-    fn free_all<A: PageAlloc<P>>(&mut self, alloc: &A) -> usize {
+    /// Frees every queued page and reports Z2 where the frees happened (so that a trace shows
+    /// a free before the flush when the `FreeAfterFlush` mutant makes one).
+    fn free_all<H: Cpus, A: PageAlloc<P>>(&mut self, hal: &H, alloc: &A) -> usize {
         let len = core::mem::take(&mut self.len);
         for page in self.pages[..len].iter_mut().filter_map(Option::take) {
             // SAFETY: `push`'s contract: the page came from `alloc`, is queued once, and was
@@ -223,6 +223,7 @@ impl<P, const N: usize> ZapList<P, N> {
             // with an allocator that does not reuse memory (see `commit`).
             unsafe { alloc.free(page) }
         }
+        hal.step(Step::ZapCommit { pages: len });
         len
     }
 }

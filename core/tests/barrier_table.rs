@@ -105,7 +105,7 @@ fn is_step_or_invariant(s: &str) -> bool {
     let rest: String = chars.collect();
     match first {
         // Steps: one letter, a number, an optional lower-case sub-step letter.
-        'S' | 'E' | 'F' | 'R' | 'W' | 'U' | 'C' | 'L' | 'Z' | 'Q' | 'V' => {
+        'S' | 'E' | 'G' | 'A' | 'F' | 'R' | 'W' | 'U' | 'C' | 'L' | 'Z' | 'Q' | 'M' | 'D' | 'V' => {
             let digits = rest.trim_end_matches(|c: char| c.is_ascii_lowercase());
             !digits.is_empty()
                 && digits.len() <= 2

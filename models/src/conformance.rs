@@ -692,9 +692,9 @@ fn irq_nesting<H: Cpus, X: Executor, A: SuiteAlloc<H>>(_case: usize, s: &Subject
             let hal = s.hal.clone();
             team.role(if cpu == 0 { "irq0" } else { "irq1" }, move || {
                 let here = |when: &str| {
-                    let c = hal.current_cpu().index();
-                    if c != cpu {
-                        contract_broken(name, format_args!("role {cpu} runs on CPU {c} {when}"));
+                    let c = hal.current_cpu().map(CpuId::index);
+                    if c != Some(cpu) {
+                        contract_broken(name, format_args!("role {cpu} runs on CPU {c:?} {when}"));
                     }
                 };
                 here("at its start");
@@ -886,7 +886,9 @@ fn ipi_returns<H: Cpus, X: Executor, A: SuiteAlloc<H>>(_case: usize, s: &Subject
             let hal = s.hal.clone();
             team.role(if cpu == 0 { "ipi0" } else { "ipi1" }, move || {
                 for _ in 0..rounds {
-                    let me = hal.current_cpu().index();
+                    let Some(me) = hal.current_cpu().map(CpuId::index) else {
+                        contract_broken(Check::IpiReturns.name(), format_args!("role {cpu} is not a CPU"));
+                    };
                     // The caller itself and the empty set: nothing to wait for.
                     hal.ipi_and_wait(just(me));
                     hal.ipi_and_wait(CpuSet::empty());

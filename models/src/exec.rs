@@ -76,6 +76,18 @@ pub enum Invariant {
     /// The request contract (Q1 in core/docs/protocols.md): a vCPU handled a request without seeing what the
     /// requester wrote before making it.
     StaleRequestPayload,
+    /// I3.4: a lookup cached by memslot generation is accepted by a generation whose layout
+    /// answers otherwise.
+    StaleGenerationCache,
+    /// I5.6: the guest wrote through a writable translation after the update that
+    /// write-protected it returned.
+    WriteAfterWriteProtect,
+    /// I5.7: the guest wrote a page, and no dirty bit (in an SPTE or handed to the primary
+    /// MMU) says so.
+    DirtyBitLost,
+    /// I5.8: the guest accessed a page after `clear_flush_young` aged it without setting its
+    /// accessed bit again.
+    AccessNotRecorded,
 }
 
 impl Invariant {
@@ -93,6 +105,12 @@ impl Invariant {
             Invariant::StaleRequestPayload => {
                 "vCPU handled a request without seeing the data written before it"
             }
+            Invariant::StaleGenerationCache => {
+                "a generation-stamped memslot lookup answers for another layout"
+            }
+            Invariant::WriteAfterWriteProtect => "guest wrote a page after its write protection returned",
+            Invariant::DirtyBitLost => "a page the guest wrote is not marked dirty anywhere",
+            Invariant::AccessNotRecorded => "guest accessed an aged page without setting its accessed bit",
         }
     }
 }

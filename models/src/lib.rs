@@ -47,11 +47,15 @@ pub mod conformance;
 pub mod exec;
 pub mod ghost;
 pub mod mutant;
+pub mod mutated;
 pub mod row;
 pub mod scenario;
 pub mod scenarios;
+pub mod trace;
 
 pub use exec::{violated, Executor, Invariant, Role};
 pub use mutant::Mutant;
+pub use mutated::Mutated;
 pub use row::{Bound, Checker, Failure, Row, Verdict};
 pub use scenario::{Body, Expect, HardwareBody, Scenario, ScenarioHal, Shared, ShuttleBody, SCENARIOS};
+pub use trace::{TraceStep, Traces};

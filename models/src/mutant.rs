@@ -1,68 +1,7 @@
 //! Mutants: one named barrier dropped, or one named rule broken.
+//!
+//! The type lives in core ([`mmusync::Mutant`]) so that core's model backends (`hal::loom`,
+//! `hal::shuttle`) can take one without depending on this catalogue; it is re-exported here so
+//! that `mmusync_models::Mutant` keeps working.
 
-use core::fmt;
-use mmusync::barrier::Protocol;
-use mmusync::{Barrier, Rule};
-
-/// A single change to the protocol code, made at run time by a model HAL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Mutant {
-    /// The named barrier is not issued.
-    Barrier(Barrier),
-    /// The named lock, check or ordering step is not kept.
-    Rule(Rule),
-}
-
-impl Mutant {
-    /// Every mutant: each barrier, then each rule.
-    pub fn all() -> impl Iterator<Item = Mutant> {
-        Barrier::ALL.iter().map(|b| Mutant::Barrier(*b)).chain(Rule::ALL.iter().map(|r| Mutant::Rule(*r)))
-    }
-
-    /// The variant name (barrier and rule names do not collide).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Mutant::Barrier(b) => b.name(),
-            Mutant::Rule(r) => r.name(),
-        }
-    }
-
-    /// `"barrier"` or `"rule"`.
-    pub const fn kind(self) -> &'static str {
-        match self {
-            Mutant::Barrier(_) => "barrier",
-            Mutant::Rule(_) => "rule",
-        }
-    }
-
-    /// The protocol the mutated point belongs to.
-    pub const fn protocol(self) -> Protocol {
-        match self {
-            Mutant::Barrier(b) => b.protocol(),
-            Mutant::Rule(r) => r.protocol(),
-        }
-    }
-
-    /// The mutant with this variant name.
-    pub fn from_name(name: &str) -> Option<Mutant> {
-        Mutant::all().find(|m| m.name() == name)
-    }
-}
-
-impl fmt::Display for Mutant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_unique_and_round_trip() {
-        for m in Mutant::all() {
-            assert_eq!(Mutant::from_name(m.name()), Some(m), "{m} collides with another mutant");
-        }
-    }
-}
+pub use mmusync::Mutant;

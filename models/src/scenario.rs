@@ -145,6 +145,13 @@ pub enum Shared {
     MmuZapEpochVsWalk,
     MmuInvalidateTwoSlots,
     MmuMemslotDeleteVsGuest,
+    ZapGfnRangeVsFault,
+    MemslotGenerationVsCache,
+    MmuMapWriteProtectVsGuest,
+    MmuPrefetchVsInvalidation,
+    PrefaultVsMemslotDelete,
+    MmuDirtyBitVsWriteProtect,
+    MmuClearFlushYoungVsGuest,
 }
 
 impl Shared {
@@ -174,6 +181,13 @@ impl Shared {
             Shared::MmuZapEpochVsWalk => scenarios::mmu::mmu_zap_epoch_vs_walk(hal, exec),
             Shared::MmuInvalidateTwoSlots => scenarios::mmu::mmu_invalidate_two_slots(hal, exec),
             Shared::MmuMemslotDeleteVsGuest => scenarios::mmu::mmu_memslot_delete_vs_guest(hal, exec),
+            Shared::ZapGfnRangeVsFault => scenarios::p1p2::zap_gfn_range_vs_fault(hal, exec),
+            Shared::MemslotGenerationVsCache => scenarios::p3::memslot_generation_vs_cache(hal, exec),
+            Shared::MmuMapWriteProtectVsGuest => scenarios::mmu::mmu_map_write_protect_vs_guest(hal, exec),
+            Shared::MmuPrefetchVsInvalidation => scenarios::mmu::mmu_prefetch_vs_invalidation(hal, exec),
+            Shared::PrefaultVsMemslotDelete => scenarios::mmu::prefault_vs_memslot_delete(hal, exec),
+            Shared::MmuDirtyBitVsWriteProtect => scenarios::mmu::mmu_dirty_bit_vs_write_protect(hal, exec),
+            Shared::MmuClearFlushYoungVsGuest => scenarios::mmu::mmu_clear_flush_young_vs_guest(hal, exec),
         }
     }
 }
@@ -209,8 +223,9 @@ impl Scenario {
     }
 }
 
-/// The checkers that run a shared body on the crate's own code.
-const CODE: &[Checker] = &[Checker::Loom, Checker::Shuttle, Checker::Hardware];
+/// The checkers that run a shared body on the crate's own code: loom, shuttle, real threads, and
+/// ring 0 in a KVM guest.
+const CODE: &[Checker] = &[Checker::Loom, Checker::Shuttle, Checker::Hardware, Checker::Kvm];
 
 const fn b(x: B) -> Mutant {
     Mutant::Barrier(x)
@@ -281,6 +296,19 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Shared(Shared::MultiSlotRangeMerge),
     },
     Scenario {
+        name: "zap-gfn-range-vs-fault",
+        protocol: Protocol::P1Invalidation,
+        shape: "G1-G4 vs F0-F14: Vm::zap_gfn_range (kvm_zap_gfn_range, a zap that is no MMU-notifier event) vs the x86 fault path",
+        roles: &["vcpu", "zapper"],
+        setup: "one memslot (gfn 0 <- hva 0x1000 -> pfn 1); the zapper remaps host page 0 to pfn 2 without a notifier, calls zap_gfn_range(gfn 0), then frees pfn 1",
+        invariants: &[Invariant::SpteMapsFreedPage],
+        kills: &[r(R::ZapGfnRangeInvalidates)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::ZapGfnRangeVsFault),
+    },
+    Scenario {
         name: "mmu-fault-vs-invalidation",
         protocol: Protocol::P1Invalidation,
         shape: "F0-F14 + V1-V6 vs S1-S5 (Q1-Q5 inside S4), E1-E2 on core's ReferenceMmu: ReferenceMmu::fault, two guest runs filling and using the vCPU's TLB, vs Vm::invalidate_range_start/end with the ReferenceMmu as the secondary MMU (zap_ipi + flush_remote_tlbs)",
@@ -300,6 +328,19 @@ pub const SCENARIOS: &[Scenario] = &[
         checkers: CODE,
         expect: Expect::Pass,
         body: Body::Shared(Shared::MmuFaultVsInvalidation),
+    },
+    Scenario {
+        name: "mmu-prefetch-vs-invalidation",
+        protocol: Protocol::P2Retry,
+        shape: "F0-F15 vs S1-S5, E1-E2 on core's ReferenceMmu: fault_around (fault on gfn 0, prefetch of gfn 1 under mmu_lock) vs an invalidation of gfn 1's host page",
+        roles: &["vcpu", "invalidator"],
+        setup: "ReferenceMmu (1 level, fanout 2); memslots gfn 0 <- page 0 (pfn 1), gfn 1 <- page 1 (pfn 2); the invalidator remaps page 1 to pfn 3 and frees pfn 2",
+        invariants: &[Invariant::SpteMapsFreedPage],
+        kills: &[r(R::PrefetchSkipsWhileInvalidating)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuPrefetchVsInvalidation),
     },
     Scenario {
         name: "mmu-invalidate-two-slots",
@@ -351,6 +392,19 @@ pub const SCENARIOS: &[Scenario] = &[
         body: Body::Shared(Shared::MemslotDeleteVsFault),
     },
     Scenario {
+        name: "memslot-generation-vs-cache",
+        protocol: Protocol::P3Memslots,
+        shape: "W1-W8, I3.4: a lookup in the old memslot set stamped with a generation read from the new one (MMIO SPTE / gfn_to_hva_cache) vs a memslot swap",
+        roles: &["vcpu", "memslot-updater"],
+        setup: "no memslot; the updater creates slot 0 (gfn 0 <- hva 0x1000); the vCPU caches its lookup of gfn 0 in a SlotCache",
+        invariants: &[Invariant::StaleGenerationCache],
+        kills: &[r(R::MemslotGenerationInProgress)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MemslotGenerationVsCache),
+    },
+    Scenario {
         name: "mmu-memslot-delete-vs-guest",
         protocol: Protocol::P3Memslots,
         shape: "P3 delete (W1-W8, zap + flush between the swaps) vs V1-V6 and F0-F14 on core's ReferenceMmu: Vm::set_memslot(DELETE) vs a guest using the slot's TLB entry, then a fault",
@@ -370,6 +424,19 @@ pub const SCENARIOS: &[Scenario] = &[
         checkers: CODE,
         expect: Expect::Pass,
         body: Body::Shared(Shared::MmuMemslotDeleteVsGuest),
+    },
+    Scenario {
+        name: "prefault-vs-memslot-delete",
+        protocol: Protocol::P3Memslots,
+        shape: "F16 (F0-F14 retried inside one SRCU section) vs P3 delete (W1-W8 twice) on core's ReferenceMmu: ReferenceMmu::prefault vs Vm::set_memslot(DELETE); liveness",
+        roles: &["vcpu", "memslot-updater"],
+        setup: "ReferenceMmu (1 level, fanout 2); one memslot (gfn 0 <- page 0, pfn 1); the updater deletes it",
+        invariants: &[Invariant::SpteMapsDeletedSlot],
+        kills: &[r(R::PrefaultReturnsOnInvalidSlot)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::PrefaultVsMemslotDelete),
     },
     Scenario {
         name: "cache-refresh-vs-invalidation",
@@ -522,6 +589,45 @@ pub const SCENARIOS: &[Scenario] = &[
         checkers: CODE,
         expect: Expect::Pass,
         body: Body::Shared(Shared::MmuZapEpochVsWalk),
+    },
+    Scenario {
+        name: "mmu-dirty-bit-vs-write-protect",
+        protocol: Protocol::P5Walks,
+        shape: "D1-D3 on core's ReferenceMmu: the hardware's atomic OR of the dirty bit (a guest write) vs map() write-protecting the leaf under mmu_lock (dirty logging)",
+        roles: &["vcpu", "write-protector"],
+        setup: "ReferenceMmu (1 level, fanout 2) with a ghost PageTracker; vCPU 0 on CPU 0; gfn 0 -> pfn 1 writable, accessed, in the vCPU's TLB as writable but not yet written through",
+        invariants: &[Invariant::DirtyBitLost],
+        kills: &[r(R::SpteUpdateIsAtomic)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuDirtyBitVsWriteProtect),
+    },
+    Scenario {
+        name: "mmu-clear-flush-young-vs-guest",
+        protocol: Protocol::P1Invalidation,
+        shape: "A1-A3 vs V1-V6 and D1 on core's ReferenceMmu: Vm::clear_flush_young (atomic accessed-bit clear, flush when young) vs a guest writing the page twice",
+        roles: &["vcpu", "ager"],
+        setup: "ReferenceMmu (1 level, fanout 2) with a ghost PageTracker; vCPU 0 on CPU 0; one memslot (gfn 0 <- page 0); gfn 0 -> pfn 1 writable, accessed, in the vCPU's TLB as writable but not yet written through",
+        invariants: &[Invariant::AccessNotRecorded, Invariant::DirtyBitLost],
+        kills: &[r(R::ClearFlushYoungFlushes), r(R::SpteUpdateIsAtomic)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuClearFlushYoungVsGuest),
+    },
+    Scenario {
+        name: "mmu-map-write-protect-vs-guest",
+        protocol: Protocol::P5Walks,
+        shape: "M1-M2 (Q1-Q6 inside) vs V1-V6 on core's ReferenceMmu: map() write-protecting a writable leaf vs a guest writing through its TLB",
+        roles: &["vcpu", "write-protector"],
+        setup: "ReferenceMmu (1 level, fanout 2); vCPU 0 on CPU 0; gfn 0 -> pfn 1 writable, in the vCPU's TLB as writable",
+        invariants: &[Invariant::WriteAfterWriteProtect],
+        kills: &[r(R::MapFlushesLostWrite)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuMapWriteProtectVsGuest),
     },
     Scenario {
         name: "request-payload",

@@ -3,8 +3,9 @@
 //! Protocol code touches hardware only through these traits: atomics, named barriers, raw
 //! locks, the current CPU, interrupt disable/restore, IPIs with acknowledgement, and page
 //! allocation. This is what lets one implementation run on real threads ([`std`]),
-//! in ring 0 (`x86`, behind the feature of that name), and under the loom and shuttle model checkers (backends in
-//! the `mmusync-models` crate).
+//! in ring 0 (`x86`, behind the feature of that name), and under the loom and shuttle model
+//! checkers (`loom`, compiled under `--cfg loom`; `shuttle`, behind the feature of that name),
+//! which a VMM can also use to model-check its own integration.
 //!
 //! The traits are `unsafe` to implement: the protocols' memory safety (no table page freed
 //! under a walker, no stale translation installed) rests on each backend keeping the contract
@@ -28,7 +29,12 @@ use core::ptr::NonNull;
 
 pub use core::sync::atomic::Ordering;
 
+#[cfg(loom)]
+pub mod loom;
 mod native;
+#[cfg(feature = "shuttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shuttle")))]
+pub mod shuttle;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod std;
@@ -130,12 +136,33 @@ pub unsafe trait Hal: Clone + Send + Sync + 'static {
 
 /// A CPU number: `0..CpuSet::CAPACITY`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "usize", into = "usize")
+)]
 pub struct CpuId(u8);
 
+impl TryFrom<usize> for CpuId {
+    type Error = Error;
+
+    /// [`CpuId::new`].
+    fn try_from(n: usize) -> Result<Self, Error> {
+        CpuId::new(n)
+    }
+}
+
+impl From<CpuId> for usize {
+    fn from(cpu: CpuId) -> usize {
+        cpu.index()
+    }
+}
+
 impl CpuId {
-    /// CPU `n`, if a [`CpuSet`] can name it.
+    /// CPU `n`, if a [`CpuSet`] can name it ([`Error::CpuOutOfRange`] otherwise).
     pub const fn new(n: usize) -> Result<Self, Error> {
         if n < CpuSet::CAPACITY {
+            // No truncation: `CpuSet::CAPACITY - 1` fits a `u8` (checked below).
             Ok(CpuId(n as u8))
         } else {
             Err(Error::CpuOutOfRange)
@@ -146,44 +173,84 @@ impl CpuId {
     pub const fn index(self) -> usize {
         self.0 as usize
     }
+
+    const fn word(self) -> usize {
+        self.0 as usize / 64
+    }
+
+    const fn bit(self) -> u64 {
+        1 << (self.0 % 64)
+    }
 }
 
-/// A set of CPUs (at most [`CpuSet::CAPACITY`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CpuSet(u64);
+/// A set of CPUs: a bitmap of [`CpuSet::CAPACITY`] bits (`cpumask_t`).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CpuSet([u64; CpuSet::WORDS]);
+
+// Every CPU number must fit `CpuId`'s `u8`, and the bitmap must be whole words.
+const _: () = assert!(CpuSet::CAPACITY <= u8::MAX as usize + 1 && CpuSet::CAPACITY % 64 == 0);
 
 impl CpuSet {
-    /// How many CPUs a set can name.
-    pub const CAPACITY: usize = 64;
+    /// How many CPUs a set can name, and so the most CPUs a backend can have: 256 (CPU numbers
+    /// `0..256`). Backends size their per-CPU state by it (the `std` backend's CPU slots, the
+    /// `x86` backend's IPI counters), so it is a compile-time constant; a set is
+    /// `CAPACITY / 8` bytes.
+    pub const CAPACITY: usize = 256;
+
+    const WORDS: usize = Self::CAPACITY / 64;
 
     /// The empty set.
     pub const fn empty() -> Self {
-        CpuSet(0)
+        CpuSet([0; Self::WORDS])
     }
 
     /// Adds `cpu`.
     pub fn insert(&mut self, cpu: CpuId) {
-        self.0 |= 1 << cpu.0;
+        self.0[cpu.word()] |= cpu.bit();
     }
 
     /// Removes `cpu`.
     pub fn remove(&mut self, cpu: CpuId) {
-        self.0 &= !(1 << cpu.0);
+        self.0[cpu.word()] &= !cpu.bit();
     }
 
     /// Whether `cpu` is in the set.
     pub const fn contains(&self, cpu: CpuId) -> bool {
-        self.0 & (1 << cpu.0) != 0
+        self.0[cpu.word()] & cpu.bit() != 0
     }
 
     /// Whether the set is empty.
-    pub const fn is_empty(&self) -> bool {
-        self.0 == 0
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// How many CPUs the set holds.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
     }
 
     /// The CPUs, lowest first.
     pub fn iter(self) -> impl Iterator<Item = CpuId> {
-        (0..Self::CAPACITY as u8).filter(move |i| self.0 & (1 << i) != 0).map(CpuId)
+        self.0.into_iter().enumerate().flat_map(|(i, word)| {
+            let mut rest = word;
+            core::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                // No truncation: `i * 64 + bit < CAPACITY` (the const assertion above).
+                Some(CpuId((i * 64 + bit) as u8))
+            })
+        })
+    }
+}
+
+impl core::fmt::Debug for CpuSet {
+    /// The CPU numbers, as a set: `{0, 3}`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_set().entries(self.iter().map(CpuId::index)).finish()
     }
 }
 
@@ -197,7 +264,9 @@ pub struct IrqState(pub bool);
 ///
 /// Implementations must guarantee:
 /// * [`current_cpu`](Cpus::current_cpu) names the CPU the caller runs on, and no two CPUs
-///   running at once share an id;
+///   running at once share an id. It returns `None` only for a caller that is none of the
+///   backend's CPUs (a `std` thread that did not register): such a caller is never an IPI
+///   target, so no flush waits for it, and it may still send IPIs;
 /// * after [`irq_save`](Cpus::irq_save) returns, this CPU takes no interrupt, and so
 ///   acknowledges no IPI, until the matching [`irq_restore`](Cpus::irq_restore) re-enables
 ///   interrupts;
@@ -207,8 +276,14 @@ pub struct IrqState(pub bool);
 ///   is visible to each target after it takes the interrupt (a full barrier on both sides), and
 ///   everything each target did before taking it is visible to the caller after the return.
 pub unsafe trait Cpus: Hal {
-    /// The CPU the caller runs on.
-    fn current_cpu(&self) -> CpuId;
+    /// The CPU the caller runs on, or `None` if the caller is not one of this backend's CPUs
+    /// (possible only on backends whose CPUs are threads that register, like `std`).
+    ///
+    /// The crate's requester paths ([`crate::vcpu::flush_remote_tlbs`], the zaps) work from a
+    /// caller that is not a CPU: it cannot be an IPI target, so there is no own CPU to skip.
+    /// The vCPU-side paths (guest entry, lockless walks) refuse it with
+    /// [`VcpuError::NotACpu`](crate::vcpu::VcpuError::NotACpu).
+    fn current_cpu(&self) -> Option<CpuId>;
 
     /// Disables interrupts on this CPU, returning the previous state.
     fn irq_save(&self) -> IrqState;
@@ -222,7 +297,7 @@ pub unsafe trait Cpus: Hal {
     unsafe fn irq_restore(&self, state: IrqState);
 
     /// Sends an IPI to every CPU in `targets` except the caller, and waits until each has
-    /// taken it.
+    /// taken it. The caller need not be a CPU ([`current_cpu`](Cpus::current_cpu) `None`).
     ///
     /// Call it with interrupts enabled on the calling CPU: a CPU that waits with interrupts off
     /// cannot take another CPU's IPI, so two CPUs sending to each other would wait for ever

@@ -8,12 +8,19 @@
 //! [`StdHal`] also implements [`Cpus`](crate::hal::Cpus), with threads playing CPUs:
 //!
 //! * **CPUs.** A thread becomes a CPU by calling [`StdHal::register_cpu`], which claims one of
-//!   [`CpuSet::CAPACITY`](crate::hal::CpuSet::CAPACITY) slots and returns a
+//!   [`CpuSet::CAPACITY`](crate::hal::CpuSet::CAPACITY) (256) slots and returns a
 //!   [`CpuRegistration`]; the slot is given back when that guard drops (or, if it is leaked,
-//!   when the thread exits). The slots are **process-global**: every `StdHal` value (it is a
-//!   zero-sized handle) sees the same CPUs. `current_cpu` reads a thread-local.
-//! * **Interrupts: a soft mask.** A real-time signal, [`StdHal::ipi_signal`] (`SIGRTMIN() +`
-//!   [`IPI_SIGNAL_OFFSET`]), plays the IPI. It is never blocked on a CPU thread: as with
+//!   when the thread exits). The slots are **process-global**, like a host's CPUs: every
+//!   `StdHal` value (it is a zero-sized handle) sees the same CPUs, and every VM of the process
+//!   runs its vCPUs on them. A VM's flush interrupts only the CPUs its own vCPUs are loaded
+//!   on, so VMs do not wait for each other. `current_cpu` reads a thread-local; on a thread
+//!   that did not register it returns `None`. Such a thread may still flush (it is no IPI
+//!   target, so nothing waits for it); the vCPU-side calls refuse it with
+//!   [`VcpuError::NotACpu`](crate::vcpu::VcpuError::NotACpu). Nothing panics for want of a
+//!   registration.
+//! * **Interrupts: a soft mask.** A real-time signal, [`StdHal::ipi_signal`] (by default
+//!   `SIGRTMIN() +` [`IPI_SIGNAL_OFFSET`]; choose another with [`StdHal::set_ipi_signal`]
+//!   before the first registration), plays the IPI. It is never blocked on a CPU thread: as with
 //!   PowerPC's lazy interrupt masking, "interrupts off" is a thread-local flag. `irq_save`
 //!   only clears the flag (no system call). The handler, when it finds the flag clear, records
 //!   the IPI as pending in another thread-local and returns *without* acknowledging it;
@@ -33,8 +40,9 @@
 //!   Offline slots and the caller's own slot are skipped.
 //!
 //! The handler is installed once per process (`sigaction`, `SA_RESTART`) by the first
-//! registration, before any slot can be signalled. Registration fails with
-//! [`CpuError::SignalInUse`] if something else already handles that signal.
+//! registration, before any slot can be signalled; from then on the signal number is fixed.
+//! Registration fails with [`CpuError::SignalInUse`] if something else already handles that
+//! signal.
 
 #[cfg(target_os = "linux")]
 pub use self::cpus::{CpuError, CpuRegistration, IPI_SIGNAL_OFFSET};
@@ -81,7 +89,7 @@ mod cpus {
     use core::fmt;
     use core::marker::PhantomData;
     use core::sync::atomic::{
-        compiler_fence, fence, AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst,
+        compiler_fence, fence, AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst,
     };
     use std::sync::OnceLock;
 
@@ -89,13 +97,22 @@ mod cpus {
     /// `SIGRTMIN() + 0`, which VMMs commonly use to kick vCPU threads out of `KVM_RUN`.
     pub const IPI_SIGNAL_OFFSET: i32 = 4;
 
-    /// `CURRENT` when the thread is not a CPU.
-    const NO_CPU: u8 = u8::MAX;
+    /// `CURRENT` when the thread is not a CPU (beyond every slot number).
+    const NO_CPU: u16 = u16::MAX;
+
+    /// The IPI signal chosen with [`StdHal::set_ipi_signal`], or 0 for the default. Written
+    /// only under `FROZEN`'s lock while `FROZEN` is false; read by senders, which reach a
+    /// target only through a registration made after the freeze.
+    static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+    /// Whether the signal number is fixed (the first registration began installing the
+    /// handler for it).
+    static FROZEN: parking_lot::Mutex<bool> = parking_lot::const_mutex(false);
 
     std::thread_local! {
         /// This thread's CPU slot, or `NO_CPU`. Const-initialized and without a destructor, so
         /// reading it compiles to a plain TLS access that the signal handler may do.
-        static CURRENT: Cell<u8> = const { Cell::new(NO_CPU) };
+        static CURRENT: Cell<u16> = const { Cell::new(NO_CPU) };
         /// This thread's soft interrupt mask. One thread-local for both words, so that the
         /// walk's fast path computes one TLS address. Const-initialized, no destructor.
         static IRQ: SoftIrq = const {
@@ -147,11 +164,11 @@ mod cpus {
     /// The outcome of installing the handler, once per process.
     static INSTALLED: OnceLock<Result<(), CpuError>> = OnceLock::new();
 
-    /// Why a thread could not become a CPU.
+    /// Why a thread could not become a CPU, or the IPI signal could not be chosen.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     #[non_exhaustive]
     pub enum CpuError {
-        /// The thread is already CPU `0`; a thread is at most one CPU.
+        /// The thread is already this CPU; a thread is at most one CPU.
         AlreadyRegistered(CpuId),
         /// All [`CpuSet::CAPACITY`] slots are taken.
         NoFreeSlot,
@@ -159,6 +176,12 @@ mod cpus {
         SignalInUse(i32),
         /// `sigaction` failed (the `errno`).
         Signal(i32),
+        /// [`StdHal::set_ipi_signal`] with a signal outside `SIGRTMIN()..=SIGRTMAX()` (the
+        /// number): only real-time signals queue, which the IPI's retry on a full queue assumes.
+        NotRealtime(i32),
+        /// [`StdHal::set_ipi_signal`] after the first registration fixed the IPI signal (the
+        /// signal in use).
+        SignalFixed(i32),
     }
 
     impl fmt::Display for CpuError {
@@ -168,6 +191,12 @@ mod cpus {
                 CpuError::NoFreeSlot => write!(f, "all {} CPU slots are taken", CpuSet::CAPACITY),
                 CpuError::SignalInUse(sig) => write!(f, "signal {sig} already has a handler"),
                 CpuError::Signal(errno) => write!(f, "sigaction failed (errno {errno})"),
+                CpuError::NotRealtime(sig) => {
+                    write!(f, "signal {sig} is not a real-time signal (SIGRTMIN..=SIGRTMAX)")
+                }
+                CpuError::SignalFixed(sig) => {
+                    write!(f, "the IPI signal is already fixed to {sig} by the first CPU registration")
+                }
             }
         }
     }
@@ -275,8 +304,10 @@ mod cpus {
         std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
     }
 
-    /// Installs `on_ipi` for the IPI signal, refusing to replace another handler.
+    /// Installs `on_ipi` for the IPI signal, refusing to replace another handler. Fixes the
+    /// signal number first, whatever the outcome (the outcome is kept for the process).
     fn install() -> Result<(), CpuError> {
+        *FROZEN.lock() = true;
         let sig = StdHal::ipi_signal();
         // SAFETY: `sigaction` with a null new action only reads the current one into `old`,
         // a zero-initialized `sigaction` (a plain C struct for which all-zero is valid).
@@ -328,10 +359,35 @@ mod cpus {
     }
 
     impl StdHal {
-        /// The signal that plays the IPI: `SIGRTMIN() + IPI_SIGNAL_OFFSET`. The process must
-        /// not use it for anything else.
+        /// The signal that plays the IPI: the one chosen with
+        /// [`set_ipi_signal`](Self::set_ipi_signal), by default `SIGRTMIN() +`
+        /// [`IPI_SIGNAL_OFFSET`]. The process must not use it for anything else.
         pub fn ipi_signal() -> i32 {
-            libc::SIGRTMIN() + IPI_SIGNAL_OFFSET
+            match SIGNAL.load(Relaxed) {
+                0 => libc::SIGRTMIN() + IPI_SIGNAL_OFFSET,
+                sig => sig,
+            }
+        }
+
+        /// Chooses the real-time signal that plays the IPI, for the whole process. Call it
+        /// before the first [`register_cpu`](Self::register_cpu) (the first registration
+        /// installs the handler and fixes the number); a VMM calls it at start-up if the
+        /// default collides with a signal it uses.
+        ///
+        /// Fails with [`CpuError::NotRealtime`] for a signal outside
+        /// `SIGRTMIN()..=SIGRTMAX()`, and with [`CpuError::SignalFixed`] once the signal is
+        /// fixed to another number (asking for the number in use succeeds).
+        pub fn set_ipi_signal(signal: i32) -> Result<(), CpuError> {
+            if !(libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) {
+                return Err(CpuError::NotRealtime(signal));
+            }
+            let frozen = FROZEN.lock();
+            if *frozen {
+                let current = Self::ipi_signal();
+                return if current == signal { Ok(()) } else { Err(CpuError::SignalFixed(current)) };
+            }
+            SIGNAL.store(signal, Relaxed);
+            Ok(())
         }
 
         /// Makes the calling thread a CPU: claims the lowest free slot (process-wide), installs
@@ -340,8 +396,11 @@ mod cpus {
         /// Interrupts off is the soft mask, so the signal stays unblocked even inside
         /// `irq_save`: the handler defers the IPI itself.
         ///
-        /// The thread must keep the registration while it runs protocol code that needs
-        /// [`Cpus`]: [`current_cpu`](Cpus::current_cpu) panics on a thread that is not a CPU.
+        /// The thread must keep the registration while it runs vCPU-side protocol code (guest
+        /// entry, lockless walks): on a thread that is not a CPU,
+        /// [`current_cpu`](Cpus::current_cpu) is `None` and those calls fail with
+        /// [`VcpuError::NotACpu`](crate::vcpu::VcpuError::NotACpu). Flushes need no
+        /// registration.
         pub fn register_cpu() -> Result<CpuRegistration, CpuError> {
             let current = CURRENT.with(Cell::get);
             if current != NO_CPU {
@@ -359,10 +418,10 @@ mod cpus {
             for (i, slot) in SLOTS.iter().enumerate() {
                 let mut thread = slot.thread.lock();
                 if thread.is_none() {
-                    // The slot number fits: `i < CpuSet::CAPACITY <= u8::MAX`.
-                    CURRENT.with(|c| c.set(i as u8));
+                    // The slot number fits: `i < CpuSet::CAPACITY < NO_CPU`.
+                    CURRENT.with(|c| c.set(i as u16));
                     *thread = Some(me);
-                    return Ok(CpuRegistration { cpu: slot_id(i as u8), _not_send: PhantomData });
+                    return Ok(CpuRegistration { cpu: slot_id(i as u16), _not_send: PhantomData });
                 }
             }
             Err(CpuError::NoFreeSlot)
@@ -370,7 +429,7 @@ mod cpus {
     }
 
     #[inline]
-    fn slot_id(i: u8) -> CpuId {
+    fn slot_id(i: u16) -> CpuId {
         match CpuId::new(usize::from(i)) {
             Ok(cpu) => cpu,
             Err(_) => unreachable!("slot numbers are below CpuSet::CAPACITY"),
@@ -379,7 +438,8 @@ mod cpus {
 
     // SAFETY:
     // * `current_cpu` returns the slot the calling thread claimed under the slot lock; a slot
-    //   has one owner at a time, so no two running threads share an id.
+    //   has one owner at a time, so no two running threads share an id. A thread that owns no
+    //   slot gets `None`: no slot names it, so no IPI is ever sent to it.
     // * After `irq_save` returns, this thread's `IRQ.on` is clear. An IPI is acknowledged to
     //   this CPU only by `ack_ipis`, called by the handler only when it reads `IRQ.on` set,
     //   and by `irq_restore` only after it re-enables (sets `IRQ.on`); nothing else sets the
@@ -407,14 +467,11 @@ mod cpus {
     //   make the target's earlier work visible to us. Offline slots and the caller's own slot
     //   are skipped.
     unsafe impl Cpus for StdHal {
-        /// # Panics
-        ///
-        /// If the calling thread is not a CPU (see [`StdHal::register_cpu`]).
+        /// `None` if the calling thread is not a CPU (see [`StdHal::register_cpu`]).
         #[inline]
-        fn current_cpu(&self) -> CpuId {
+        fn current_cpu(&self) -> Option<CpuId> {
             let i = CURRENT.with(Cell::get);
-            assert!(i != NO_CPU, "StdHal::current_cpu: this thread is not a CPU (call StdHal::register_cpu)");
-            slot_id(i)
+            (i != NO_CPU).then(|| slot_id(i))
         }
 
         #[inline]
@@ -458,11 +515,16 @@ mod cpus {
             }
         }
 
+        /// The caller need not be a CPU: a thread that did not register is no target, so
+        /// nothing can wait for it, and it interrupts every online CPU of `targets`.
+        ///
         /// # Panics
         ///
-        /// If some target must be interrupted while the caller has interrupts disabled (two
-        /// such callers would wait for each other forever, which Linux also forbids), or if
-        /// `pthread_kill` fails for a reason other than a full signal queue.
+        /// If the caller is a CPU with interrupts disabled and some target must be
+        /// interrupted (two such callers would wait for each other forever, which Linux also
+        /// forbids; the crate never makes such a call), or if `pthread_kill` fails for a
+        /// reason other than a full signal queue (it cannot: the target is alive and the
+        /// signal valid).
         fn ipi_and_wait(&self, targets: CpuSet) {
             let me = CURRENT.with(Cell::get);
             let mut tickets = [0u64; CpuSet::CAPACITY];
@@ -477,7 +539,7 @@ mod cpus {
                 let thread = slot.thread.lock();
                 let Some(Thread(t)) = *thread else { continue };
                 assert!(
-                    IRQ.with(|m| m.on.load(Relaxed)),
+                    me == NO_CPU || IRQ.with(|m| m.on.load(Relaxed)),
                     "ipi_and_wait with interrupts disabled would wait for CPU {i} forever if it waits for us"
                 );
                 tickets[i] = slot.sent.fetch_add(1, SeqCst) + 1;
@@ -496,7 +558,8 @@ mod cpus {
                     }
                 }
             }
-            for (i, &ticket) in tickets.iter().enumerate() {
+            for i in targets.iter().map(CpuId::index) {
+                let ticket = tickets[i];
                 if ticket != 0 {
                     while SLOTS[i].acked.load(SeqCst) < ticket {
                         std::thread::yield_now();
@@ -548,7 +611,7 @@ pub(crate) mod mutant {
 
     // SAFETY: delegates to `StdHal`'s `Cpus`, which keeps the contract.
     unsafe impl Cpus for Breaks {
-        fn current_cpu(&self) -> CpuId {
+        fn current_cpu(&self) -> Option<CpuId> {
             StdHal.current_cpu()
         }
 
@@ -606,20 +669,109 @@ mod tests {
     fn registration_names_this_thread_and_is_exclusive() {
         thread::spawn(|| {
             let reg = StdHal::register_cpu().unwrap();
-            assert_eq!(StdHal.current_cpu(), reg.cpu());
+            assert_eq!(StdHal.current_cpu(), Some(reg.cpu()));
             assert_eq!(StdHal::register_cpu().unwrap_err(), CpuError::AlreadyRegistered(reg.cpu()));
             drop(reg);
             let again = StdHal::register_cpu().unwrap();
-            assert_eq!(StdHal.current_cpu(), again.cpu());
+            assert_eq!(StdHal.current_cpu(), Some(again.cpu()));
         })
         .join()
         .unwrap();
     }
 
     #[test]
-    #[should_panic(expected = "not a CPU")]
-    fn current_cpu_panics_on_a_thread_that_is_not_a_cpu() {
-        let _ = StdHal.current_cpu();
+    fn current_cpu_is_none_on_a_thread_that_is_not_a_cpu() {
+        thread::spawn(|| {
+            assert_eq!(StdHal.current_cpu(), None);
+            let reg = StdHal::register_cpu().unwrap();
+            assert_eq!(StdHal.current_cpu(), Some(reg.cpu()));
+            drop(reg);
+            assert_eq!(StdHal.current_cpu(), None);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_thread_that_is_not_a_cpu_interrupts_every_target() {
+        // The target keeps interrupts off until told; the sender is no CPU. The IPI must
+        // still be sent and waited for.
+        let target_cpu: Arc<std::sync::Mutex<Option<CpuId>>> = Arc::default();
+        let release = Arc::new(AtomicBool::new(false));
+        let target = {
+            let (target_cpu, release) = (target_cpu.clone(), release.clone());
+            thread::spawn(move || {
+                let reg = StdHal::register_cpu().unwrap();
+                let guard = IrqGuard::outermost(&StdHal).expect("interrupts were on");
+                *target_cpu.lock().unwrap() = Some(reg.cpu());
+                wait_until("the sender to start", || release.load(SeqCst));
+                drop(guard);
+                drop(reg);
+            })
+        };
+        thread::spawn(move || {
+            assert_eq!(StdHal.current_cpu(), None);
+            wait_until("the target", || target_cpu.lock().unwrap().is_some());
+            let mut set = CpuSet::empty();
+            set.insert(target_cpu.lock().unwrap().unwrap());
+            release.store(true, SeqCst);
+            StdHal.ipi_and_wait(set);
+        })
+        .join()
+        .unwrap();
+        target.join().unwrap();
+    }
+
+    #[test]
+    fn more_than_64_cpus_take_ipis() {
+        const N: usize = 100;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads: std::vec::Vec<_> = (0..N)
+            .map(|_| {
+                let (stop, tx) = (stop.clone(), tx.clone());
+                thread::spawn(move || {
+                    let reg = StdHal::register_cpu().unwrap();
+                    tx.send(reg.cpu()).unwrap();
+                    wait_until("the end", || stop.load(SeqCst));
+                    drop(reg);
+                })
+            })
+            .collect();
+        let mut set = CpuSet::empty();
+        for _ in 0..N {
+            set.insert(rx.recv().unwrap());
+        }
+        assert_eq!(set.len(), N, "every thread is its own CPU");
+        assert!(set.iter().any(|c| c.index() >= 64), "{set:?}");
+        // From a thread that is not a CPU, then from one that is.
+        StdHal.ipi_and_wait(set);
+        thread::spawn(move || {
+            let _reg = StdHal::register_cpu().unwrap();
+            StdHal.ipi_and_wait(set);
+        })
+        .join()
+        .unwrap();
+        stop.store(true, SeqCst);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_ipi_signal_is_checked_and_fixed_by_the_first_registration() {
+        assert_eq!(StdHal::set_ipi_signal(libc::SIGUSR1), Err(CpuError::NotRealtime(libc::SIGUSR1)));
+        // Other tests of this process have registered (or will, before this line matters):
+        // register here to be sure, then the number in use is accepted and others refused.
+        thread::spawn(|| {
+            let _reg = StdHal::register_cpu().unwrap();
+            let sig = StdHal::ipi_signal();
+            assert_eq!(StdHal::set_ipi_signal(sig), Ok(()));
+            let other = if sig == libc::SIGRTMAX() { sig - 1 } else { sig + 1 };
+            assert_eq!(StdHal::set_ipi_signal(other), Err(CpuError::SignalFixed(sig)));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

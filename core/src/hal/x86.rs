@@ -240,9 +240,9 @@ mod ring0 {
     //   target's handler has raised `acked` to at least the ticket. The handler's `mfence`s and
     //   the SeqCst accesses, plus our final `mfence`, give the full barriers on both sides.
     unsafe impl Cpus for X86Ring0Hal {
-        fn current_cpu(&self) -> CpuId {
-            // SAFETY: `self` exists, so the contract of `new` holds.
-            unsafe { this_cpu() }
+        fn current_cpu(&self) -> Option<CpuId> {
+            // SAFETY: `self` exists, so the contract of `new` holds: every caller is a CPU.
+            Some(unsafe { this_cpu() })
         }
 
         fn irq_save(&self) -> IrqState {
@@ -289,7 +289,8 @@ mod ring0 {
                     )
                 };
             }
-            for (i, &ticket) in tickets.iter().enumerate() {
+            for i in targets.iter().map(CpuId::index) {
+                let ticket = tickets[i];
                 if ticket != 0 {
                     while COUNTERS[i].acked.load(SeqCst) < ticket {
                         core::hint::spin_loop();

@@ -6,13 +6,14 @@ use crate::model::{
     MAX_SNAPSHOTS, SLOTS, VCPUS,
 };
 use crate::op::{Lock, Op, Owner, Race, Val, Whose};
+use crate::page_table::AgeHow;
 use core::cell::RefCell;
 use core::num::NonZeroUsize;
 use mmusync::hal::std::{CpuRegistration, StdHal};
 use mmusync::hal::{CpuId, CpuSet, Cpus};
 use mmusync::invalidation::{Invalidation, OpenInvalidation};
 use mmusync::lock::{MmuLocked, MmuWriteGuard};
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, SlotCache, SlotChange, GEN_UPDATE_IN_PROGRESS};
 use mmusync::notifier::{InvalidateRange, SecondaryMmu, Vm};
 use mmusync::pfncache::TranslationCache;
 use mmusync::srcu::SrcuReadGuard;
@@ -115,7 +116,10 @@ pub(crate) fn my_cpu() -> CpuId {
         if c.is_none() {
             *c = Some(StdHal::register_cpu().expect("the harness thread must be able to become a CPU"));
         }
-        StdHal.current_cpu()
+        match StdHal.current_cpu() {
+            Some(cpu) => cpu,
+            None => unreachable!("this thread registered just above"),
+        }
     })
 }
 
@@ -165,6 +169,8 @@ pub struct Harness<'w> {
     irq: Vec<IrqHolder<'w>>,
     /// The hva the cache was last pointed at (`gpc->uhva`), tracked from the calls' results.
     cache_hva: u64,
+    /// The generation-stamped memslot lookup cache.
+    slot_cache: SlotCache,
 }
 
 fn gfn_range(start: Val, end: Val) -> Result<GfnRange, Error> {
@@ -204,6 +210,7 @@ impl<'w> Harness<'w> {
             srcu: Vec::new(),
             irq: Vec::new(),
             cache_hva: 0,
+            slot_cache: SlotCache::new(),
         }
     }
 
@@ -463,6 +470,41 @@ impl<'w> Harness<'w> {
             Op::FlushRemoteTlbs => {
                 let targets = flush_remote_tlbs(&StdHal, &self.world.vcpus);
                 Outcome::Ok(Value::Cpus(targets.iter().map(whose).collect()))
+            }
+            Op::ZapGfnRange { start, end } => match gfn_range(start, end) {
+                Err(e) => e.into(),
+                Ok(r) => {
+                    let zapped = vm.zap_gfn_range(mmu, r);
+                    zapped.map(|_| Value::Mmu(mmu.take())).into()
+                }
+            },
+            Op::SlotCacheLookup { gfn } => {
+                let read = vm.memslots().read();
+                Outcome::Ok(Value::Hva(self.slot_cache.lookup(&read, gfn.0)))
+            }
+            Op::SlotCacheFill { in_progress, gfn, hva } => {
+                let mut generation = vm.memslots().read().generation();
+                if in_progress {
+                    generation |= GEN_UPDATE_IN_PROGRESS;
+                }
+                unit(self.slot_cache.fill(generation, gfn.0, hva.map(|h| h.0)))
+            }
+            Op::Age { how, start, end } => match hva_range(start, end) {
+                Err(e) => e.into(),
+                Ok(h) => {
+                    let young = match how {
+                        AgeHow::ClearFlush => vm.clear_flush_young(mmu, h),
+                        AgeHow::Clear => vm.clear_young(mmu, h),
+                        AgeHow::Test => vm.test_young(mmu, h),
+                    };
+                    let effects = mmu.take();
+                    assert_eq!(effects, Effects::default(), "aging reached the secondary MMU's zap or flush");
+                    Outcome::Ok(Value::Flag(young))
+                }
+            },
+            Op::SlotCacheGet { gfn } => {
+                let generation = vm.memslots().read().generation();
+                Outcome::Ok(Value::Cached(self.slot_cache.get(generation, gfn.0)))
             }
         }
     }

@@ -72,7 +72,7 @@ fn race(out: &mut Vec<u8>, r: Race) {
 }
 
 /// How many variants [`Op`] has.
-const OPS: u64 = 37;
+const OPS: u64 = 42;
 
 /// The bytes that [`decode`](crate::decode) turns back into `ops`.
 ///
@@ -241,6 +241,34 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
                 vcpu(o, v);
             }
             Op::FlushRemoteTlbs => variant(o, 36, OPS),
+            Op::ZapGfnRange { start, end } => {
+                variant(o, 37, OPS);
+                val(o, start);
+                val(o, end);
+            }
+            Op::SlotCacheLookup { gfn } => {
+                variant(o, 38, OPS);
+                val(o, gfn);
+            }
+            Op::SlotCacheFill { in_progress, gfn, hva } => {
+                variant(o, 39, OPS);
+                flag(o, in_progress);
+                val(o, gfn);
+                flag(o, hva.is_some());
+                if let Some(h) = hva {
+                    val(o, h);
+                }
+            }
+            Op::SlotCacheGet { gfn } => {
+                variant(o, 40, OPS);
+                val(o, gfn);
+            }
+            Op::Age { how, start, end } => {
+                variant(o, 41, OPS);
+                variant(o, how as u64, 3);
+                val(o, start);
+                val(o, end);
+            }
         }
     }
     out
@@ -249,7 +277,7 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
 /// The bytes that [`run_page_table_bytes`](crate::page_table::run_page_table_bytes) decodes
 /// back into `ops`.
 pub fn encode_page_table(ops: &[PtOp]) -> Vec<u8> {
-    const PT_OPS: u64 = 6;
+    const PT_OPS: u64 = 12;
     let mut out = Vec::new();
     for op in ops {
         let o = &mut out;
@@ -272,9 +300,10 @@ pub fn encode_page_table(ops: &[PtOp]) -> Vec<u8> {
                 val(o, gfn);
                 variant(o, proof as u64, 4);
             }
-            PtOp::FastFault { gfn } => {
+            PtOp::FastFault { gfn, write } => {
                 variant(o, 3, PT_OPS);
                 val(o, gfn);
+                flag(o, write);
             }
             PtOp::Fault { gfn, writable } => {
                 variant(o, 4, PT_OPS);
@@ -283,6 +312,41 @@ pub fn encode_page_table(ops: &[PtOp]) -> Vec<u8> {
             }
             PtOp::Invalidate { start, end } => {
                 variant(o, 5, PT_OPS);
+                val(o, start);
+                val(o, end);
+            }
+            PtOp::MmuMap { gfn, pfn, writable, mmu_writable } => {
+                variant(o, 6, PT_OPS);
+                val(o, gfn);
+                val(o, pfn);
+                flag(o, writable);
+                flag(o, mmu_writable);
+            }
+            PtOp::FaultAround { gfn, writable, start, end } => {
+                variant(o, 7, PT_OPS);
+                val(o, gfn);
+                flag(o, writable);
+                val(o, start);
+                val(o, end);
+            }
+            PtOp::Prefault { gfn, writable } => {
+                variant(o, 8, PT_OPS);
+                val(o, gfn);
+                flag(o, writable);
+            }
+            PtOp::HwAccess { gfn, write } => {
+                variant(o, 9, PT_OPS);
+                val(o, gfn);
+                flag(o, write);
+            }
+            PtOp::Age { how, start, end } => {
+                variant(o, 10, PT_OPS);
+                variant(o, how as u64, 3);
+                val(o, start);
+                val(o, end);
+            }
+            PtOp::ZapGfnRange { start, end } => {
+                variant(o, 11, PT_OPS);
                 val(o, start);
                 val(o, end);
             }

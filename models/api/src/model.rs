@@ -118,6 +118,10 @@ pub enum Value {
     Mode(VcpuMode),
     /// The CPUs a remote flush interrupted.
     Cpus(Vec<Whose>),
+    /// A memslot lookup's host address (`None`: no memslot maps the gfn).
+    Hva(Option<u64>),
+    /// A generation-cache probe: `None` on a miss, else the cached answer.
+    Cached(Option<Option<u64>>),
 }
 
 /// Why an operation was not applied. Both sides must agree on it.
@@ -298,6 +302,8 @@ pub struct Model {
     irq_guards: Vec<usize>,
     /// What the last operation returned.
     last: Option<Outcome>,
+    /// The generation cache (`SlotCache`): generation, gfn, cached answer.
+    slot_cache: Option<(u64, u64, Option<u64>)>,
 }
 
 /// Picks `list[i % len]`, if the list is not empty.
@@ -547,6 +553,56 @@ impl Model {
                 self.generation += 2;
                 Outcome::Ok(Value::Mmu(Self::zap_slot(&old)))
             }
+            Op::ZapGfnRange { start, end } => {
+                let r = match span(start, end, MAX_GFN) {
+                    Ok(r) => r,
+                    Err(e) => return e.into(),
+                };
+                if let Err(e) = self.begin(r) {
+                    return e.into();
+                }
+                let mut zaps: Vec<_> = self
+                    .slots
+                    .iter()
+                    .filter(|s| overlaps(s.gfns, r))
+                    .map(|s| (s.id, (s.gfns.0.max(r.0), s.gfns.1.min(r.1))))
+                    .collect();
+                zaps.sort();
+                let flushes = u32::from(!zaps.is_empty());
+                match self.end() {
+                    Ok(()) => Outcome::Ok(Value::Mmu(Effects { zaps, flushes, caches: Vec::new() })),
+                    Err(e) => e.into(),
+                }
+            }
+            Op::SlotCacheLookup { gfn } => {
+                let generation = self.generation;
+                if let Some((g, f, hva)) = self.slot_cache {
+                    if g == generation && f == gfn.0 {
+                        return Outcome::Ok(Value::Hva(hva));
+                    }
+                }
+                let hva = self.slot_hva(gfn.0);
+                self.slot_cache = Some((generation, gfn.0, hva));
+                Outcome::Ok(Value::Hva(hva))
+            }
+            Op::SlotCacheFill { in_progress, gfn, hva } => {
+                if in_progress {
+                    self.slot_cache = None;
+                    return Error::GenerationInProgress.into();
+                }
+                self.slot_cache = Some((self.generation, gfn.0, hva.map(|h| h.0)));
+                Outcome::Ok(Value::Unit)
+            }
+            Op::Age { start, end, .. } => match span(start, end, MAX_HVA) {
+                // The recording MMU has no accessed bits: nothing is young, nothing flushes, and
+                // aging leaves in_progress, seq and the active count alone.
+                Ok(_) => Outcome::Ok(Value::Flag(false)),
+                Err(e) => e.into(),
+            },
+            Op::SlotCacheGet { gfn } => Outcome::Ok(Value::Cached(match self.slot_cache {
+                Some((g, f, hva)) if g == self.generation && f == gfn.0 => Some(hva),
+                _ => None,
+            })),
             Op::FindSlot { gfn } => {
                 let found = self.slots.iter().find(|s| s.gfns.0 <= gfn.0 && gfn.0 < s.gfns.1);
                 Outcome::Ok(Value::Slot(found.copied()))
@@ -816,6 +872,12 @@ impl Model {
             (Some(_), None) => open,
         };
         Outcome::Ok(Value::Flag(covered || self.seq != self.snapshots[i].seq))
+    }
+
+    /// The host address of `gfn` in the active layout (`gfn_to_hva`), if a slot maps it.
+    fn slot_hva(&self, gfn: u64) -> Option<u64> {
+        let s = self.slots.iter().find(|s| s.gfns.0 <= gfn && gfn < s.gfns.1)?;
+        Some(s.hvas.0 + (gfn - s.gfns.0) * PAGE_SIZE)
     }
 
     fn hits(&self, hvas: Span) -> impl Iterator<Item = (u16, Span)> + '_ {

@@ -362,4 +362,42 @@ pub enum Op {
     },
     /// `flush_remote_tlbs(hal, vcpus)`.
     FlushRemoteTlbs,
+    /// `Vm::zap_gfn_range(mmu, GfnRange::new(start, end)?)`: a zap that is not a notifier
+    /// event.
+    ZapGfnRange {
+        /// Raw range start.
+        start: Val,
+        /// Raw range end.
+        end: Val,
+    },
+    /// `SlotCache::lookup(&memslots.read(), gfn)` on the harness's generation cache.
+    SlotCacheLookup {
+        /// The gfn (any `u64`).
+        gfn: Val,
+    },
+    /// `SlotCache::fill(generation, gfn, hva)` with the active set's generation, or that
+    /// generation with the update-in-progress bit (which must be refused).
+    SlotCacheFill {
+        /// Set the in-progress bit on the generation.
+        in_progress: bool,
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// The answer cached (`None`: no memslot).
+        hva: Option<Val>,
+    },
+    /// `SlotCache::get(generation, gfn)` with the active set's generation.
+    SlotCacheGet {
+        /// The gfn (any `u64`).
+        gfn: Val,
+    },
+    /// `Vm::clear_flush_young` / `clear_young` / `test_young` over `HvaRange::new(start, end)?`
+    /// with the recording secondary MMU (which has no accessed bits: never young).
+    Age {
+        /// Which notifier.
+        how: crate::page_table::AgeHow,
+        /// Raw host-address start.
+        start: Val,
+        /// Raw host-address end.
+        end: Val,
+    },
 }

@@ -16,9 +16,9 @@ use arbitrary::Arbitrary;
 use mmusync::hal::std::StdHal;
 use mmusync::hal::PageAlloc;
 use mmusync::memslot::{Memslot, SlotChange, PAGE_SIZE};
-use mmusync::mmu::{BoxAlloc, FastFault, FaultOutcome, ReferenceMmu, Spte, Table};
+use mmusync::mmu::{Access, BoxAlloc, FastFault, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
 use mmusync::notifier::Vm;
-use mmusync::vcpu::Vcpu;
+use mmusync::vcpu::{Request, Vcpu};
 use mmusync::{Error, GfnRange, HvaRange};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
@@ -46,6 +46,17 @@ pub enum ZapHow {
     Epoch,
     /// `PageTable::zap`; the harness frees the unlinked pages itself afterwards.
     Retire,
+}
+
+/// Which aging notifier an [`PtOp::Age`] calls.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AgeHow {
+    /// `Vm::clear_flush_young`.
+    ClearFlush,
+    /// `Vm::clear_young`.
+    Clear,
+    /// `Vm::test_young`.
+    Test,
 }
 
 /// The proof a walk is made under.
@@ -91,10 +102,12 @@ pub enum PtOp {
         /// The proof.
         proof: Proof,
     },
-    /// `ReferenceMmu::fast_fault` inside a lockless walk.
+    /// `ReferenceMmu::fast_fault` inside a lockless walk, for a write or a read fault.
     FastFault {
         /// The gfn (any `u64`).
         gfn: Val,
+        /// A write fault ([`Access::Write`]), else a read fault.
+        write: bool,
     },
     /// `ReferenceMmu::fault(vm, gfn, writable, ..)` over the memslot [`SLOT_GFNS`].
     Fault {
@@ -108,6 +121,62 @@ pub enum PtOp {
         /// Raw host-address start.
         start: Val,
         /// Raw host-address end.
+        end: Val,
+    },
+    /// `ReferenceMmu::map(gfn, Spte::leaf(pfn, writable, mmu_writable)?)`: also reports whether
+    /// it flushed (the vCPU's `TLB_FLUSH` request).
+    MmuMap {
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// The pfn (any `u64`).
+        pfn: Val,
+        /// Writable now.
+        writable: bool,
+        /// The fast path may make it writable.
+        mmu_writable: bool,
+    },
+    /// `ReferenceMmu::fault_around(vm, gfn, writable, GfnRange::new(start, end)?, ..)`: the
+    /// fault path, then the prefetch of the range.
+    FaultAround {
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// A write fault.
+        writable: bool,
+        /// Raw start of the prefetch range.
+        start: Val,
+        /// Raw end of the prefetch range.
+        end: Val,
+    },
+    /// `ReferenceMmu::prefault(vm, gfn, writable, ..)`.
+    Prefault {
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// A write fault.
+        writable: bool,
+    },
+    /// The hardware uses the present leaf of `gfn` (if any): an atomic OR of the accessed bit,
+    /// and of the dirty bit for a write.
+    HwAccess {
+        /// The gfn (any `u64`).
+        gfn: Val,
+        /// A write (sets the dirty bit too).
+        write: bool,
+    },
+    /// An aging notifier over `HvaRange::new(start, end)?` with the reference MMU:
+    /// `Vm::clear_flush_young`, `clear_young` or `test_young`.
+    Age {
+        /// Which notifier.
+        how: AgeHow,
+        /// Raw host-address start.
+        start: Val,
+        /// Raw host-address end.
+        end: Val,
+    },
+    /// `Vm::zap_gfn_range(mmu, GfnRange::new(start, end)?)` with the reference MMU.
+    ZapGfnRange {
+        /// Raw range start.
+        start: Val,
+        /// Raw range end.
         end: Val,
     },
 }
@@ -133,6 +202,28 @@ pub enum PtOutcome {
     Fault(FaultOutcome),
     /// An invalidation ran.
     Invalidated,
+    /// `ReferenceMmu::map`: the previous leaf's bits, and whether the call flushed.
+    Mapped {
+        /// The previous leaf.
+        previous: Option<u64>,
+        /// Whether remote TLBs were flushed before it returned.
+        flushed: bool,
+    },
+    /// `Vm::zap_gfn_range`: whether anything was zapped (and flushed).
+    GfnZapped(bool),
+    /// `ReferenceMmu::fault_around`: the fault's outcome and how many gfns were prefetched.
+    FaultedAround(FaultOutcome, usize),
+    /// `ReferenceMmu::prefault`: the pfn installed.
+    Prefaulted(u64),
+    /// The hardware's access (`ReferenceMmu::hw_access`): the leaf's bits before it.
+    HwAccessed(Option<u64>),
+    /// An aging notifier: whether the range was young, and whether the call flushed.
+    Aged {
+        /// The notifier's answer.
+        young: bool,
+        /// Whether remote TLBs were flushed.
+        flushed: bool,
+    },
     /// A typed error.
     Err(Error),
 }
@@ -164,12 +255,50 @@ pub struct PtModel {
     tables: BTreeSet<(usize, u64)>,
     /// Whether an epoch zap deferred frees (then the live count is only a lower bound).
     deferred: bool,
+    /// The pfns the MMU reported accessed and dirty to its page tracker (D3), in order.
+    reported: Reported,
 }
+
+/// What a [`PageTracker`] was told: `(pfn, dirty)` per report, in order (accessed reports
+/// have `dirty == false`).
+pub type Reported = Vec<(u64, bool)>;
+
+const ACCESSED: u64 = 1 << 4;
+const DIRTY: u64 = 1 << 5;
 
 impl PtModel {
     /// Table pages that must be live: the root and every linked table.
     pub fn live_tables(&self) -> usize {
         1 + self.tables.len()
+    }
+
+    /// D3: a replaced or zapped leaf's bits go to the tracker (accessed, then dirty).
+    fn report(&mut self, old: u64) {
+        let pfn = old >> 12;
+        if old & ACCESSED != 0 {
+            self.reported.push((pfn, false));
+        }
+        if old & DIRTY != 0 {
+            self.reported.push((pfn, true));
+        }
+    }
+
+    /// `ReferenceMmu::map` (reports the old leaf's bits).
+    fn mmu_map(&mut self, gfn: u64, bits: u64) -> Option<u64> {
+        let old = self.map(gfn, bits);
+        if let Some(o) = old {
+            self.report(o);
+        }
+        old
+    }
+
+    /// The reference MMU's zap (reports every cleared leaf's bits, in gfn order).
+    fn mmu_zap(&mut self, r: Span) -> (bool, usize) {
+        let cleared: Vec<u64> = self.leaves.range(r.0..r.1).map(|(_, &b)| b).collect();
+        for b in cleared {
+            self.report(b);
+        }
+        self.zap(r)
     }
 
     fn map(&mut self, gfn: u64, bits: u64) -> Option<u64> {
@@ -201,6 +330,21 @@ impl PtModel {
         (!cleared.is_empty(), gone.len())
     }
 
+    /// The harness's host: gfn `g` of the memslot resolves to pfn `(SLOT_HVA >> 12) + g - 8`.
+    fn host_pfn(gfn: u64) -> u64 {
+        (SLOT_HVA >> 12) + gfn - SLOT_GFNS.0
+    }
+
+    /// The fault path on `gfn` (no invalidation is ever open between operations): installs.
+    fn fault(&mut self, gfn: u64, writable: bool) -> Result<u64, Error> {
+        if !(SLOT_GFNS.0 <= gfn && gfn < SLOT_GFNS.1) {
+            return Err(Error::NoMapping);
+        }
+        let pfn = Self::host_pfn(gfn);
+        self.mmu_map(gfn, leaf_bits(pfn, writable, writable)?);
+        Ok(pfn)
+    }
+
     fn gfn(&self, gfn: Val) -> Result<u64, Error> {
         if gfn.0 < CAPACITY {
             Ok(gfn.0)
@@ -226,7 +370,7 @@ impl PtModel {
             }
             PtOp::Zap { start, end, how } => {
                 let r = crate::model::span(start, end, mmusync::range::MAX_GFN)?;
-                let (cleared, tables) = self.zap(r);
+                let (cleared, tables) = if how == ZapHow::Retire { self.zap(r) } else { self.mmu_zap(r) };
                 self.deferred |= how == ZapHow::Epoch && tables != 0;
                 let flush = cleared || tables != 0;
                 match how {
@@ -236,10 +380,11 @@ impl PtModel {
                 }
             }
             PtOp::Walk { gfn, .. } => PtOutcome::Leaf(self.leaves.get(&self.gfn(gfn)?).copied()),
-            PtOp::FastFault { gfn } => {
+            PtOp::FastFault { gfn, write } => {
                 let gfn = self.gfn(gfn)?;
                 PtOutcome::Fast(match self.leaves.get_mut(&gfn) {
                     None => FastFault::Slow,
+                    Some(_) if !write => FastFault::Spurious,
                     Some(b) if *b & WRITABLE != 0 => FastFault::Spurious,
                     Some(b) if *b & MMU_WRITABLE == 0 => FastFault::Slow,
                     Some(b) => {
@@ -249,13 +394,41 @@ impl PtModel {
                 })
             }
             PtOp::Fault { gfn, writable } => {
-                if !(SLOT_GFNS.0 <= gfn.0 && gfn.0 < SLOT_GFNS.1) {
-                    return Err(Error::NoMapping);
+                PtOutcome::Fault(FaultOutcome::Installed(self.fault(gfn.0, writable)?))
+            }
+            PtOp::MmuMap { gfn, pfn, writable, mmu_writable } => {
+                let bits = leaf_bits(pfn.0, writable, mmu_writable)?;
+                let gfn = self.gfn(gfn)?;
+                let previous = self.mmu_map(gfn, bits);
+                // M2: an MMU-writable leaf that is not writable any more, or another pfn.
+                let flushed = previous.is_some_and(|old| {
+                    (old & MMU_WRITABLE != 0 && bits & WRITABLE == 0) || old >> 12 != bits >> 12
+                });
+                PtOutcome::Mapped { previous, flushed }
+            }
+            PtOp::FaultAround { gfn, writable, start, end } => {
+                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_GFN)?;
+                let pfn = self.fault(gfn.0, writable)?;
+                let mut n = 0;
+                for g in s..e.min(CAPACITY) {
+                    if g == gfn.0 || self.leaves.contains_key(&g) || !(SLOT_GFNS.0 <= g && g < SLOT_GFNS.1) {
+                        continue;
+                    }
+                    let bits = leaf_bits(Self::host_pfn(g), false, writable)?;
+                    self.map(g, bits);
+                    n += 1;
                 }
-                let pfn = (SLOT_HVA >> 12) + gfn.0 - SLOT_GFNS.0;
-                let bits = leaf_bits(pfn, writable, writable)?;
-                self.map(gfn.0, bits);
-                PtOutcome::Fault(FaultOutcome::Installed(pfn))
+                PtOutcome::FaultedAround(FaultOutcome::Installed(pfn), n)
+            }
+            PtOp::Prefault { gfn, writable } => PtOutcome::Prefaulted(self.fault(gfn.0, writable)?),
+            PtOp::ZapGfnRange { start, end } => {
+                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_GFN)?;
+                let (cs, ce) = (s.max(SLOT_GFNS.0), e.min(SLOT_GFNS.1));
+                let zapped = cs < ce && {
+                    let (cleared, tables) = self.mmu_zap((cs, ce));
+                    cleared || tables != 0
+                };
+                PtOutcome::GfnZapped(zapped)
             }
             PtOp::Invalidate { start, end } => {
                 let (s, e) = crate::model::span(start, end, mmusync::range::MAX_HVA)?;
@@ -264,9 +437,38 @@ impl PtModel {
                 if cs < ce {
                     let first = SLOT_GFNS.0 + (cs - SLOT_HVA) / PAGE_SIZE;
                     let last = SLOT_GFNS.0 + (ce - SLOT_HVA).div_ceil(PAGE_SIZE);
-                    self.zap((first, last));
+                    self.mmu_zap((first, last));
                 }
                 PtOutcome::Invalidated
+            }
+            PtOp::HwAccess { gfn, write } => {
+                let gfn = self.gfn(gfn)?;
+                PtOutcome::HwAccessed(self.leaves.get_mut(&gfn).map(|b| {
+                    let old = *b;
+                    if !write {
+                        *b |= ACCESSED;
+                    } else if old & WRITABLE != 0 {
+                        *b |= ACCESSED | DIRTY;
+                    }
+                    old
+                }))
+            }
+            PtOp::Age { how, start, end } => {
+                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_HVA)?;
+                let slot_hvas = (SLOT_HVA, SLOT_HVA + (SLOT_GFNS.1 - SLOT_GFNS.0) * PAGE_SIZE);
+                let (cs, ce) = (s.max(slot_hvas.0), e.min(slot_hvas.1));
+                let mut young = false;
+                if cs < ce {
+                    let first = SLOT_GFNS.0 + (cs - SLOT_HVA) / PAGE_SIZE;
+                    let last = SLOT_GFNS.0 + (ce - SLOT_HVA).div_ceil(PAGE_SIZE);
+                    for (_, b) in self.leaves.range_mut(first..last) {
+                        young |= *b & ACCESSED != 0;
+                        if how != AgeHow::Test {
+                            *b &= !ACCESSED;
+                        }
+                    }
+                }
+                PtOutcome::Aged { young, flushed: young && how == AgeHow::ClearFlush }
             }
         })
     }
@@ -304,6 +506,20 @@ unsafe impl<P> PageAlloc<P> for CountingAlloc {
 
 type Mmu<'v> = ReferenceMmu<'v, StdHal, CountingAlloc, LEVELS, FANOUT>;
 
+/// The harness's primary MMU: records what the MMU hands over, as the model does.
+#[derive(Default)]
+struct Tracker(std::sync::Mutex<Reported>);
+
+impl PageTracker for Tracker {
+    fn mark_accessed(&self, pfn: u64) {
+        self.0.lock().expect("not poisoned").push((pfn, false));
+    }
+
+    fn mark_dirty(&self, pfn: u64) {
+        self.0.lock().expect("not poisoned").push((pfn, true));
+    }
+}
+
 /// Runs page-table operations against the model, checking every result, every leaf after every
 /// step, and the live table pages (exactly, until an epoch zap defers frees; then as a lower
 /// bound); at the end, that dropping everything frees every page.
@@ -312,8 +528,10 @@ pub fn run_page_table(ops: &[PtOp]) {
     let alloc = CountingAlloc::default();
     let vcpus = [Vcpu::new(StdHal)];
     vcpus[0].load(my_cpu()).expect("fresh vCPU");
+    let tracker = Tracker::default();
     {
-        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("root");
+        let mut mmu: Mmu<'_> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("root");
+        mmu.set_page_tracker(&tracker);
         let handle = mmu.reclaimer().register();
         let vm: Vm<StdHal, 1> = Vm::new(StdHal);
         let slot = Memslot::new(0, SLOT_GFNS.0, SLOT_GFNS.1 - SLOT_GFNS.0, SLOT_HVA).expect("slot");
@@ -328,6 +546,7 @@ pub fn run_page_table(ops: &[PtOp]) {
                 .filter_map(|gfn| mmu.table().walk(&g, gfn).expect("in range").map(|s| (gfn, s.bits())))
                 .collect();
             check_pt(ops, i, "leaves", &model.leaves, &leaves);
+            check_pt(ops, i, "reported A/D bits", &model.reported, &tracker.0.lock().expect("not poisoned"));
             let live = usize::try_from(alloc.live()).expect("never negative");
             if model.deferred {
                 assert!(live >= model.live_tables(), "step {i}: a linked table page was freed");
@@ -404,9 +623,49 @@ fn step(
                 };
                 PtOutcome::Leaf(leaf.map(Spte::bits))
             }
-            PtOp::FastFault { gfn } => {
+            PtOp::FastFault { gfn, write } => {
                 let walk = vcpu.walk_lockless_begin().expect("loaded, outside");
-                PtOutcome::Fast(mmu.fast_fault(&walk, gfn.0)?)
+                let access = if write { Access::Write } else { Access::Read };
+                PtOutcome::Fast(mmu.fast_fault(&walk, gfn.0, access)?)
+            }
+            PtOp::MmuMap { gfn, pfn, writable, mmu_writable } => {
+                let spte = Spte::leaf(pfn.0, writable, mmu_writable)?;
+                // Requests left by earlier flushes (zaps, invalidations) are not this call's.
+                vcpu.check_request(Request::TLB_FLUSH);
+                let prev = mmu.map(&lock.write(), gfn.0, spte)?;
+                let flushed = vcpu.check_request(Request::TLB_FLUSH);
+                PtOutcome::Mapped { previous: prev.map(Spte::bits), flushed }
+            }
+            PtOp::FaultAround { gfn, writable, start, end } => {
+                let around = GfnRange::new(start.0, end.0)?;
+                let host = |hva: u64| Ok(hva >> 12);
+                let (out, n) = mmu.fault_around(vm, gfn.0, writable, around, host)?;
+                PtOutcome::FaultedAround(out, n)
+            }
+            PtOp::Prefault { gfn, writable } => {
+                let host = |hva: u64| Ok(hva >> 12);
+                PtOutcome::Prefaulted(mmu.prefault(vm, gfn.0, writable, host)?)
+            }
+            PtOp::HwAccess { gfn, write } => {
+                let access = if write { Access::Write } else { Access::Read };
+                let old = mmu.hw_access(&lock.read(), gfn.0, access)?;
+                PtOutcome::HwAccessed(old.map(Spte::bits))
+            }
+            PtOp::Age { how, start, end } => {
+                let h = HvaRange::new(start.0, end.0)?;
+                vcpu.check_request(Request::TLB_FLUSH);
+                let young = match how {
+                    AgeHow::ClearFlush => vm.clear_flush_young(mmu, h),
+                    AgeHow::Clear => vm.clear_young(mmu, h),
+                    AgeHow::Test => vm.test_young(mmu, h),
+                };
+                PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
+            }
+            PtOp::ZapGfnRange { start, end } => {
+                let r = GfnRange::new(start.0, end.0)?;
+                let zapped = vm.zap_gfn_range(mmu, r)?;
+                vcpu.check_request(Request::TLB_FLUSH);
+                PtOutcome::GfnZapped(zapped)
             }
             PtOp::Fault { gfn, writable } => {
                 let host = |hva: u64| Ok(hva >> 12);

@@ -6,7 +6,7 @@
 //! `MMUSYNC_BLESS=1`.
 
 use mmusync_api_model::page_table::{
-    decode_page_table, run_page_table, Proof, PtOp, ZapHow, CAPACITY, SLOT_HVA,
+    decode_page_table, run_page_table, AgeHow, Proof, PtOp, ZapHow, CAPACITY, SLOT_HVA,
 };
 use mmusync_api_model::{encode_page_table, Val, BOUNDARIES};
 use proptest::prelude::*;
@@ -31,15 +31,27 @@ fn proof() -> impl Strategy<Value = Proof> {
     prop_oneof![Just(Proof::Read), Just(Proof::Write), Just(Proof::Lockless), Just(Proof::Epoch)]
 }
 
+fn age_how() -> impl Strategy<Value = AgeHow> {
+    prop_oneof![Just(AgeHow::ClearFlush), Just(AgeHow::Clear), Just(AgeHow::Test)]
+}
+
 fn op() -> impl Strategy<Value = PtOp> {
     prop_oneof![
         5 => (val(), val(), any::<bool>(), any::<bool>())
             .prop_map(|(gfn, pfn, writable, mmu_writable)| PtOp::Map { gfn, pfn, writable, mmu_writable }),
         2 => (val(), val(), how()).prop_map(|(start, end, how)| PtOp::Zap { start, end, how }),
         3 => (val(), proof()).prop_map(|(gfn, proof)| PtOp::Walk { gfn, proof }),
-        2 => val().prop_map(|gfn| PtOp::FastFault { gfn }),
+        2 => (val(), any::<bool>()).prop_map(|(gfn, write)| PtOp::FastFault { gfn, write }),
         2 => (val(), any::<bool>()).prop_map(|(gfn, writable)| PtOp::Fault { gfn, writable }),
         1 => (val(), val()).prop_map(|(start, end)| PtOp::Invalidate { start, end }),
+        3 => (val(), val(), any::<bool>(), any::<bool>())
+            .prop_map(|(gfn, pfn, writable, mmu_writable)| PtOp::MmuMap { gfn, pfn, writable, mmu_writable }),
+        1 => (val(), val()).prop_map(|(start, end)| PtOp::ZapGfnRange { start, end }),
+        2 => (val(), any::<bool>(), val(), val())
+            .prop_map(|(gfn, writable, start, end)| PtOp::FaultAround { gfn, writable, start, end }),
+        1 => (val(), any::<bool>()).prop_map(|(gfn, writable)| PtOp::Prefault { gfn, writable }),
+        4 => (val(), any::<bool>()).prop_map(|(gfn, write)| PtOp::HwAccess { gfn, write }),
+        2 => (age_how(), val(), val()).prop_map(|(how, start, end)| PtOp::Age { how, start, end }),
     ]
 }
 
@@ -89,12 +101,54 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
             vec![
                 map(3, 5),
                 PtOp::Map { gfn: v(4), pfn: v(6), writable: false, mmu_writable: false },
-                PtOp::FastFault { gfn: v(3) },
-                PtOp::FastFault { gfn: v(3) },
-                PtOp::FastFault { gfn: v(4) },
-                PtOp::FastFault { gfn: v(5) },
+                PtOp::FastFault { gfn: v(3), write: false },
+                PtOp::FastFault { gfn: v(3), write: true },
+                PtOp::FastFault { gfn: v(3), write: true },
+                PtOp::FastFault { gfn: v(4), write: true },
+                PtOp::FastFault { gfn: v(5), write: false },
                 PtOp::Zap { start: v(0), end: v(16), how: ZapHow::Epoch },
                 PtOp::Walk { gfn: v(3), proof: Proof::Write },
+            ],
+        ),
+        (
+            "map-flush-and-zap-gfn-range",
+            vec![
+                PtOp::MmuMap { gfn: v(9), pfn: v(5), writable: true, mmu_writable: true },
+                PtOp::MmuMap { gfn: v(9), pfn: v(5), writable: false, mmu_writable: true },
+                PtOp::MmuMap { gfn: v(9), pfn: v(5), writable: false, mmu_writable: true },
+                PtOp::MmuMap { gfn: v(10), pfn: v(6), writable: false, mmu_writable: false },
+                PtOp::MmuMap { gfn: v(10), pfn: v(6), writable: true, mmu_writable: true },
+                PtOp::MmuMap { gfn: v(10), pfn: v(7), writable: true, mmu_writable: true },
+                PtOp::MmuMap { gfn: v(64), pfn: v(7), writable: true, mmu_writable: true },
+                PtOp::Fault { gfn: v(12), writable: true },
+                PtOp::ZapGfnRange { start: v(0), end: v(12) },
+                PtOp::ZapGfnRange { start: v(9), end: v(64) },
+                PtOp::ZapGfnRange { start: v(5), end: v(5) },
+                PtOp::ZapGfnRange { start: v(0), end: v(u64::MAX) },
+                PtOp::FaultAround { gfn: v(12), writable: true, start: v(6), end: v(16) },
+                PtOp::FaultAround { gfn: v(13), writable: false, start: v(9), end: v(9) },
+                PtOp::FaultAround { gfn: v(3), writable: false, start: v(0), end: v(64) },
+                PtOp::Prefault { gfn: v(20), writable: true },
+                PtOp::Prefault { gfn: v(60), writable: true },
+            ],
+        ),
+        (
+            "accessed-dirty-and-aging",
+            vec![
+                PtOp::Fault { gfn: v(8), writable: true },
+                PtOp::Fault { gfn: v(9), writable: false },
+                PtOp::HwAccess { gfn: v(8), write: true },
+                PtOp::HwAccess { gfn: v(9), write: true },
+                PtOp::HwAccess { gfn: v(10), write: false },
+                PtOp::Age { how: AgeHow::Test, start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
+                PtOp::Age { how: AgeHow::Clear, start: v(SLOT_HVA), end: v(SLOT_HVA + 4096) },
+                PtOp::Age { how: AgeHow::ClearFlush, start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
+                PtOp::Age { how: AgeHow::ClearFlush, start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
+                PtOp::Age { how: AgeHow::Test, start: v(0), end: v(4096) },
+                PtOp::MmuMap { gfn: v(8), pfn: v(5), writable: false, mmu_writable: true },
+                PtOp::HwAccess { gfn: v(9), write: false },
+                PtOp::Invalidate { start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
+                PtOp::Age { how: AgeHow::Clear, start: v(9), end: v(3) },
             ],
         ),
         (

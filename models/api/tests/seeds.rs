@@ -25,6 +25,41 @@ fn create(id: u16, base: u64, npages: u64, hva: u64) -> Op {
 fn seeds() -> Vec<(&'static str, Vec<Op>)> {
     vec![
         (
+            "zap-gfn-range-and-generation-cache",
+            vec![
+                create(0, 0x100, 4, 0x1_0000),
+                Op::Snapshot { owner: Owner::Own },
+                Op::ZapGfnRange { start: v(0x102), end: v(0x200) },
+                Op::RetryGfn { lock: Lock::OwnRead, snap: 0, gfn: v(0x102) },
+                Op::ZapGfnRange { start: v(0x500), end: v(0x600) },
+                Op::ZapGfnRange { start: v(9), end: v(9) },
+                Op::Open { start: v(0), end: v(0x1000) },
+                Op::ZapGfnRange { start: v(0x100), end: v(0x101) },
+                Op::Inspect { lock: Lock::OwnRead },
+                Op::Close { guard: 0 },
+                Op::SlotCacheLookup { gfn: v(0x101) },
+                Op::SlotCacheGet { gfn: v(0x101) },
+                Op::SlotCacheLookup { gfn: v(0x200) },
+                create(1, 0x200, 1, 0x2_0000),
+                Op::SlotCacheGet { gfn: v(0x200) },
+                Op::SlotCacheLookup { gfn: v(0x200) },
+                Op::SlotCacheFill { in_progress: true, gfn: v(0x200), hva: None },
+                Op::SlotCacheGet { gfn: v(0x200) },
+                Op::SlotCacheFill { in_progress: false, gfn: v(0x300), hva: Some(v(P)) },
+                Op::SlotCacheGet { gfn: v(0x300) },
+                Op::Age {
+                    how: mmusync_api_model::page_table::AgeHow::ClearFlush,
+                    start: v(0x1_0000),
+                    end: v(0x1_2000),
+                },
+                Op::Age {
+                    how: mmusync_api_model::page_table::AgeHow::Test,
+                    start: v(0x2000),
+                    end: v(0x1000),
+                },
+            ],
+        ),
+        (
             "nested-ranges",
             vec![
                 Op::Begin { owner: Owner::Own, start: v(10), end: v(20) },

@@ -6,13 +6,14 @@
 //!   fences for everything else, `spin` locks) with the `std` backend's CPUs. [`X86Hal`] has no
 //!   [`Cpus`] in user space (its interrupts and IPIs are ring-0 instructions), so this is how
 //!   the x86-TSO barrier mapping runs the protocols on real threads.
-//! * [`Mutated`]: either of them with one named [`Barrier`] dropped or one [`Rule`] broken, as
-//!   the model backends do. With no mutant it is the backend itself.
+//! * [`Mutated`] (the catalogue's adapter, re-exported): either of them with one named
+//!   [`Barrier`](mmusync::Barrier) dropped or one [`Rule`](mmusync::Rule) broken, as the model
+//!   backends do. With no mutant it is the backend itself.
 
 use mmusync::hal::std::StdHal;
 use mmusync::hal::x86::X86Hal;
 use mmusync::hal::{CpuId, CpuSet, Cpus, Hal, IrqState};
-use mmusync::{Barrier, FenceKind, Rule};
+use mmusync::FenceKind;
 use mmusync_models::{Mutant, ScenarioHal};
 use std::fmt;
 
@@ -50,7 +51,7 @@ unsafe impl Hal for X86Threads {
 // counters are process-wide and independent of the memory half.
 unsafe impl Cpus for X86Threads {
     #[inline(always)]
-    fn current_cpu(&self) -> CpuId {
+    fn current_cpu(&self) -> Option<CpuId> {
         StdHal.current_cpu()
     }
 
@@ -70,84 +71,7 @@ unsafe impl Cpus for X86Threads {
     }
 }
 
-/// A backend with at most one mutant applied at run time: [`Hal::barrier`] skips the dropped
-/// barrier, [`Hal::keeps`] answers `false` for the broken rule; everything else delegates.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Mutated<H> {
-    inner: H,
-    mutant: Option<Mutant>,
-}
-
-impl<H> Mutated<H> {
-    /// `inner` with `mutant` applied (`None`: the backend unchanged).
-    pub const fn new(inner: H, mutant: Option<Mutant>) -> Self {
-        Mutated { inner, mutant }
-    }
-
-    /// The mutant applied, if any.
-    pub const fn mutant(&self) -> Option<Mutant> {
-        self.mutant
-    }
-}
-
-// SAFETY: a model-style backend. Every item delegates to `H`, which keeps the contract, except
-// that `barrier` skips the one barrier and `keeps` breaks the one rule this value was
-// explicitly told to mutate, as the contract allows for a backend told to apply a mutant.
-// Code run under a mutant must not rely on the protocols for memory safety: the hardware
-// scenarios free pages into a quarantine ([`crate::poison`]) and never reuse memory.
-unsafe impl<H: Hal> Hal for Mutated<H> {
-    type AtomicU64 = H::AtomicU64;
-    type AtomicUsize = H::AtomicUsize;
-    type AtomicBool = H::AtomicBool;
-    type RawRwLock = H::RawRwLock;
-    type RawMutex = H::RawMutex;
-
-    #[inline(always)]
-    fn fence(&self, kind: FenceKind) {
-        self.inner.fence(kind)
-    }
-
-    #[inline(always)]
-    fn barrier(&self, b: Barrier) {
-        if self.mutant != Some(Mutant::Barrier(b)) {
-            self.inner.barrier(b)
-        }
-    }
-
-    #[inline(always)]
-    fn keeps(&self, rule: Rule) -> bool {
-        self.mutant != Some(Mutant::Rule(rule)) && self.inner.keeps(rule)
-    }
-
-    #[inline(always)]
-    fn spin_hint(&self) {
-        self.inner.spin_hint()
-    }
-}
-
-// SAFETY: delegates to `H`'s `Cpus`, which keeps the contract; mutants touch only `barrier` and
-// `keeps`.
-unsafe impl<H: Cpus> Cpus for Mutated<H> {
-    #[inline(always)]
-    fn current_cpu(&self) -> CpuId {
-        self.inner.current_cpu()
-    }
-
-    #[inline(always)]
-    fn irq_save(&self) -> IrqState {
-        self.inner.irq_save()
-    }
-
-    #[inline(always)]
-    unsafe fn irq_restore(&self, state: IrqState) {
-        // SAFETY: the caller's obligation, passed on unchanged.
-        unsafe { self.inner.irq_restore(state) }
-    }
-
-    fn ipi_and_wait(&self, targets: CpuSet) {
-        self.inner.ipi_and_wait(targets)
-    }
-}
+pub use mmusync_models::Mutated;
 
 /// Which backend a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -197,6 +121,7 @@ pub trait HalVisitor {
 mod tests {
     use super::*;
     use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use mmusync::{Barrier, Rule};
 
     /// Counts fences, to see which barriers a `Mutated` issues.
     #[derive(Clone, Copy, Default)]

@@ -60,9 +60,9 @@ impl Default for StressConfig {
 /// Model scenario or hardware scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// From [`mmusync_models::SCENARIOS`].
+    /// A catalogue scenario with a shared body ([`mmusync_models::Body::Shared`]).
     Model,
-    /// From [`crate::scenarios::HW_SCENARIOS`].
+    /// A catalogue scenario with a body of this crate ([`mmusync_models::Body::Hardware`]).
     Hardware,
 }
 

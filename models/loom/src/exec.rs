@@ -16,6 +16,7 @@ impl Executor for LoomExec {
 
     fn run(&self, roles: Vec<Role>) {
         trace::set_roles(roles.iter().map(|r| r.name).collect());
+        trace::record(Event::RolesStart);
         let mut roles = roles.into_iter();
         let Some(first) = roles.next() else { return };
         let handles: Vec<_> = roles
@@ -34,6 +35,7 @@ impl Executor for LoomExec {
                 std::panic::resume_unwind(panic);
             }
         }
+        trace::record(Event::RolesEnd);
     }
 
     fn step(&self, what: fmt::Arguments<'_>) {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::string::{String, ToString};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
@@ -78,6 +78,27 @@ pub const fn default_bound(body: Shared) -> Option<usize> {
         // set_memslot(DELETE) vs guest + fault: 7.0k (1.4 s) at 3, 53k (25 s) at 4;
         // exhaustive did not end in 5 min.
         Shared::MmuMemslotDeleteVsGuest => Some(3),
+        // Vm::zap_gfn_range vs the x86 fault path (issue 12): 3.3k executions (1.1 s) at 2,
+        // 39.8k (~10 s) at 3, both passing; its mutant dies at 1.
+        Shared::ZapGfnRangeVsFault => Some(2),
+        // A lookup stamped with a generation vs a memslot swap (issue 12): 1.9k executions
+        // (0.5 s) at 3; exhaustive: 1.63M (330 s).
+        Shared::MemslotGenerationVsCache => Some(3),
+        // ReferenceMmu::fault_around (prefetch) vs an invalidation of the neighbour (issue 12):
+        // 15.1k executions (~7 s) at 2.
+        Shared::MmuPrefetchVsInvalidation => Some(2),
+        // ReferenceMmu::prefault vs a memslot delete (issue 12): 2.0k executions (0.7 s) at 3,
+        // 9.6k (3.6 s) at 4; exhaustive did not end in 10 min.
+        Shared::PrefaultVsMemslotDelete => Some(3),
+        // ReferenceMmu::map write protection vs a guest writing through its TLB (issue 12):
+        // 586 executions (0.1 s) at 3; exhaustive 15.0k (3-5 s).
+        Shared::MmuMapWriteProtectVsGuest => Some(3),
+        // The hardware's dirty-bit OR vs map() write protection (issue 12): 2.3k executions
+        // (0.6 s) at 4; exhaustive 36.1k (7.3 s).
+        Shared::MmuDirtyBitVsWriteProtect => Some(4),
+        // clear_flush_young vs a guest writing twice (issue 12): 5.0k executions (1.5 s) at 4,
+        // 14.9k (4 s) at 5; exhaustive 401k (102 s).
+        Shared::MmuClearFlushYoungVsGuest => Some(4),
         Shared::Mp1LocklessRetry
         | Shared::Mp2SnapshotPlacement
         | Shared::MemslotDeleteVsFault
@@ -164,23 +185,23 @@ pub struct Options {
 
 /// Runs `s` under loom with `mutant` applied (or the correct code).
 pub fn run(s: &'static Scenario, mutant: Option<Mutant>, opts: &Options) -> Report {
-    let Some(cp) = &opts.checkpoint else { return explore(s, mutant, opts, None) };
+    let Some(cp) = &opts.checkpoint else { return explore(s, mutant, opts, None, None) };
     if cp.exists() {
         // Replay: start from the stored execution, store nothing.
-        let r = explore(s, mutant, opts, Some((cp, usize::MAX)));
+        let r = explore(s, mutant, opts, Some((cp, usize::MAX)), None);
         if r.outcome == Outcome::Pass {
             // A passing run's checkpoint would skip exploration next time: drop it.
             let _ = std::fs::remove_file(cp);
         }
         return r;
     }
-    let first = explore(s, mutant, opts, None);
+    let first = explore(s, mutant, opts, None, None);
     if first.outcome == Outcome::Pass {
         return first;
     }
     // Record the failing execution: the same exploration, storing the path of execution N only.
     let interval = usize::try_from(first.executions).unwrap_or(usize::MAX).max(1);
-    let again = explore(s, mutant, opts, Some((cp, interval)));
+    let again = explore(s, mutant, opts, Some((cp, interval)), None);
     if again.outcome == first.outcome && again.executions == first.executions {
         Report { time: first.time, ..again }
     } else {
@@ -192,11 +213,24 @@ pub fn run(s: &'static Scenario, mutant: Option<Mutant>, opts: &Options) -> Repo
 }
 
 /// One loom exploration; `checkpoint`: the file and loom's store interval.
+/// The traces of every execution of a run ([`run_traced`]), each in the order its events ran.
+type Traces = Arc<Mutex<Vec<Vec<Entry>>>>;
+
+/// [`run`] without a checkpoint, keeping the trace of every execution that finished (a failing
+/// execution's trace is the report's): what trace conformance replays in the protocol models.
+pub fn run_traced(s: &'static Scenario, mutant: Option<Mutant>, opts: &Options) -> (Report, Vec<Vec<Entry>>) {
+    let traces: Traces = Arc::default();
+    let report = explore(s, mutant, opts, None, Some(traces.clone()));
+    let traces = std::mem::take(&mut *traces.lock().unwrap_or_else(PoisonError::into_inner));
+    (report, traces)
+}
+
 fn explore(
     s: &'static Scenario,
     mutant: Option<Mutant>,
     opts: &Options,
     checkpoint: Option<(&PathBuf, usize)>,
+    traces: Option<Traces>,
 ) -> Report {
     let bound = bound(s);
     let Some(body) = s.shared() else {
@@ -239,6 +273,10 @@ fn explore(
             crate::hal::set_plain_stores(s.plain_stores);
             let hal = LoomHal::with_also_dropped(mutant, &also);
             body.run(&hal, &LoomExec);
+            if let Some(traces) = &traces {
+                let (_, entries) = trace::take();
+                traces.lock().unwrap_or_else(PoisonError::into_inner).push(entries);
+            }
         })
     }));
     let time = start.elapsed();

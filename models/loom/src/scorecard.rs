@@ -34,6 +34,10 @@ pub const LIVENESS: &[Mutant] = &[];
 /// scenario that reaches it; the scorecard lists it as "not killable (documented)".
 pub const NOT_KILLABLE: &[(Mutant, &str)] = &[
     (
+        Mutant::Rule(Rule::PrefaultReturnsOnInvalidSlot),
+        "liveness, not safety: without it ReferenceMmu::prefault spins on the invalid slot inside its SRCU section while the memslot delete spins in synchronize; loom sees two spinning threads, never all of them blocked, and stops at its branch limit, which is no kill. Shuttle's spin budget kills it in prefault-vs-memslot-delete (liveness)",
+    ),
+    (
         Mutant::Barrier(Barrier::SrcuReadUnlockMb),
         "needed under C11, but the forbidden outcome is load buffering (a read inside the SRCU section reading a write the updater makes after its scan saw the section end), which loom never produces",
     ),

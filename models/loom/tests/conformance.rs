@@ -118,7 +118,7 @@ unsafe impl<const FLAW: u8> Hal for Broken<FLAW> {
 // `IPI_RETURNS_AT_ONCE` (no wait, no ordering); otherwise delegates to the loom HAL. Used only
 // by this file's conformance checks, which rely on no contract for memory safety.
 unsafe impl<const FLAW: u8> Cpus for Broken<FLAW> {
-    fn current_cpu(&self) -> CpuId {
+    fn current_cpu(&self) -> Option<CpuId> {
         self.0.current_cpu()
     }
 

@@ -42,6 +42,9 @@ enum Command {
         /// Also copy each kill's schedule here and print its `regressions!` entry.
         #[arg(long, value_name = "DIR")]
         record: Option<PathBuf>,
+        /// The correct code only: no rule mutants (the main job's quick mode).
+        #[arg(long, conflicts_with = "record")]
+        no_mutants: bool,
     },
     /// The correct code only, with fresh seeds, for a time budget.
     Soak {
@@ -190,8 +193,9 @@ fn list() {
     }
 }
 
-fn ci(plan: &PlanArgs, record_in: Option<&PathBuf>) -> Result<ExitCode, String> {
-    let plan = plan.plan();
+fn ci(plan: &PlanArgs, record_in: Option<&PathBuf>, mutants: bool) -> Result<ExitCode, String> {
+    let mut plan = plan.plan();
+    plan.mutants = mutants;
     std::fs::create_dir_all(plan.out.join("schedules")).map_err(|e| e.to_string())?;
     println!(
         "== shuttle CI set: scale {}, PCT depth {}, seed {:#x}, output under {}",
@@ -388,7 +392,7 @@ fn main() -> ExitCode {
             list();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ci { plan, record } => ci(plan, record.as_ref()),
+        Command::Ci { plan, record, no_mutants } => ci(plan, record.as_ref(), !no_mutants),
         Command::Soak { plan, minutes } => soak(plan, *minutes),
         Command::Run { target, mutant, sched, depth, iterations, seed, out } => run(RunArgs {
             target,

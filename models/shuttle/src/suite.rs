@@ -39,6 +39,9 @@ pub struct Plan {
     pub only: Vec<String>,
     /// Spin hints per CPU and execution before a liveness failure.
     pub spin_budget: u64,
+    /// Whether the CI set runs the rule mutants the targets list (and reports the barrier
+    /// mutants as invisible); without them it runs the correct code only.
+    pub mutants: bool,
 }
 
 impl Plan {
@@ -51,6 +54,7 @@ impl Plan {
             out,
             only: Vec::new(),
             spin_budget: runner::SPIN_BUDGET,
+            mutants: true,
         }
     }
 
@@ -252,10 +256,12 @@ pub fn ci(plan: &Plan, mut progress: impl FnMut(&Row)) -> Vec<Row> {
             let expect = t.expect;
             rows.push(kill_row(plan, &t, None, cap, &format!("found ({expect})"), |o| o.is(expect)));
         }
-        for rule in t.kills() {
+        let mutants =
+            if plan.mutants { (t.kills(), t.invisible_barriers()) } else { (Vec::new(), Vec::new()) };
+        for rule in mutants.0 {
             rows.push(kill_row(plan, &t, Some(rule), cap, "killed", |o| o != Outcome::Error));
         }
-        for b in t.invisible_barriers() {
+        for b in mutants.1 {
             rows.push(Row {
                 target: t,
                 subject: Subject::Barrier(b),

@@ -100,7 +100,7 @@ unsafe impl Hal for EagerIpi {
 
 // SAFETY: deliberately broken (see the `Hal` impl); the rest delegates to the shuttle HAL.
 unsafe impl Cpus for EagerIpi {
-    fn current_cpu(&self) -> CpuId {
+    fn current_cpu(&self) -> Option<CpuId> {
         self.0.current_cpu()
     }
 

@@ -39,6 +39,11 @@
 //! | [`mmu_zap_epoch_vs_walk`] | 2 levels | vcpu (epoch walk, RCU callbacks, guest run with a cached leaf table) vs zapper (`zap_epoch`) |
 //! | [`mmu_invalidate_two_slots`] | 1 level | vcpu (guest run using TLB entries of two memslots) vs invalidator (one start/end over both) |
 //! | [`mmu_memslot_delete_vs_guest`] | 1 level | vcpu (guest run, then a fault) vs memslot-updater (`Vm::set_memslot` delete) |
+//! | [`mmu_prefetch_vs_invalidation`] | 1 level | vcpu (`fault_around`: fault on gfn 0, prefetch of gfn 1) vs invalidator (start/end of gfn 1's page) |
+//! | [`prefault_vs_memslot_delete`] | 1 level | vcpu (`prefault`: the fault loop inside one SRCU section) vs memslot-updater (`Vm::set_memslot` delete) |
+//! | [`mmu_dirty_bit_vs_write_protect`] | 1 level | vcpu (a write: the hardware ORs the dirty bit) vs write-protector (`ReferenceMmu::map` to read-only) |
+//! | [`mmu_clear_flush_young_vs_guest`] | 1 level | vcpu (two writes) vs ager (`Vm::clear_flush_young`) |
+//! | [`mmu_map_write_protect_vs_guest`] | 1 level | vcpu (guest run writing through a writable TLB entry) vs write-protector (`ReferenceMmu::map` to read-only) |
 
 use super::{page_hvas, setup, Host};
 use crate::exec::{violated, Executor, Invariant, Role};
@@ -50,10 +55,10 @@ use alloc::vec;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use mmusync::hal::{Atomic, CpuId, Hal, Ordering::Acquire, Ordering::Relaxed, PageAlloc};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use mmusync::hal::{Atomic, AtomicInt, CpuId, Hal, Ordering::Acquire, Ordering::Relaxed, PageAlloc};
 use mmusync::memslot::{Memslot, SlotChange};
-use mmusync::mmu::{FaultOutcome, ReferenceMmu, Spte, Table};
+use mmusync::mmu::{Access, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::range::{Gfn, GfnRange, HvaRange};
 use mmusync::vcpu::{Request, Vcpu, VcpuError};
@@ -73,6 +78,7 @@ const MAX_GFNS: usize = FANOUT * FANOUT;
 
 /// Spte bits, as [`Spte`] documents them.
 const SPTE_PRESENT: u64 = 1 << 0;
+const SPTE_WRITABLE: u64 = 1 << 1;
 const SPTE_TABLE: u64 = 1 << 3;
 const SPTE_FLAGS: u64 = 0x3f;
 
@@ -209,6 +215,11 @@ unsafe impl<H: Hal> PageAlloc<ScenarioTable<H>> for GhostTables<H> {
 /// root index the leaf table the hardware walker went through (2-level tables only).
 pub struct Tlb {
     tlb: [AtomicU64; MAX_GFNS],
+    /// Whether the TLB entry of each gfn allows writes (the SPTE's writable bit when filled).
+    writable: [AtomicBool; MAX_GFNS],
+    /// Whether the TLB entry of each gfn was used for a write (the hardware set the SPTE's
+    /// dirty bit): later writes through it touch the SPTE no more.
+    dirty: [AtomicBool; MAX_GFNS],
     psc: [AtomicUsize; FANOUT],
 }
 
@@ -216,6 +227,8 @@ impl Tlb {
     fn new() -> Self {
         Tlb {
             tlb: core::array::from_fn(|_| AtomicU64::new(0)),
+            writable: core::array::from_fn(|_| AtomicBool::new(false)),
+            dirty: core::array::from_fn(|_| AtomicBool::new(false)),
             psc: core::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
@@ -223,7 +236,42 @@ impl Tlb {
     /// Empties the TLB and the paging-structure cache (the vCPU handled a TLB flush).
     fn flush(&self) {
         self.tlb.iter().for_each(|e| e.store(0, SeqCst));
+        self.writable.iter().for_each(|e| e.store(false, SeqCst));
+        self.dirty.iter().for_each(|e| e.store(false, SeqCst));
         self.psc.iter().for_each(|e| e.store(0, SeqCst));
+    }
+}
+
+/// The primary MMU's per-page accessed and dirty state (ghost): what core's
+/// [`PageTracker`] hands over (pfns `1..=8`).
+#[derive(Default)]
+pub struct GhostPages {
+    dirty: [Flag; 8],
+    accessed: [Flag; 8],
+}
+
+impl GhostPages {
+    fn flag(flags: &[Flag; 8], pfn: u64) -> Option<&Flag> {
+        flags.get((pfn as usize).wrapping_sub(1))
+    }
+
+    /// Whether the primary MMU was told that `pfn` is dirty.
+    fn is_dirty(&self, pfn: u64) -> bool {
+        Self::flag(&self.dirty, pfn).is_some_and(Flag::get)
+    }
+}
+
+impl PageTracker for GhostPages {
+    fn mark_accessed(&self, pfn: u64) {
+        if let Some(f) = Self::flag(&self.accessed, pfn) {
+            f.set();
+        }
+    }
+
+    fn mark_dirty(&self, pfn: u64) {
+        if let Some(f) = Self::flag(&self.dirty, pfn) {
+            f.set();
+        }
     }
 }
 
@@ -267,11 +315,19 @@ struct World<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const 
     /// Dropped first: it borrows `vcpus`.
     mmu: ManuallyDrop<Mmu<H, L>>,
     vcpus: Leaked<[Vcpu<H>; 1]>,
+    /// The primary MMU's accessed/dirty state, which the MMU's tracker feeds (dropped after it).
+    pages: Leaked<GhostPages>,
     tables: GhostTables<H>,
     vm: Vm<H, N>,
     host: Host<H, N, P>,
     tlb: Tlb,
     revoked: [Flag; P],
+    /// Which pfns were write-protected (the update that made their SPTE read-only returned).
+    write_protected: [Flag; P],
+    /// Which pfns the guest wrote (ghost).
+    written: [Flag; P],
+    /// Which pfns `clear_flush_young` found young and aged (it returned).
+    aged: [Flag; P],
     /// One model word per pfn that every use of a translation to it reads and its revocation
     /// writes (relaxed: no ordering, see [`World::touch`]).
     uses: [H::AtomicU64; P],
@@ -295,15 +351,22 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
         let vcpus = Leaked::new([Vcpu::new(hal.clone())]);
         setup(vcpus.get()[0].load(setup(CpuId::new(0))).map_err(DisplayVcpu));
         let tables = GhostTables::new();
-        let mmu = ManuallyDrop::new(setup(ReferenceMmu::new(hal.clone(), tables.clone(), vcpus.get())));
+        let pages = Leaked::new(GhostPages::default());
+        let mut mmu = setup(ReferenceMmu::new(hal.clone(), tables.clone(), vcpus.get()));
+        mmu.set_page_tracker(pages.get());
+        let mmu = ManuallyDrop::new(mmu);
         World {
             mmu,
             vcpus,
+            pages,
             tables,
             vm: Vm::new(hal.clone()),
             host: Host::new(pfns),
             tlb: Tlb::new(),
             revoked: core::array::from_fn(|_| Flag::new()),
+            write_protected: core::array::from_fn(|_| Flag::new()),
+            written: core::array::from_fn(|_| Flag::new()),
+            aged: core::array::from_fn(|_| Flag::new()),
             uses: core::array::from_fn(|_| H::AtomicU64::new(0)),
             x: x.clone(),
         }
@@ -461,6 +524,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
                     );
                 }
                 self.tlb.tlb[gfn as usize].store(pfn, SeqCst);
+                self.tlb.writable[gfn as usize].store(bits & SPTE_WRITABLE != 0, SeqCst);
                 x.step(format_args!("guest: TLB fill gfn {gfn} -> pfn {pfn}"));
                 return Some(pfn);
             }
@@ -483,6 +547,136 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
         for &gfn in gfns {
             if self.guest_access(gfn).is_none() {
                 panic!("scenario setup: gfn {gfn} is not mapped");
+            }
+        }
+    }
+
+    /// One guest **write** of `gfn` (one level only), as x86 does it: through a writable TLB
+    /// entry that was already used for a write; else the hardware sets the SPTE's accessed and
+    /// dirty bits with an atomic OR (D1), and writes only if the SPTE it ORed into was present
+    /// and writable (a TLB miss walks first and fills the TLB). Returns whether the write
+    /// happened (`false`: an EPT violation). Writing a pfn whose write protection has returned
+    /// violates [`Invariant::WriteAfterWriteProtect`]; a write that set no accessed bit after
+    /// `clear_flush_young` aged the page violates [`Invariant::AccessNotRecorded`].
+    fn guest_write(&self, gfn: Gfn) -> bool {
+        let x = &self.x;
+        let g = gfn as usize;
+        let cached = self.tlb.tlb[g].load(SeqCst);
+        let hit = cached != 0 && self.tlb.writable[g].load(SeqCst);
+        let (pfn, recorded) = if hit && self.tlb.dirty[g].load(SeqCst) {
+            x.step(format_args!("guest: write through its dirty TLB entry gfn {gfn} -> pfn {cached}"));
+            (cached, false)
+        } else {
+            if !hit {
+                let bits = self.hw_read("hw walker (guest write)", self.tables.root(), g % FANOUT);
+                if bits & SPTE_PRESENT == 0 || bits & SPTE_WRITABLE == 0 {
+                    x.step(format_args!("guest: write to gfn {gfn} faults (SPTE {bits:#x} not writable)"));
+                    return false;
+                }
+            }
+            let pre = self.hw_set_bits(gfn, Spte::ACCESSED | Spte::DIRTY);
+            if pre & SPTE_PRESENT == 0 || pre & SPTE_WRITABLE == 0 {
+                x.step(format_args!(
+                    "guest: dirty-bit update of gfn {gfn} found SPTE {pre:#x}: write faults"
+                ));
+                return false;
+            }
+            let pfn = pre >> 12;
+            self.tlb.tlb[g].store(pfn, SeqCst);
+            self.tlb.writable[g].store(true, SeqCst);
+            self.tlb.dirty[g].store(true, SeqCst);
+            (pfn, true)
+        };
+        self.touch(pfn, false);
+        if self.write_protected.get((pfn as usize).wrapping_sub(1)).is_some_and(Flag::get) {
+            violated(
+                Invariant::WriteAfterWriteProtect,
+                format_args!(
+                    "the guest wrote pfn {pfn} (gfn {gfn}) after the map that write-protected it returned"
+                ),
+            );
+        }
+        if !recorded && self.aged.get((pfn as usize).wrapping_sub(1)).is_some_and(Flag::get) {
+            // The checker's look at the SPTE (the hardware does not read it on a TLB hit): a
+            // TLB entry filled after the aging set the accessed bit again when it was filled.
+            // SAFETY: table pages' memory lives as long as `self.tables` (see `GhostTables`).
+            let now = unsafe { self.tables.root().as_ref() }.entry(g % FANOUT).map_or(0, |e| e.load(Relaxed));
+            if now & Spte::ACCESSED == 0 {
+                violated(
+                    Invariant::AccessNotRecorded,
+                    format_args!(
+                        "the guest wrote pfn {pfn} through a TLB entry from before clear_flush_young aged it; the SPTE's accessed bit stays clear"
+                    ),
+                );
+            }
+        }
+        if let Some(w) = self.written.get((pfn as usize).wrapping_sub(1)) {
+            w.set();
+        }
+        x.step(format_args!("guest: wrote gfn {gfn} (pfn {pfn})"));
+        true
+    }
+
+    /// D1: the hardware ORs `bits` into the leaf of `gfn` (one level) and gets the old value.
+    fn hw_set_bits(&self, gfn: Gfn, bits: u64) -> u64 {
+        // SAFETY: table pages' memory lives as long as `self.tables` (see `GhostTables`).
+        let entry = match unsafe { self.tables.root().as_ref() }.entry(gfn as usize % FANOUT) {
+            Some(e) => e,
+            None => panic!("scenario bug: gfn {gfn} out of the root table"),
+        };
+        let pre = entry.fetch_or(bits, Relaxed);
+        self.x.step(format_args!("hardware: SPTE of gfn {gfn} |= {bits:#x} (was {pre:#x})"));
+        pre
+    }
+
+    /// Setup: the guest *read* `gfn` through its writable SPTE: the TLB holds a writable entry
+    /// that no write used yet, and the SPTE's accessed bit is set.
+    fn prefill_read(&self, gfn: Gfn) {
+        let pre = self.hw_set_bits(gfn, Spte::ACCESSED);
+        self.tlb.tlb[gfn as usize].store(pre >> 12, SeqCst);
+        self.tlb.writable[gfn as usize].store(pre & SPTE_WRITABLE != 0, SeqCst);
+    }
+
+    /// I5.7 at the end: every pfn the guest wrote is dirty in the primary MMU's state or still
+    /// in its SPTE's dirty bit (gfns `0..n`, one level).
+    fn check_dirty(&self, n: Gfn) {
+        let g = self.vm.invalidation().mmu_lock().read();
+        for pfn in 1..=P as Pfn {
+            if !self.written[pfn as usize - 1].get() || self.pages.get().is_dirty(pfn) {
+                continue;
+            }
+            let in_spte = (0..n).any(|gfn| {
+                setup(self.mmu.table().walk(&g, gfn)).is_some_and(|s| s.pfn() == Some(pfn) && s.is_dirty())
+            });
+            if !in_spte {
+                violated(
+                    Invariant::DirtyBitLost,
+                    format_args!("the guest wrote pfn {pfn}, but neither the primary MMU nor an SPTE knows it is dirty"),
+                );
+            }
+        }
+    }
+
+    /// One guest run that writes each of `gfns` (see [`World::run_guest`]).
+    fn run_guest_writing(&self, gfns: &[Gfn]) {
+        let x = &self.x;
+        for _ in 0..3 {
+            match self.vcpu().enter_guest() {
+                Ok(guest) => {
+                    x.step(format_args!("VM entry (IN_GUEST_MODE)"));
+                    for &gfn in gfns {
+                        self.guest_write(gfn);
+                    }
+                    drop(guest);
+                    x.step(format_args!("VM exit"));
+                    self.handle_requests();
+                    return;
+                }
+                Err(VcpuError::RequestsPending) => {
+                    x.step(format_args!("entry refused: request pending"));
+                    self.handle_requests();
+                }
+                Err(e) => panic!("enter_guest: {e}"),
             }
         }
     }
@@ -626,7 +820,7 @@ pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
         Role::new("vcpu", move || {
             let walk = setup(wv.vcpu().walk_lockless_begin().map_err(DisplayVcpu));
             wv.x.step(format_args!("walk_shadow_page_lockless_begin"));
-            let fast = setup(wv.mmu.fast_fault(&walk, 1));
+            let fast = setup(wv.mmu.fast_fault(&walk, 1, Access::Write));
             wv.x.step(format_args!("fast_page_fault(gfn 1) -> {fast:?}"));
             let spte = setup(wv.mmu.walk(&walk, 1));
             wv.check_walk("lockless walk", 1, spte);
@@ -769,4 +963,182 @@ pub fn mmu_memslot_delete_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) 
             format_args!("SPTE gfn 0 -> {:?} after its memslot was deleted", spte.pfn()),
         );
     }
+}
+
+/// `mmu-map-write-protect-vs-guest`: M1-M2 on core's [`ReferenceMmu::map`] against a guest that
+/// writes through its TLB. One level; gfn 0 -> pfn 1, writable, and the guest's TLB holds it
+/// writable (setup).
+///
+/// * vcpu (CPU 0): one guest run writing gfn 0 (a writable TLB hit, or after a flush a hardware
+///   walk that finds the read-only SPTE and faults).
+/// * write-protector (CPU 1): under `mmu_lock`, `ReferenceMmu::map(gfn 0, read-only,
+///   MMU-writable)` (dirty logging's write protection), then, once it returned, pfn 1 counts
+///   as write-protected (ghost).
+///
+/// Invariant I5.6: no guest write to pfn 1 after the map returned. Without M2's flush
+/// (`MapFlushesLostWrite`) the guest keeps writing through its writable TLB entry.
+pub fn mmu_map_write_protect_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
+    {
+        let g = w.vm.invalidation().mmu_lock().write();
+        setup(w.mmu.table().map(&g, 0, setup(Spte::leaf(1, true, true))));
+    }
+    if !w.guest_write(0) {
+        panic!("scenario setup: gfn 0 is not writable");
+    }
+    let (wv, wp) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || wv.run_guest_writing(&[0])),
+        Role::new("write-protector", move || {
+            let x = &wp.x;
+            let g = wp.vm.invalidation().mmu_lock().write();
+            x.step(format_args!("map(gfn 0 -> pfn 1, read-only) under mmu_lock"));
+            let old = setup(wp.mmu.map(&g, 0, setup(Spte::leaf(1, false, true))));
+            drop(g);
+            x.step(format_args!("map returned (old leaf {:?})", old.map(Spte::bits)));
+            wp.touch(1, true);
+            wp.write_protected[0].set();
+            x.step(format_args!("ghost: pfn 1 write-protected"));
+        }),
+    ]);
+}
+
+/// `mmu-prefetch-vs-invalidation`: F15 on core's [`ReferenceMmu::fault_around`] against an
+/// MMU-notifier invalidation of the *neighbouring* gfn. One level; memslots gfn 0 <- host
+/// page 0 (pfn 1) and gfn 1 <- host page 1 (pfn 2); nothing mapped.
+///
+/// * vcpu (CPU 0): one attempt of `fault_around(gfn 0, around gfns 0..2)`: the fault path on
+///   gfn 0, then, under the same `mmu_lock`, the prefetch of gfn 1 through GUP-fast.
+/// * invalidator (CPU 1): `invalidate_range_start` of host page 1 (begin over gfn 1 only, zap,
+///   flush), revoke pfn 2, the primary MMU remaps page 1 to pfn 3 and frees pfn 2,
+///   `invalidate_range_end`.
+///
+/// Invariant I2.1: no SPTE maps pfn 2 once start returned. The fault on gfn 0 passes its checks
+/// (the open range does not cover it); the prefetch has no snapshot of its own, so without
+/// `PrefetchSkipsWhileInvalidating` it resolves gfn 1 between start and the remap and installs
+/// the page the primary MMU then frees.
+pub fn mmu_prefetch_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 2, 3>::new(hal, x, [1, 2]));
+    w.add_slots();
+    let (wv, wi) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let around = setup(GfnRange::new(0, 2));
+            let out =
+                setup(wv.mmu.fault_around(&wv.vm, 0, true, around, |hva| Ok(wv.host.gup_fast(&wv.x, hva))));
+            wv.x.step(format_args!("ReferenceMmu::fault_around(gfn 0, gfns 0..2) -> {out:?}"));
+        }),
+        Role::new("invalidator", move || wi.invalidate(page_hvas(1), &[2], &[(1, 3)])),
+    ]);
+    w.check_sptes(2);
+}
+
+/// `prefault-vs-memslot-delete`: F16 on core's [`ReferenceMmu::prefault`] (KVM's
+/// `KVM_PRE_FAULT_MEMORY`, one SRCU read section around its whole retry loop) against
+/// `Vm::set_memslot(DELETE)` of the slot it prefaults. One level; one memslot (gfn 0 <- host
+/// page 0, pfn 1).
+///
+/// * vcpu (CPU 0): `prefault(gfn 0)`: installs, or finds no memslot, or finds the slot invalid
+///   and returns `TryAgain`.
+/// * memslot-updater (CPU 1): `set_memslot(Delete slot 0)` (INVALID copy, SRCU sync, zap,
+///   final layout, SRCU sync).
+///
+/// Liveness: both roles finish. The delete publishes the invalid slot and then waits for every
+/// SRCU reader, the prefault's loop included; without `PrefaultReturnsOnInvalidSlot` the loop
+/// retries on the invalid slot for ever inside that read section (the 2024 KVM bug), and the
+/// checkers report a livelock. Safety (I3.2): once the delete returned, no SPTE maps gfn 0.
+pub fn prefault_vs_memslot_delete<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [1]));
+    w.add_slots();
+    let (wv, wu) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let out = wv.mmu.prefault(&wv.vm, 0, true, |hva| Ok(wv.host.gup_fast(&wv.x, hva)));
+            wv.x.step(format_args!("ReferenceMmu::prefault(gfn 0) -> {out:?}"));
+        }),
+        Role::new("memslot-updater", move || {
+            wu.x.step(format_args!("set_memslot(DELETE slot 0)"));
+            setup(wu.vm.set_memslot(&*wu.mmu, SlotChange::Delete(0)));
+            wu.x.step(format_args!("delete returned"));
+        }),
+    ]);
+    let g = w.vm.invalidation().mmu_lock().read();
+    if let Some(spte) = setup(w.mmu.table().walk(&g, 0)) {
+        violated(
+            Invariant::SpteMapsDeletedSlot,
+            format_args!("SPTE gfn 0 -> {:?} after its memslot was deleted", spte.pfn()),
+        );
+    }
+}
+
+/// `mmu-dirty-bit-vs-write-protect`: D1-D3 on core's [`ReferenceMmu::map`]: the hardware sets
+/// the dirty bit (atomic OR) while the host write-protects the page (dirty logging). One level;
+/// gfn 0 -> pfn 1 writable; in setup the guest read gfn 0 (accessed bit set, a writable TLB
+/// entry not yet used for a write).
+///
+/// * vcpu (CPU 0): one guest run writing gfn 0 (the hardware ORs the dirty bit into the SPTE
+///   and writes only if that SPTE was still writable).
+/// * write-protector (CPU 1): under `mmu_lock`, `map(gfn 0, read-only)`; the old SPTE's bits go
+///   to the primary MMU (the ghost [`GhostPages`]).
+///
+/// Invariant I5.7: a page the guest wrote is dirty in the primary MMU's state or in its SPTE.
+/// Without the atomic exchange (`SpteUpdateIsAtomic`), a dirty bit set between the update's
+/// load and store is overwritten and never reported.
+pub fn mmu_dirty_bit_vs_write_protect<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
+    {
+        let g = w.vm.invalidation().mmu_lock().write();
+        setup(w.mmu.table().map(&g, 0, setup(Spte::leaf(1, true, true))));
+    }
+    w.prefill_read(0);
+    let (wv, wp) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || wv.run_guest_writing(&[0])),
+        Role::new("write-protector", move || {
+            let g = wp.vm.invalidation().mmu_lock().write();
+            wp.x.step(format_args!("map(gfn 0 -> pfn 1, read-only) under mmu_lock"));
+            let old = setup(wp.mmu.map(&g, 0, setup(Spte::leaf(1, false, true))));
+            drop(g);
+            wp.x.step(format_args!("map returned (old leaf {:?})", old.map(Spte::bits)));
+        }),
+    ]);
+    w.check_dirty(1);
+}
+
+/// `mmu-clear-flush-young-vs-guest`: A1-A3 on `Vm::clear_flush_young` with core's
+/// [`ReferenceMmu`] as the secondary MMU, against a guest that writes the page twice. One level;
+/// one memslot (gfn 0 <- host page 0); gfn 0 -> pfn 1 writable; in setup the guest read gfn 0
+/// (accessed bit set, a writable TLB entry not yet used for a write).
+///
+/// * vcpu (CPU 0): one guest run writing gfn 0 twice (the first write sets the SPTE's accessed
+///   and dirty bits, the second goes through the TLB alone).
+/// * ager (CPU 1): `clear_flush_young` of host page 0; when it returns young, pfn 1 counts as
+///   aged (ghost).
+///
+/// Invariants: I5.8, an access after `clear_flush_young` returned young sets the accessed bit
+/// again (without the flush, `ClearFlushYoungFlushes`, the guest keeps writing through its TLB);
+/// I5.7, the dirty bit survives the accessed-bit clear (without the atomic AND,
+/// `SpteUpdateIsAtomic`, a dirty bit set in between is lost).
+pub fn mmu_clear_flush_young_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
+    w.add_slots();
+    {
+        let g = w.vm.invalidation().mmu_lock().write();
+        setup(w.mmu.table().map(&g, 0, setup(Spte::leaf(1, true, true))));
+    }
+    w.prefill_read(0);
+    let (wv, wa) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || wv.run_guest_writing(&[0, 0])),
+        Role::new("ager", move || {
+            wa.x.step(format_args!("clear_flush_young(host page 0)"));
+            let young = wa.vm.clear_flush_young(&*wa.mmu, page_hvas(0));
+            wa.x.step(format_args!("clear_flush_young returned young: {young}"));
+            if young {
+                wa.touch(1, true);
+                wa.aged[0].set();
+            }
+        }),
+    ]);
+    w.check_dirty(1);
 }

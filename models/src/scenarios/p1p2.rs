@@ -184,3 +184,43 @@ pub fn multi_slot_range_merge<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     ]);
     w.sptes.assert_no_freed(&w.host.pages);
 }
+
+/// G1-G4 vs F0-F14: `Vm::zap_gfn_range`, a zap that is not an MMU-notifier event (KVM's
+/// `kvm_zap_gfn_range`, as for the APIC-access page), against the x86 fault path on gfn 0.
+/// One memslot (gfn 0 <- host page 0, pfn 1).
+///
+/// * vcpu: one attempt of the fault path (snapshot, `_unsafe` pre-check, GUP-fast, `retry_gfn`
+///   under `mmu_lock`, install).
+/// * zapper: KVM changes what gfn 0 must map without the primary MMU's notifier (here: host
+///   page 0 now maps pfn 2, under the PTE lock and without `invalidate_range_start`), then
+///   `zap_gfn_range(gfn 0)`; once it returned, pfn 1 is freed: the old translation must be gone
+///   and stay gone.
+///
+/// Invariant I1.7 (as I2.1): no SPTE maps pfn 1 at the end. Without the invalidation around the
+/// zap (`ZapGfnRangeInvalidates`), a fault that read pfn 1 before the change installs it after
+/// the zap returned: `seq` never moved.
+pub fn zap_gfn_range_vs_fault<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = VmWorld::<H, X, 1, 2>::new(hal, x, [1]);
+    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wz, xz) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+        }),
+        Role::new("zapper", move || {
+            // The change itself (no MMU notifier), then the zap; only then is pfn 1 dead.
+            let old = {
+                let _pte = wz.host.pte_lock.lock();
+                mmusync::hal::Atomic::swap(&wz.host.pte[0], 2, mmusync::hal::Ordering::Relaxed)
+            };
+            xz.step(format_args!("KVM changes gfn 0's backing: host page 0 pfn {old} -> 2 (no notifier)"));
+            let flushed = setup(wz.vm.zap_gfn_range(&wz.sptes, setup(GfnRange::single(0))));
+            xz.step(format_args!("zap_gfn_range(gfn 0) returned (flushed: {flushed})"));
+            wz.host.pages.free(old);
+            xz.step(format_args!("pfn {old} freed: no translation may use it any more"));
+        }),
+    ]);
+    w.sptes.assert_no_freed(&w.host.pages);
+}

@@ -6,7 +6,8 @@ use crate::ghost::Flag;
 use crate::scenario::ScenarioHal;
 use alloc::sync::Arc;
 use alloc::vec;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::lock::SpinLock;
+use mmusync::memslot::{Memslot, SlotCache, SlotChange};
 use mmusync::notifier::Vm;
 use mmusync::Error;
 
@@ -97,5 +98,66 @@ pub fn memslot_delete_vs_fault<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             Invariant::SpteMapsDeletedSlot,
             format_args!("SPTE gfn 0 -> pfn {pfn} after slot 0 was deleted"),
         );
+    }
+}
+
+/// W1-W8, I3.4: a memslot lookup cached by generation (KVM's MMIO SPTEs, `gfn_to_hva_cache`:
+/// [`SlotCache`]) against the swap that creates slot 0 (gfn 0 <- host page 0). No memslot at
+/// first.
+///
+/// * vcpu: inside one SRCU read section, looks gfn 0 up (no slot: an MMIO gfn), then reads the
+///   generation through a second dereference of the active set, as KVM's fault path does
+///   between `kvm_vcpu_gfn_to_memslot` and `mark_mmio_spte`, and caches the answer under it.
+/// * memslot-updater: `set_memslot(Create slot 0)`.
+///
+/// Invariant I3.4: at the end, a cached answer that the final generation still accepts is the
+/// final layout's. Without the in-progress bit (`MemslotGenerationInProgress`), the lookup in
+/// the old set gets stamped with the new set's final generation: "no memslot" cached for good.
+pub fn memslot_generation_vs_cache<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        vm: Vm<H, 1>,
+        sptes: Sptes<H, X, 1>,
+        cache: SpinLock<H, SlotCache>,
+    }
+    let w = Arc::new(World {
+        vm: Vm::new(hal.clone()),
+        sptes: Sptes::new(x.clone()),
+        cache: SpinLock::<H, SlotCache>::new(SlotCache::new()),
+    });
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wu, xu) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let slots = wv.vm.memslots().read();
+            let hva = slots.find(0).and_then(|s| s.gfn_to_hva(0));
+            xv.step(format_args!("lookup gfn 0 -> {hva:?}"));
+            let generation = wv.vm.memslots().read().generation();
+            let filled = wv.cache.lock().fill(generation, 0, hva);
+            xv.step(format_args!("cache gfn 0 -> {hva:?} under generation {generation:#x}: {filled:?}"));
+            drop(slots);
+        }),
+        Role::new("memslot-updater", move || {
+            xu.step(format_args!("KVM_SET_USER_MEMORY_REGION: create slot 0"));
+            setup(wu.vm.set_memslot(
+                &wu.sptes,
+                SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start()))),
+            ));
+            xu.step(format_args!("create returned"));
+        }),
+    ]);
+    let slots = w.vm.memslots().read();
+    let generation = slots.generation();
+    let truth = slots.find(0).and_then(|s| s.gfn_to_hva(0));
+    let cached = w.cache.lock().get(generation, 0);
+    if let Some(cached) = cached {
+        if cached != truth {
+            violated(
+                Invariant::StaleGenerationCache,
+                format_args!(
+                    "generation {generation:#x} still accepts gfn 0 -> {cached:?}, but its layout maps {truth:?}"
+                ),
+            );
+        }
     }
 }

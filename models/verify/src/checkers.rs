@@ -19,8 +19,21 @@ pub fn run(cli: &Cli, checker: Checker) -> Result<Vec<Row>, String> {
         Checker::Loom => loom(cli),
         Checker::Shuttle => shuttle(cli),
         Checker::Hardware => hardware(cli),
+        Checker::Kvm => kvm(cli),
         Checker::Proofs => proofs(cli),
     }
+}
+
+/// With `--protocol`, the scenarios `checker` runs that belong to it or target one of its
+/// mutants (`None` without `--protocol`: everything).
+fn only(cli: &Cli, checker: Checker) -> Option<Vec<&'static str>> {
+    let p = cli.protocol?;
+    Some(
+        mmusync_models::Scenario::run_by(checker)
+            .filter(|s| s.protocol == p || s.kills.iter().any(|m| m.protocol() == p))
+            .map(|s| s.name)
+            .collect(),
+    )
 }
 
 /// `cargo run --release -q -p <package> --bin <bin> -- <args>`, from the workspace root.
@@ -133,8 +146,17 @@ fn shuttle(cli: &Cli) -> Result<Vec<Row>, String> {
     let out = cli.results.join("shuttle");
     let json = out.join("ci.json");
     let _ = std::fs::remove_file(&json);
-    // The CI set in both modes: under a minute, and its kill targets need their full caps.
-    let args = vec!["ci".to_string(), "--out".into(), out.display().to_string()];
+    // The CI set in both modes (its kill targets need their full caps); quick mode runs only
+    // its correct-code rows.
+    let mut args = vec!["ci".to_string(), "--out".into(), out.display().to_string()];
+    if !cli.with_mutants() {
+        args.push("--no-mutants".into());
+    }
+    match only(cli, Checker::Shuttle) {
+        Some(names) if names.is_empty() => return Ok(Vec::new()),
+        Some(names) => args.extend(["--only".into(), names.join(",")]),
+        None => {}
+    }
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     run_logged("shuttle", cargo_run("mmusync-shuttle", "mmusync-shuttle", &args), &out.join("verify.log"))?;
     read_rows(&json)
@@ -155,9 +177,16 @@ fn hardware(cli: &Cli) -> Result<Vec<Row>, String> {
     };
     let mut args: Vec<String> = sizes.iter().map(|a| a.to_string()).collect();
     args.extend(["--json".into(), json.display().to_string()]);
+    match only(cli, Checker::Hardware) {
+        Some(names) if names.is_empty() => return Ok(Vec::new()),
+        Some(names) => names.into_iter().for_each(|s| args.extend(["--scenario".into(), s.into()])),
+        None => {}
+    }
     run_logged("hardware", cargo_run("mmusync-hw", "hw-stress", &args), &out.join("verify-stress.txt"))?;
     let mut rows = read_rows(&json)?;
-    if cli.with_mutants() {
+    let mutant_in_protocol = mmusync_models::Mutant::from_name(HARDWARE_MUTANT.1)
+        .is_some_and(|m| cli.protocol.is_none_or(|p| m.protocol() == p));
+    if cli.with_mutants() && mutant_in_protocol {
         let (scenario, mutant) = HARDWARE_MUTANT;
         let mjson = out.join("verify-mutant.json");
         let _ = std::fs::remove_file(&mjson);
@@ -177,9 +206,57 @@ fn hardware(cli: &Cli) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
+/// The KVM checker (`kvm-check`, crate `mmusync-kvm`): the shared scenarios in ring 0 inside a
+/// KVM guest on core's `x86-ring0` backend (a VM with one vCPU per role where a scenario has
+/// more roles than the host has CPUs), and in full mode the guest's mutant set (reported,
+/// sampled). Where KVM is not usable, `kvm-check` says why and writes no rows: this prints the
+/// reason and the checker adds nothing to the tables; with `MMUSYNC_REQUIRE_KVM=1` it exits 2
+/// instead, and the checker counts as not run.
+fn kvm(cli: &Cli) -> Result<Vec<Row>, String> {
+    let out = cli.results.join("kvm");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let json = out.join("verify-kvm.json");
+    let _ = std::fs::remove_file(&json);
+    let sizes: [&str; 4] =
+        if cli.full { ["--rounds", "100", "--seconds", "4"] } else { ["--rounds", "30", "--seconds", "3"] };
+    let mut args: Vec<String> = sizes.iter().map(|a| a.to_string()).collect();
+    args.extend(["--overcommit".into(), "--json".into(), json.display().to_string()]);
+    match only(cli, Checker::Kvm) {
+        Some(names) if names.is_empty() => return Ok(Vec::new()),
+        Some(names) => names.into_iter().for_each(|s| args.extend(["--scenario".into(), s.into()])),
+        None => {}
+    }
+    let log = out.join("verify-kvm.txt");
+    run_logged("kvm", cargo_run("mmusync-kvm", "kvm-check", &args), &log)?;
+    let mut rows = read_rows(&json)?;
+    if rows.is_empty() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let why = text.lines().find(|l| l.contains("SKIPPED")).unwrap_or("kvm-check wrote no rows");
+        println!("kvm: {why}");
+        return Ok(rows);
+    }
+    if cli.with_mutants() {
+        let mjson = out.join("verify-kvm-mutants.json");
+        let _ = std::fs::remove_file(&mjson);
+        let args: Vec<String> = ["--guest-mutants", "--rounds", "800", "--seconds", "8", "--json"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([mjson.display().to_string()])
+            .collect();
+        run_logged(
+            "kvm mutants",
+            cargo_run("mmusync-kvm", "kvm-check", &args),
+            &out.join("verify-kvm-mutants.txt"),
+        )?;
+        rows.extend(read_rows(&mjson)?);
+    }
+    Ok(rows)
+}
+
 /// The proof crates: `memmodel barriers` (every barrier's litmus skeletons under five memory
-/// models) and `protocol-proofs` (the stateright models and their mutants), both at the CI
-/// scale in quick and full mode (about a minute in release; the full scale adds minutes for
+/// models), `protocol-proofs` (the stateright models and their mutants) and the trace
+/// conformance of loom's traces of core's code ([`loom_trace_conformance`]), at the CI scale in
+/// quick and full mode (about a minute in release; the full scale adds minutes for
 /// larger instances of the same models). Both write [`Row`]s; `--protocol` is applied by the
 /// caller.
 fn proofs(cli: &Cli) -> Result<Vec<Row>, String> {
@@ -198,7 +275,63 @@ fn proofs(cli: &Cli) -> Result<Vec<Row>, String> {
         run_logged(label, cargo_run(package, bin, &args), &out.join(format!("{name}.txt")))?;
         rows.extend(read_rows(&json)?);
     }
+    rows.extend(loom_trace_conformance(&out, cli.protocol)?);
     Ok(rows)
+}
+
+/// The loom runs whose every execution's trace of core's steps the proofs replay: the scenarios
+/// a model projection covers, on the correct code and with each rule mutant that has a model
+/// counterpart (`mmusync_protocol_proofs::conformance::conform` says which).
+const TRACED: [(&str, &str); 8] = [
+    ("mmu-fault-vs-invalidation", "none"),
+    ("mmu-fault-vs-invalidation", "RetryChecksInProgress"),
+    ("mmu-fault-vs-invalidation", "RetryChecksSeq"),
+    ("mmu-fault-vs-invalidation", "RetryGfnChecksRange"),
+    ("sb-walk", "none"),
+    ("sb-walk", "WalkDisablesInterrupts"),
+    ("sb-walk", "FlushWaitsForReaders"),
+    ("sb-walk", "FreeAfterFlush"),
+];
+
+/// Trace conformance of loom's traces: each run of [`TRACED`] writes every execution's core
+/// steps (`loom-scorecard --traces`), and `trace-conformance` replays them in the protocol
+/// models (a row per correct-code run; a disagreement on a mutant's traces fails the checker).
+fn loom_trace_conformance(
+    out: &Path,
+    cli_protocol: Option<mmusync::barrier::Protocol>,
+) -> Result<Vec<Row>, String> {
+    let dir = out.join("traces");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    for (scenario, mutant) in TRACED.into_iter().filter(|(s, m)| {
+        let in_protocol = |p| {
+            mmusync_models::Scenario::by_name(s).is_some_and(|s| s.protocol == p)
+                || mmusync_models::Mutant::from_name(m).is_some_and(|m| m.protocol() == p)
+        };
+        cli_protocol.is_none_or(in_protocol)
+    }) {
+        let file = dir.join(format!("loom-{scenario}--{mutant}.json"));
+        let _ = std::fs::remove_file(&file);
+        let args: Vec<String> =
+            ["--scenario", scenario, "--mutant", mutant, "--traces"].iter().map(|a| a.to_string()).collect();
+        let mut cmd = loom_command(&args);
+        cmd.arg(&file);
+        run_logged("proofs loom traces", cmd, &dir.join(format!("loom-{scenario}--{mutant}.txt")))?;
+        files.push(file.display().to_string());
+    }
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = out.join("trace-conformance.json");
+    let _ = std::fs::remove_file(&json);
+    let mut args = files;
+    args.extend(["--rows".into(), json.display().to_string()]);
+    run_logged(
+        "proofs trace conformance",
+        cargo_run("mmusync-protocol-proofs", "trace-conformance", &args),
+        &out.join("trace-conformance.txt"),
+    )?;
+    read_rows(&json)
 }
 
 /// Prints a killed mutant's counterexample (loom's trace, in protocol terms) and records a

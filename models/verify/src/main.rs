@@ -1,7 +1,7 @@
 //! `mmusync-verify`: the main job. Runs the verification suite — loom (weak memory, every
-//! barrier and rule mutant), shuttle (many threads, liveness), real threads on this CPU — and
-//! ends with the protocol × checker table, the mutant scorecard, and what each checker cannot
-//! see.
+//! barrier and rule mutant), shuttle (many threads, liveness), real threads on this CPU, ring 0
+//! inside a KVM guest (skipped where /dev/kvm is not usable), the proofs — and ends with the
+//! protocol × checker table, the mutant scorecard, and what each checker cannot see.
 //!
 //! Each checker is its own program (loom needs a `--cfg loom` build of its own, in its own
 //! target directory), so this binary runs them as child processes through `cargo run`, shows
@@ -24,9 +24,11 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(name = "mmusync-verify", version, about)]
 pub struct Cli {
-    /// Full mode: every mutant under loom, the full shuttle set, more hardware iterations.
-    /// Without it: quick mode (under two minutes once built): correct-code scenarios only,
-    /// small iteration counts.
+    /// Full mode: adds every barrier and rule mutant under loom (the scorecard), shuttle's rule
+    /// mutants, the hardware mutant, the KVM guest's mutants, and larger hardware and KVM runs.
+    /// Without it: quick mode: the correct code only (loom under each scenario's bound,
+    /// shuttle's CI set without its mutants, real threads and the KVM guest with small
+    /// iteration counts, the proofs at CI scale); the summary says what was skipped.
     #[arg(long)]
     pub full: bool,
     /// Run the mutant scorecard (implied by --full).
@@ -35,7 +37,7 @@ pub struct Cli {
     /// Only scenarios and mutants of this protocol (P1..P5, any case).
     #[arg(long, value_parser = parse_protocol)]
     pub protocol: Option<Protocol>,
-    /// Only these checkers (repeatable): loom, shuttle, hardware, proofs.
+    /// Only these checkers (repeatable): loom, shuttle, hardware, kvm, proofs.
     #[arg(long, value_parser = parse_checker)]
     pub checker: Vec<Checker>,
     /// Print the counterexample of this killed mutant (a Barrier or Rule name) with the command
@@ -122,6 +124,13 @@ fn main() -> ExitCode {
         rows.retain(|r| r.mutant.map_or(r.protocol, |m| m.protocol()) == p);
     }
     let verdict = tables::print(&cli, &rows, &broken);
+    if !cli.with_mutants() {
+        println!(
+            "\nquick mode: the correct code only. Not run: the mutant scorecard (every barrier and rule \
+             mutant under loom, shuttle's rule mutants, the hardware and KVM mutants) and the larger \
+             hardware and KVM runs; `--full` (or `--mutants`) runs them."
+        );
+    }
     println!("\nmmusync-verify: {} in {:.0}s", verdict.summary(), start.elapsed().as_secs_f64());
     if let Some(path) = &cli.json {
         let doc = serde_json::json!({

@@ -60,13 +60,14 @@ fn standing<'a>(cli: &Cli, runs: &[&'a Row]) -> Standing<'a> {
     if let Some(b) = best {
         return Standing::Killed(b);
     }
-    if let Some(d) = runs.iter().find(|r| r.verdict == RowVerdict::Documented) {
-        return Standing::Documented(d);
+    // With a subset of the checkers, a mutant one checker documents as beyond it may still be
+    // killed by a checker that did not run: only the whole suite can call it not killable.
+    if !Checker::ALL.into_iter().all(|c| cli.runs(c)) {
+        return Standing::NotKilledHere;
     }
-    if Checker::ALL.into_iter().all(|c| cli.runs(c)) {
-        Standing::Survived
-    } else {
-        Standing::NotKilledHere
+    match runs.iter().find(|r| r.verdict == RowVerdict::Documented) {
+        Some(d) => Standing::Documented(d),
+        None => Standing::Survived,
     }
 }
 

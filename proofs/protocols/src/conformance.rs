@@ -52,15 +52,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::hash::Hash;
 
-/// One recorded step: the CPU (role index) that made it, `None` outside the roles (setup and
-/// final checks, which are not replayed), and the step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TraceStep {
-    /// The CPU, `None` for the setup and final-check phases.
-    pub cpu: Option<usize>,
-    /// The step.
-    pub step: Step,
-}
+pub use mmusync_models::TraceStep;
 
 /// A thread of the fault model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,8 +139,22 @@ fn project_fault(step: &Step) -> Projected {
         Step::Request { .. } | Step::Kick { .. } | Step::IpiAndWait { .. } => {
             Abstracted("Q1-Q5: the remote flush's requests and IPIs, inside S4 (the walk model's)")
         }
+        Step::MapUpdate { .. } => {
+            Abstracted("M1-M2: the leaf update inside F13's install (the model's SPTE is one word per gfn)")
+        }
+        Step::PrefetchSkipped { .. } => Abstracted("F15: a prefetch that did not happen changes nothing"),
+        Step::FlushRange { .. } => {
+            Abstracted("Q6: a range flush's requests and IPIs, inside S4 (the walk model's)")
+        }
         Step::Retry { check: RetryCheck::Locked | RetryCheck::Lockless, .. } => {
             Outside("F12/MP-1 without a gfn: the model's fault uses retry_gfn")
+        }
+        Step::Prefetch { .. } => Outside("F15: a prefetched neighbour (the model faults one gfn per vCPU)"),
+        Step::ZapGfnRange { .. } => {
+            Outside("G2-G3: a zap that is no notifier event (none in the fault model)")
+        }
+        Step::PrefaultTryAgain { .. } | Step::MemslotGeneration { .. } => {
+            Outside("F16/W8: memslot changes (none in the fault model)")
         }
         Step::InvalidateRangeAdd { .. } => {
             Outside("S3b range_add: a start over several memslots (one memslot per invalidation here)")
@@ -375,6 +381,13 @@ pub trait Projection {
         let _ = step;
         false
     }
+    /// Whether a lagging `step` may also be matched before `earlier`, a step of its own thread
+    /// that came before it: only where nothing orders the two (no barrier, no lock between them,
+    /// and `earlier` is a step the model does not place).
+    fn may_pass(&self, step: &Step, earlier: &Step) -> bool {
+        let _ = (step, earlier);
+        false
+    }
 }
 
 /// The model state of a projection.
@@ -424,6 +437,35 @@ impl Projection for FaultSetup {
 
     fn check_observe(&self, s: &FaultState, thread: FaultThread, step: &Step) -> Result<(), String> {
         fault_check_observe(self, s, thread, step)
+    }
+
+    /// Loom's C11 traces need two kinds of lag; shuttle's sequentially consistent ones need none.
+    ///
+    /// * F1 (the memslot lookup), F4 (the `seq` snapshot) and F8 (GUP-fast's read of the host
+    ///   PTE) are lockless loads. Under weak memory such a load may return a value older than
+    ///   the newest store the trace has already shown, the value it would read at an earlier
+    ///   position: the lag rule tries exactly those positions (after the thread's own previous
+    ///   step, or past the `_unsafe` pre-check for F8, see `may_pass`).
+    /// * E1 is reported after `in_progress`'s decrement, which follows the `seq` store: loom may
+    ///   schedule another thread in between, and that thread's F4 may read the new `seq` before
+    ///   the report.
+    fn may_lag(&self, step: &Step) -> bool {
+        matches!(
+            step,
+            Step::FaultSlot { .. }
+                | Step::Snapshot { .. }
+                | Step::FaultResolved { .. }
+                | Step::InvalidateEnd { .. }
+        )
+    }
+
+    /// F8's load may pass F7's `_unsafe` pre-check (lockless loads with no barrier between them;
+    /// F4's `smp_rmb` comes before both). The model does not place F7 (abstracted).
+    fn may_pass(&self, step: &Step, earlier: &Step) -> bool {
+        matches!(
+            (step, earlier),
+            (Step::FaultResolved { .. }, Step::Retry { check: RetryCheck::GfnUnsafe, .. })
+        )
     }
 }
 
@@ -495,7 +537,11 @@ fn replay_lagged<P: Projection>(
         if ts.cpu.is_none() || !p.may_lag(&ts.step) {
             continue;
         }
-        let own = trace[..j].iter().rposition(|t| t.cpu == ts.cpu).map_or(0, |i| i + 1);
+        // Its thread's previous step, unless the projection lets it pass that one.
+        let own = trace[..j]
+            .iter()
+            .rposition(|t| t.cpu == ts.cpu && !p.may_pass(&ts.step, &t.step))
+            .map_or(0, |i| i + 1);
         for k in (own..j.min(fail + 1)).rev() {
             let step = trace.remove(j);
             trace.insert(k, step);
@@ -759,4 +805,152 @@ impl Projection for WalkSetup {
     fn may_lag(&self, step: &Step) -> bool {
         matches!(step, Step::Kick { .. })
     }
+}
+
+/// A recorded scenario, as an instance of a model: the correct model, and the model mutant that
+/// breaks the same rule as the recorded core mutant (when there is one).
+#[derive(Clone, Debug)]
+pub enum Instance {
+    /// An instance of the fault model.
+    Fault(FaultSetup),
+    /// An instance of the walk model.
+    Walk(WalkSetup),
+}
+
+impl Instance {
+    /// The instance `scenario` is, with `model_mutant` applied: `None` for a scenario no
+    /// projection knows.
+    fn of(scenario: &str, model_mutant: Option<ModelMutant>) -> Option<Self> {
+        match (scenario, model_mutant) {
+            ("mmu-fault-vs-invalidation", None) => {
+                Some(Instance::Fault(FaultSetup::mmu_fault_vs_invalidation(None)))
+            }
+            ("mmu-fault-vs-invalidation", Some(ModelMutant::Fault(m))) => {
+                Some(Instance::Fault(FaultSetup::mmu_fault_vs_invalidation(Some(m))))
+            }
+            ("sb-walk", None) => Some(Instance::Walk(WalkSetup::sb_walk(None))),
+            ("sb-walk", Some(ModelMutant::Walk(m))) => Some(Instance::Walk(WalkSetup::sb_walk(Some(m)))),
+            _ => None,
+        }
+    }
+
+    /// Replays `trace` in this instance's model.
+    pub fn replay(&self, trace: &[TraceStep]) -> Result<Replayed, Mismatch> {
+        match self {
+            Instance::Fault(s) => replay(s, trace),
+            Instance::Walk(s) => replay(s, trace),
+        }
+    }
+}
+
+/// A model mutant of the fault or the walk model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ModelMutant {
+    Fault(crate::models::fault::FaultMutant),
+    Walk(WalkMutant),
+}
+
+/// The model mutant that breaks the same rule or barrier as core mutant `m`, in the model of
+/// `scenario` ([`crate::registry::fault_core`], [`crate::registry::walk_core`]).
+fn model_mutant(scenario: &str, m: mmusync_models::Mutant) -> Option<ModelMutant> {
+    use crate::models::fault::FaultMutant;
+    const FAULT: [FaultMutant; 7] = [
+        FaultMutant::SkipInProgressCheck,
+        FaultMutant::SkipSeqCheck,
+        FaultMutant::SkipRangeCheck,
+        FaultMutant::SnapshotAfterResolve,
+        FaultMutant::NoLockedRecheck,
+        FaultMutant::RangeOverwrites,
+        FaultMutant::FlushAfterUnlock,
+    ];
+    const WALK: [WalkMutant; 8] = [
+        WalkMutant::NoModeStore,
+        WalkMutant::NoIrqDisable,
+        WalkMutant::IpiOnlyInGuest,
+        WalkMutant::FreeBeforeFlush,
+        WalkMutant::NoWalkerMb,
+        WalkMutant::NoZapperMb,
+        WalkMutant::UnpinBeforeFlush,
+        WalkMutant::NoPinMb,
+    ];
+    match scenario {
+        "mmu-fault-vs-invalidation" => {
+            FAULT.into_iter().find(|f| crate::registry::fault_core(*f) == Some(m)).map(ModelMutant::Fault)
+        }
+        "sb-walk" => {
+            WALK.into_iter().find(|w| crate::registry::walk_core(*w) == Some(m)).map(ModelMutant::Walk)
+        }
+        _ => None,
+    }
+}
+
+/// What [`conform`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conformance {
+    /// Executions that replayed in the correct model.
+    pub accepted: usize,
+    /// Executions the correct model rejected (each must be a failing execution of a mutant).
+    pub rejected: usize,
+    /// Executions that replayed in the model mutant (for a core mutant that has one).
+    pub in_model_mutant: usize,
+    /// Steps that replayed only at an earlier position ([`Projection::may_lag`]).
+    pub lagged: usize,
+    /// Everything that disagrees: the correct code's execution the model rejects, a mutant's
+    /// failing execution the model accepts, a mutant's execution its model mutant rejects.
+    pub problems: Vec<String>,
+}
+
+/// Replays every execution of `traces` in the model its scenario is an instance of.
+///
+/// On the correct code every execution must replay. With a core mutant, the failing execution
+/// (the last, when `traces.failed`) must be rejected by the correct model, and every execution
+/// must replay in the model mutant that breaks the same rule, where the model has one. `Err` for
+/// a scenario or mutant no model covers.
+pub fn conform(traces: &mmusync_models::Traces) -> Result<Conformance, String> {
+    let correct = Instance::of(&traces.scenario, None)
+        .ok_or_else(|| format!("{}: no model projection for this scenario", traces.scenario))?;
+    let mutant = match traces.mutant {
+        None => None,
+        Some(m @ mmusync_models::Mutant::Barrier(_)) => {
+            return Err(format!(
+                "{}: a barrier mutant's failure is a weak-memory effect, which these models (their steps \
+                 replayed in sequentially consistent order) do not show",
+                m.name()
+            ))
+        }
+        Some(m) => {
+            let mm = model_mutant(&traces.scenario, m).ok_or_else(|| {
+                format!("{}: no model mutant breaks what {} breaks", traces.scenario, m.name())
+            })?;
+            Instance::of(&traces.scenario, Some(mm))
+        }
+    };
+    let mut out = Conformance::default();
+    let last = traces.executions.len().saturating_sub(1);
+    for (i, trace) in traces.executions.iter().enumerate() {
+        let failing = traces.failed && i == last;
+        match correct.replay(trace) {
+            Ok(r) => {
+                out.accepted += 1;
+                out.lagged += r.lagged;
+                if failing {
+                    out.problems
+                        .push(format!("execution {i}: the failing execution replays in the correct model"));
+                }
+            }
+            Err(m) => {
+                out.rejected += 1;
+                if traces.mutant.is_none() {
+                    out.problems.push(format!("execution {i} of the correct code: {m}"));
+                }
+            }
+        }
+        if let Some(model) = &mutant {
+            match model.replay(trace) {
+                Ok(_) => out.in_model_mutant += 1,
+                Err(m) => out.problems.push(format!("execution {i}: not a path of the model mutant: {m}")),
+            }
+        }
+    }
+    Ok(out)
 }

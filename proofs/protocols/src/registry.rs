@@ -231,10 +231,10 @@ pub fn checks(scale: Scale) -> Vec<Check> {
             "no-walker-reads-freed-table",
         ),
         (
-            WalkMutant::FreeBeforeAcks,
+            WalkMutant::FreeBeforeFlush,
             Reclaim::Ipi,
             Memory::Sc,
-            "zapper frees before the IPIs return",
+            "zapper frees before its flush",
             "no-walker-reads-freed-table",
         ),
         (
@@ -378,7 +378,7 @@ pub fn walk_core(m: WalkMutant) -> Option<Mutant> {
     match m {
         WalkMutant::NoIrqDisable => Some(Mutant::Rule(Rule::WalkDisablesInterrupts)),
         WalkMutant::IpiOnlyInGuest => Some(Mutant::Rule(Rule::FlushWaitsForReaders)),
-        WalkMutant::FreeBeforeAcks => Some(Mutant::Rule(Rule::FreeAfterFlush)),
+        WalkMutant::FreeBeforeFlush => Some(Mutant::Rule(Rule::FreeAfterFlush)),
         WalkMutant::NoWalkerMb => Some(Mutant::Barrier(Barrier::WalkBeginModeBeforeSpteReads)),
         WalkMutant::NoZapperMb => Some(Mutant::Barrier(Barrier::KickRequestBeforeModeRead)),
         WalkMutant::UnpinBeforeFlush => Some(Mutant::Rule(Rule::FlushBeforeUnpin)),

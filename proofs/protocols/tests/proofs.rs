@@ -63,7 +63,7 @@ const SHORTEST: &[(&str, usize)] = &[
     ("walk-ipi/NoModeStore", 11),
     ("walk-ipi/NoIrqDisable", 12),
     ("walk-ipi/IpiOnlyInGuest", 12),
-    ("walk-ipi/FreeBeforeAcks", 11),
+    ("walk-ipi/FreeBeforeFlush", 8),
     ("walk-ipi/NoWalkerMb", 12),
     ("walk-ipi/NoZapperMb", 12),
     ("walk-epoch/UnpinBeforeFlush", 10),

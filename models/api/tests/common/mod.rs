@@ -102,5 +102,20 @@ pub fn op(edges: &[u64]) -> impl Strategy<Value = Op> {
         2 => (vcpu(), bit()).prop_map(|(vcpu, bit)| Op::CheckRequest { vcpu, bit }),
         1 => vcpu().prop_map(|vcpu| Op::Kick { vcpu }),
         1 => Just(Op::FlushRemoteTlbs),
+        2 => (val(), val()).prop_map(|(start, end)| Op::ZapGfnRange { start, end }),
+        2 => val().prop_map(|gfn| Op::SlotCacheLookup { gfn }),
+        1 => (proptest::bool::weighted(0.3), val(), proptest::option::of(val()))
+            .prop_map(|(in_progress, gfn, hva)| Op::SlotCacheFill { in_progress, gfn, hva }),
+        1 => val().prop_map(|gfn| Op::SlotCacheGet { gfn }),
+        1 => (
+            prop_oneof![
+                Just(mmusync_api_model::page_table::AgeHow::ClearFlush),
+                Just(mmusync_api_model::page_table::AgeHow::Clear),
+                Just(mmusync_api_model::page_table::AgeHow::Test)
+            ],
+            val(),
+            val()
+        )
+            .prop_map(|(how, start, end)| Op::Age { how, start, end }),
     ]
 }

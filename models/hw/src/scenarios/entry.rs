@@ -106,7 +106,8 @@ pub(super) fn sb_entry<H: ScenarioHal>(
 
     let vcpu_role = || {
         let vcpu = &vcpus[0];
-        if let Err(e) = vcpu.load(vcpu.hal().current_cpu()) {
+        let cpu = vcpu.hal().current_cpu().ok_or(mmusync::vcpu::VcpuError::NotACpu);
+        if let Err(e) = cpu.and_then(|cpu| vcpu.load(cpu)) {
             panic!("sb-entry: loading vCPU 0: {e}");
         }
         let mut rng = Rng::new(seed);

@@ -43,7 +43,8 @@ pub(super) fn epoch_walk<H: ScenarioHal>(
 
     let vcpu_role = || {
         let vcpu = &vcpus[0];
-        if let Err(e) = vcpu.load(vcpu.hal().current_cpu()) {
+        let cpu = vcpu.hal().current_cpu().ok_or(mmusync::vcpu::VcpuError::NotACpu);
+        if let Err(e) = cpu.and_then(|cpu| vcpu.load(cpu)) {
             panic!("epoch-walk: loading vCPU 0: {e}");
         }
         let handle = reclaimer.register();

@@ -98,7 +98,8 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
 
     let vcpu_role = || {
         let vcpu = &vcpus[0];
-        if let Err(e) = vcpu.load(vcpu.hal().current_cpu()) {
+        let cpu = vcpu.hal().current_cpu().ok_or(mmusync::vcpu::VcpuError::NotACpu);
+        if let Err(e) = cpu.and_then(|cpu| vcpu.load(cpu)) {
             panic!("mmu-fault-vs-invalidation: loading vCPU 0: {e}");
         }
         let mut i = 0u64;
@@ -121,7 +122,7 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
                     Err(e) => panic!("walk of gfn {g}: {e}"),
                 }
             }
-            if let Err(e) = mmu.fast_fault(&walk, gfn) {
+            if let Err(e) = mmu.fast_fault(&walk, gfn, mmusync::mmu::Access::Write) {
                 panic!("fast_fault on gfn {gfn}: {e}");
             }
             drop(walk);

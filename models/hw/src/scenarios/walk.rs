@@ -86,7 +86,8 @@ pub(super) fn sb_walk<H: ScenarioHal>(
 
     let walker = || {
         let vcpu = &vcpus[0];
-        if let Err(e) = vcpu.load(vcpu.hal().current_cpu()) {
+        let cpu = vcpu.hal().current_cpu().ok_or(mmusync::vcpu::VcpuError::NotACpu);
+        if let Err(e) = cpu.and_then(|cpu| vcpu.load(cpu)) {
             panic!("sb-walk: loading vCPU 0: {e}");
         }
         let mut rng = Rng::new(seed);

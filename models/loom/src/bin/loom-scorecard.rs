@@ -25,11 +25,12 @@ mod cli {
     use clap::Parser;
     use mmusync::barrier::Protocol;
     use mmusync_loom::runner::bound;
+    use mmusync_loom::runner::{run_traced, Options, Outcome};
     use mmusync_loom::scorecard::{
         known_hole, mutant_names, not_killable, replay_command, result_rows, scorecard, table, Row, Selection,
     };
-    use mmusync_loom::trace::render;
-    use mmusync_models::{Checker, Mutant, Scenario};
+    use mmusync_loom::trace::{render, Entry, Event};
+    use mmusync_models::{Checker, Mutant, Scenario, TraceStep, Traces};
     use std::path::PathBuf;
 
     /// Runs every barrier and rule mutant of mmusync against the loom scenarios and prints the
@@ -67,6 +68,11 @@ mod cli {
         /// List scenarios and mutants, then exit.
         #[arg(long)]
         list: bool,
+        /// Instead of the scorecard: explore --scenario once, with --mutant (or the correct code),
+        /// keeping the trace of core's steps of every execution, and write them to this file
+        /// (`mmusync_models::Traces`, JSON) for the proofs' `trace-conformance`.
+        #[arg(long, value_name = "PATH", requires = "scenario")]
+        traces: Option<PathBuf>,
     }
 
     fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -91,6 +97,65 @@ mod cli {
         for (kind, name) in mutant_names() {
             println!("  {kind:<8} {name}");
         }
+    }
+
+    /// `--traces`: one exploration of `scenario`, every execution's core steps written to `path`.
+    fn write_traces(scenario: &str, mutant: Option<&str>, path: &std::path::Path) -> i32 {
+        let Some(s) = Scenario::by_name(scenario) else { return 2 };
+        let mutant = mutant.filter(|m| *m != "none").and_then(Mutant::from_name);
+        let (report, executions) = run_traced(s, mutant, &Options::default());
+        let failed = !matches!(report.outcome, Outcome::Pass);
+        let mut executions: Vec<Vec<TraceStep>> = executions.iter().map(|e| core_steps(e)).collect();
+        if failed {
+            executions.push(core_steps(&report.trace));
+        }
+        let traces = Traces {
+            checker: Checker::Loom,
+            scenario: s.name.into(),
+            mutant,
+            bound: match report.bound.preemptions {
+                None => mmusync_models::Bound::Exhaustive,
+                Some(n) => mmusync_models::Bound::Preemptions(n),
+            },
+            failed,
+            executions,
+        };
+        let text = match serde_json::to_string(&traces) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("cannot serialize the traces: {e}");
+                return 2;
+            }
+        };
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return 2;
+        }
+        println!(
+            "{} ({}): {} executions, {}; traces in {}",
+            s.name,
+            mutant.map_or("correct code", |m| m.name()),
+            traces.executions.len(),
+            report.outcome.label(),
+            path.display()
+        );
+        0
+    }
+
+    /// core's steps of one execution; a CPU only between the roles' start and end (the setup and
+    /// the final checks run on the model's main thread, as CPU 0, and are not replayed).
+    fn core_steps(entries: &[Entry]) -> Vec<TraceStep> {
+        let mut in_roles = false;
+        let mut steps = Vec::new();
+        for e in entries {
+            match &e.event {
+                Event::RolesStart => in_roles = true,
+                Event::RolesEnd => in_roles = false,
+                Event::Core(step) => steps.push(TraceStep { cpu: in_roles.then_some(e.cpu), step: *step }),
+                _ => {}
+            }
+        }
+        steps
     }
 
     fn counterexample(row: &Row, replay_dir: Option<&PathBuf>) {
@@ -131,6 +196,9 @@ mod cli {
                 eprintln!("no loom scenario {name}; --list shows them");
                 return 2;
             }
+        }
+        if let Some(path) = &cli.traces {
+            return write_traces(cli.scenario.as_deref().unwrap_or_default(), cli.mutant.as_deref(), path);
         }
         let protocol = cli.protocol;
         let mutant = cli.mutant.clone();

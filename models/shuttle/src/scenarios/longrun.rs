@@ -27,7 +27,7 @@ const PAGES: usize = 32;
 /// One vCPU's life: load, [`OPS`] random operations, put.
 fn vcpu_role<const N: usize>(cx: Ctx<'_, PAGES, N>, vcpu: &Vcpu<ShuttleHal>) {
     let Ctx { x, hal, mmu, .. } = cx;
-    ok(vcpu.load(hal.current_cpu()));
+    ok(hal.current_cpu().ok_or(mmusync::vcpu::VcpuError::NotACpu).and_then(|cpu| vcpu.load(cpu)));
     for _ in 0..OPS {
         match thread_rng().gen_range(0..3) {
             0 => {
@@ -49,7 +49,7 @@ fn vcpu_role<const N: usize>(cx: Ctx<'_, PAGES, N>, vcpu: &Vcpu<ShuttleHal>) {
                     x.step(format_args!("lockless walk: gfn {gfn} -> {:?}", spte.and_then(Spte::pfn)));
                 }
                 let gfn = thread_rng().gen_range(0..PAGES as u64);
-                let fast = ok(mmu.fast_fault(&walk, gfn));
+                let fast = ok(mmu.fast_fault(&walk, gfn, mmusync::mmu::Access::Write));
                 x.step(format_args!("fast_page_fault gfn {gfn}: {fast:?}"));
                 drop(walk);
                 x.step(format_args!("walk_shadow_page_lockless_end"));

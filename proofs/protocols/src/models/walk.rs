@@ -65,8 +65,9 @@ pub enum WalkMutant {
     NoIrqDisable,
     /// The flush IPIs only vCPUs in guest mode, not readers (`Rule::FlushWaitsForReaders`).
     IpiOnlyInGuest,
-    /// The zapper frees before the IPIs are acknowledged (`Rule::FreeAfterFlush`).
-    FreeBeforeAcks,
+    /// The zapper frees right after the unlink, before its flush (`Rule::FreeAfterFlush`: core's
+    /// mutant calls `free_all` before `flush_remote_tlbs`).
+    FreeBeforeFlush,
     /// TSO: no full barrier after the walker's mode store (`WalkBeginModeBeforeSpteReads`).
     NoWalkerMb,
     /// TSO: no full barrier between the zapper's unlink and its mode reads
@@ -300,11 +301,11 @@ impl WalkModel {
                 if !self.broken(WalkMutant::NoZapperMb) {
                     p.push(ZStep::Mb);
                 }
-                p.push(ZStep::Scan);
-                if !self.broken(WalkMutant::FreeBeforeAcks) {
-                    p.push(ZStep::WaitAcks);
+                if self.broken(WalkMutant::FreeBeforeFlush) {
+                    p.extend([ZStep::Free, ZStep::Scan, ZStep::WaitAcks, ZStep::Done]);
+                } else {
+                    p.extend([ZStep::Scan, ZStep::WaitAcks, ZStep::Free, ZStep::Done]);
                 }
-                p.extend([ZStep::Free, ZStep::Done]);
                 p
             }
             Reclaim::Epoch => {

@@ -1,17 +1,23 @@
 //! The counterexample trace and the coverage of named barriers and rules.
 //!
+//! [`LoomHal`](super::LoomHal) records every barrier (issued or dropped by the mutant), every
+//! broken rule, every protocol step core reports through [`Hal::step`](crate::hal::Hal::step),
+//! and interrupts and IPIs; an executor adds the roles' own steps ([`Event::Step`]) and where the
+//! roles start and end. [`LoomHal::new`](super::LoomHal::new) clears the trace, so after a failing
+//! `loom::model` (caught with `catch_unwind`) [`take`] returns the failing execution, and
+//! [`render`] prints it.
+//!
 //! loom runs every thread of a model on the OS thread that called it, one at a time, so the
 //! trace is an ordinary (OS-)thread-local list in the order steps actually ran. It is cleared at
 //! the start of each execution; after a failure it holds the failing execution.
 
-use crate::hal::current_cpu;
-use mmusync::{Barrier, Rule, Step};
-use mmusync_models::Mutant;
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-use std::fmt;
-use std::string::String;
-use std::vec::Vec;
+use super::current_cpu;
+use crate::{Barrier, Mutant, Rule, Step};
+use ::std::cell::RefCell;
+use ::std::collections::BTreeSet;
+use ::std::fmt;
+use ::std::string::String;
+use ::std::vec::Vec;
 
 /// One step of an execution.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +40,10 @@ pub enum Event {
     IpiSent(usize),
     /// The CPU took this CPU's IPI.
     IpiTaken(usize),
+    /// The roles start: what came before was the scenario's setup.
+    RolesStart,
+    /// Every role has finished: what follows is the scenario's final check.
+    RolesEnd,
 }
 
 impl fmt::Display for Event {
@@ -50,6 +60,8 @@ impl fmt::Display for Event {
             Event::IrqsOn => f.write_str("interrupts on (pending IPIs taken)"),
             Event::IpiSent(c) => write!(f, "IPI -> cpu{c}, waiting"),
             Event::IpiTaken(c) => write!(f, "cpu{c} took the IPI"),
+            Event::RolesStart => f.write_str("-- the roles start --"),
+            Event::RolesEnd => f.write_str("-- every role finished --"),
         }
     }
 }
@@ -63,7 +75,7 @@ pub struct Entry {
     pub event: Event,
 }
 
-std::thread_local! {
+::std::thread_local! {
     static TRACE: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
     static ROLES: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
     static TOUCHED: RefCell<BTreeSet<Mutant>> = const { RefCell::new(BTreeSet::new()) };
@@ -94,12 +106,12 @@ pub fn set_roles(names: Vec<&'static str>) {
 
 /// Takes the trace of the last execution, with the role names.
 pub fn take() -> (Vec<&'static str>, Vec<Entry>) {
-    (ROLES.with(|r| r.borrow().clone()), TRACE.with(|t| core::mem::take(&mut *t.borrow_mut())))
+    (ROLES.with(|r| r.borrow().clone()), TRACE.with(|t| ::core::mem::take(&mut *t.borrow_mut())))
 }
 
 /// Takes (and clears) the set of barriers and rules reached since the last call.
 pub fn take_touched() -> BTreeSet<Mutant> {
-    TOUCHED.with(|t| core::mem::take(&mut *t.borrow_mut()))
+    TOUCHED.with(|t| ::core::mem::take(&mut *t.borrow_mut()))
 }
 
 /// Formats a trace as numbered lines, one per step: `  12 cpu1 invalidator  end: seq++`.

@@ -1,5 +1,80 @@
-//! The loom HAL: loom atomics and fences, locks over loom atomics (waiters park), per-CPU interrupt
-//! flags and IPIs, and the run-time mutant.
+//! The loom model backend: core's [`Hal`] and [`Cpus`] over [loom](https://docs.rs/loom)'s
+//! atomics and fences, locks over loom atomics (waiters park), per-CPU interrupt flags and
+//! IPIs, the run-time [`Mutant`], and the event trace of each execution ([`trace`]).
+//!
+//! Compiled only under `--cfg loom`, the convention of tokio and crossbeam: build and test with
+//! `RUSTFLAGS="--cfg loom --cfg crossbeam_loom"` (the second flag puts crossbeam-epoch, which
+//! the `alloc` feature's epoch reclamation uses, in its own loom mode, so loom sees it too) and
+//! a separate target directory (`CARGO_TARGET_DIR=target/loom`), since the flags rebuild
+//! everything. This is the backend the crate's own loom checker (`mmusync-loom`) runs its
+//! scenarios and mutants on; a VMM uses it to model-check *its* side of the protocols: its
+//! [`SecondaryMmu`](crate::notifier::SecondaryMmu), its fault path, its page-table walker.
+//!
+//! ## Using it
+//!
+//! One [`LoomHal`] per execution, created inside `loom::model` on the model's main thread
+//! before any other thread is spawned (it creates the execution's lock words). CPU `i` is the
+//! loom thread that called [`set_current_cpu`]`(i)` (the main thread is CPU 0 unless it says
+//! otherwise); [`spawn_cpu`] spawns a loom thread that is that CPU. Up to [`MAX_CPUS`] CPUs
+//! (loom's limit of threads).
+//!
+//! ```ignore
+//! // (`ignore`: it needs --cfg loom and a loom dev-dependency; see the crate README.)
+//! use mmusync::hal::loom::{spawn_cpu, LoomHal};
+//! use mmusync::notifier::Vm;
+//!
+//! loom::model(|| {
+//!     let hal = LoomHal::new(None); // or Some(Mutant::Barrier(..)) to drop one barrier
+//!     let vm = std::sync::Arc::new(Vm::<LoomHal, 2>::new(hal.clone()));
+//!     let vcpu = spawn_cpu(1, { let vm = vm.clone(); move || { /* fault, install, use */ } });
+//!     // CPU 0: the primary MMU: vm.invalidate_range_start(&mmu, range), free, drop.
+//!     vcpu.join().unwrap();
+//!     // final ghost checks
+//! });
+//! ```
+//!
+//! ## What it models
+//!
+//! * **Memory**: loom's C11 model. [`Hal::barrier`] issues the barrier's fence
+//!   (`Wmb`/`Release` → release fence, `Rmb`/`Acquire` → acquire fence, `Mb` → `SeqCst`
+//!   fence) unless the execution's [`Mutant`] drops it; [`Hal::keeps`] is false only for the
+//!   mutant's rule. Your own code's atomics must be loom's (`loom::sync::atomic`) for loom to
+//!   see them; memory that only your checks read (ghost state) may be plain.
+//! * **Interrupts and IPIs** (below): a CPU with interrupts on takes an IPI at once; one with
+//!   interrupts off when it turns them back on. So [`crate::vcpu::flush_remote_tlbs`] and the
+//!   zaps wait out every lockless walk and guest run, as on hardware.
+//! * **Locks**: mutual exclusion with acquire/release; waiters park (below).
+//! * **Trace**: every barrier issued or dropped, every broken rule, every protocol step core
+//!   reports ([`Hal::step`]), interrupts, IPIs, and whatever steps your roles record
+//!   ([`trace::record`]) land in a per-execution list, so a failing execution can be printed in
+//!   protocol terms ([`trace::take`], [`trace::render`]).
+//!
+//! ## What loom cannot see
+//!
+//! * **Load buffering** is never produced: a load never returns a store that comes later in
+//!   its thread's causal future. A barrier whose only job is to forbid load buffering cannot
+//!   be shown needed here.
+//! * **`SeqCst` accesses** are modelled as acquire/release; every full barrier in the
+//!   protocols is a `SeqCst` *fence*, which loom models fully. Use fences, not `SeqCst`
+//!   accesses, for full barriers in your own code, or loom will miss what they order.
+//! * **DPOR misses races hidden behind a same-thread load** (loom 0.7.2): loom remembers only
+//!   the last access per atomic and treats loads as independent. This backend's atomics issue a
+//!   relaxed store to a private probe before every load, so loads of core's
+//!   atomics are seen; your own loom atomics do not get the probe.
+//! * **Store/RMW coherence** (loom 0.7.2): loom can order a plain store before a concurrent RMW
+//!   that already read the value the store follows. This backend issues every store of core's
+//!   atomics as a swap; a relaxed swap continues another thread's release sequence where a store
+//!   would end it, so a bug that needs a store to end one is masked unless the execution asks
+//!   for plain stores ([`set_plain_stores`]).
+//! * **Ghost state is outside the model**, and a ghost-only access gives DPOR nothing to
+//!   reorder: if your check is "the vCPU never reads a freed page", make the vCPU's use of a
+//!   translation touch a loom atomic (one word per page, say) and the free write it, or loom may
+//!   never try the use on both sides of the free.
+//! * The IPI's own full barrier on the target (the interrupt entry) is not modelled; nothing in
+//!   the protocols relies on it for a target with interrupts on (below).
+//! * Exhaustive exploration grows fast: two or three threads of a few dozen atomic steps each.
+//!   Bound preemptions (`loom::model::Builder::preemption_bound`, or `LOOM_MAX_PREEMPTIONS`)
+//!   for more.
 //!
 //! ## Interrupts and IPIs (core/docs/protocols.md, modelling the primitives)
 //!
@@ -53,29 +128,57 @@
 //! adds no ordering the protocols could observe. A lock that is never released now shows up as
 //! a loom deadlock instead of a branch-limit error.
 
-use crate::trace::{self, Event};
-use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
-use mmusync::hal::{Atomic, AtomicInt, CpuId, CpuSet, Cpus, Hal, IrqState, Ordering};
-use mmusync::{Barrier, FenceKind, Rule, Step};
-use mmusync_models::Mutant;
-use std::cell::RefCell;
-use std::sync::{Arc, OnceLock};
+pub mod trace;
+
+use self::trace::Event;
+use crate::hal::{Atomic, AtomicInt, CpuId, CpuSet, Cpus, Hal, IrqState, Ordering};
+use crate::{Barrier, FenceKind, Mutant, Rule, Step};
+use ::loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
+use ::std::cell::RefCell;
+use ::std::sync::{Arc, OnceLock};
 
 /// The most CPUs (roles) a loom scenario can have: loom's 4 spawned threads plus main.
 pub const MAX_CPUS: usize = 5;
 
-loom::thread_local! {
-    static CPU: std::cell::Cell<usize> = std::cell::Cell::new(0);
+::loom::thread_local! {
+    static CPU: ::std::cell::Cell<usize> = ::std::cell::Cell::new(0);
 }
 
-/// Makes the calling loom thread CPU `cpu`.
-pub(crate) fn set_current_cpu(cpu: usize) {
+/// Makes the calling loom thread CPU `cpu` (what [`Cpus::current_cpu`] answers on it, and
+/// whose interrupt flag [`Cpus::irq_save`] sets). Call it first thing in each spawned thread
+/// ([`spawn_cpu`] does); the model's main thread is CPU 0 until it says otherwise. No two
+/// threads running at once may be the same CPU.
+///
+/// # Panics
+///
+/// If `cpu` is not below [`MAX_CPUS`]: a test-harness error, reported at once rather than as an
+/// out-of-bounds index inside the next interrupt call.
+pub fn set_current_cpu(cpu: usize) {
+    assert!(cpu < MAX_CPUS, "loom HAL: CPU {cpu} out of range (at most {MAX_CPUS} CPUs)");
     CPU.with(|c| c.set(cpu));
 }
 
-/// The calling loom thread's CPU.
-pub(crate) fn current_cpu() -> usize {
+/// The calling loom thread's CPU (0 unless [`set_current_cpu`] said otherwise).
+pub fn current_cpu() -> usize {
     CPU.with(|c| c.get())
+}
+
+/// Spawns a loom thread that runs `f` as CPU `cpu` ([`set_current_cpu`]). Call it inside a loom
+/// model, after the execution's [`LoomHal`] was created.
+///
+/// # Panics
+///
+/// As [`set_current_cpu`] (inside the new thread, which fails the execution), and as
+/// `loom::thread::spawn` when the model already has loom's maximum of threads.
+pub fn spawn_cpu<F, T>(cpu: usize, f: F) -> ::loom::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    ::loom::thread::spawn(move || {
+        set_current_cpu(cpu);
+        f()
+    })
 }
 
 /// The loom HAL. One value per model execution (it owns loom objects); clones share it.
@@ -88,7 +191,7 @@ struct Inner {
     mutant: Option<Mutant>,
     /// Further barriers or rules dropped together with `mutant`: only for the scorecard's
     /// check that a barrier documented as redundant is covered by exactly these.
-    also: std::vec::Vec<Mutant>,
+    also: ::std::vec::Vec<Mutant>,
     irqs_off: [AtomicBool; MAX_CPUS],
 }
 
@@ -98,13 +201,13 @@ const LOCK_POOL: usize = 32;
 /// The lock words of one execution.
 struct LockPool {
     words: [AtomicUsize; LOCK_POOL],
-    next: std::sync::atomic::AtomicUsize,
+    next: ::std::sync::atomic::AtomicUsize,
     /// The loom threads parked on each word. Plain bookkeeping, outside the model: loom runs
     /// every thread of an execution on one OS thread and switches only at loom operations.
-    waiters: [std::sync::Mutex<std::vec::Vec<loom::thread::Thread>>; LOCK_POOL],
+    waiters: [::std::sync::Mutex<::std::vec::Vec<::loom::thread::Thread>>; LOCK_POOL],
 }
 
-std::thread_local! {
+::std::thread_local! {
     /// The current execution's lock words (loom runs a whole execution on one OS thread).
     static POOL: RefCell<Option<Arc<LockPool>>> = const { RefCell::new(None) };
 }
@@ -119,7 +222,7 @@ impl LockWord {
     fn claim() -> Self {
         let pool =
             POOL.with(|p| p.borrow().clone()).expect("loom HAL: a lock was used outside a model execution");
-        let index = pool.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = pool.next.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
         assert!(index < LOCK_POOL, "loom HAL: more than {LOCK_POOL} locks in one execution");
         LockWord { pool, index }
     }
@@ -133,9 +236,9 @@ impl LockWord {
     /// RMW and the park, so the holder's unlock comes later and unparks us.
     fn park(&self) {
         let mut waiters = self.pool.waiters[self.index].lock().unwrap_or_else(|e| e.into_inner());
-        waiters.push(loom::thread::current());
+        waiters.push(::loom::thread::current());
         drop(waiters);
-        loom::thread::park();
+        ::loom::thread::park();
     }
 
     /// Unparks every thread parked on this word. Call it right after the releasing RMW.
@@ -148,10 +251,23 @@ impl LockWord {
     }
 }
 
+impl ::core::fmt::Debug for LoomHal {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("LoomHal")
+            .field("mutant", &self.inner.mutant)
+            .field("also", &self.inner.also)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LoomHal {
     /// A HAL for one execution, applying `mutant` (or none: the correct code). Call it at the
-    /// start of the execution, before any role is spawned: it creates the execution's lock
-    /// words.
+    /// start of the execution, on the model's main thread, before any other thread is spawned:
+    /// it creates the execution's lock words and clears the [`trace`] of the previous
+    /// execution.
+    ///
+    /// Every lock of core's objects built over this HAL (`mmu_lock`, the spinlocks) claims one of
+    /// the execution's 32 lock words on first use; a 33rd lock panics (a test-harness limit).
     pub fn new(mutant: Option<Mutant>) -> Self {
         Self::with_also_dropped(mutant, &[])
     }
@@ -166,6 +282,7 @@ impl LoomHal {
             waiters: core::array::from_fn(|_| Default::default()),
         };
         POOL.with(|p| *p.borrow_mut() = Some(Arc::new(pool)));
+        trace::start_execution();
         LoomHal {
             inner: Arc::new(Inner {
                 mutant,
@@ -233,7 +350,7 @@ unsafe impl Hal for LoomHal {
     }
 
     fn spin_hint(&self) {
-        loom::thread::yield_now();
+        ::loom::thread::yield_now();
     }
 }
 
@@ -242,9 +359,9 @@ unsafe impl Hal for LoomHal {
 // CPU until `irq_restore` clears it; `ipi_and_wait` keeps the ordering contract as the module
 // documentation argues (SeqCst fences on both sides, release/acquire on the flag).
 unsafe impl Cpus for LoomHal {
-    fn current_cpu(&self) -> CpuId {
+    fn current_cpu(&self) -> Option<CpuId> {
         match CpuId::new(current_cpu()) {
-            Ok(id) => id,
+            Ok(id) => Some(id),
             Err(e) => panic!("loom HAL: {e}"),
         }
     }
@@ -273,7 +390,7 @@ unsafe impl Cpus for LoomHal {
             trace::record(Event::IpiSent(cpu.index()));
             fence(Ordering::SeqCst);
             while self.irqs_off(cpu.index()).load(Ordering::Acquire) {
-                loom::thread::yield_now();
+                ::loom::thread::yield_now();
             }
             trace::record(Event::IpiTaken(cpu.index()));
         }
@@ -285,10 +402,17 @@ macro_rules! loom_atomic {
         $(#[$doc])*
         ///
         /// Every load is preceded by a relaxed store to a private *probe* atomic that nothing
-        /// reads, and every store is a swap; see [`LoadProbe`].
+        /// reads, and every store is a swap (see "What loom cannot see" in the module documentation).
         pub struct $name {
             value: $inner,
             probe: LoadProbe,
+        }
+
+        impl ::core::fmt::Debug for $name {
+            /// The type name only: reading the value would be a loom operation.
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
         }
 
         impl Atomic<$t> for $name {
@@ -317,16 +441,16 @@ macro_rules! loom_atomic {
     };
 }
 
-std::thread_local! {
+::std::thread_local! {
     /// Whether the current execution issues plain stores (see [`set_plain_stores`]).
-    static PLAIN_STORES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PLAIN_STORES: ::std::cell::Cell<bool> = const { ::std::cell::Cell::new(false) };
 }
 
 /// Makes [`Atomic::store`] of the current execution a plain store (`true`) or a swap
-/// (`false`, the default; see [`LoadProbe`] for why). A scenario about a relaxed store that ends
+/// (`false`, the default; see "What loom cannot see" in the module documentation for why). A scenario about a relaxed store that ends
 /// another thread's release sequence needs plain stores: a swap would continue that sequence.
 /// loom runs a whole execution on one OS thread, so a thread-local is per execution.
-pub(crate) fn set_plain_stores(on: bool) {
+pub fn set_plain_stores(on: bool) {
     PLAIN_STORES.with(|p| p.set(on));
 }
 
@@ -406,6 +530,13 @@ pub struct LoomRawMutex {
     word: OnceLock<LockWord>,
 }
 
+impl ::core::fmt::Debug for LoomRawMutex {
+    /// The type name only: reading the lock word would be a loom operation.
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("LoomRawMutex").finish_non_exhaustive()
+    }
+}
+
 impl LoomRawMutex {
     fn word(&self) -> &LockWord {
         self.word.get_or_init(LockWord::claim)
@@ -448,6 +579,13 @@ pub struct LoomRawRwLock {
 }
 
 const WRITER: usize = 1 << (usize::BITS - 1);
+
+impl ::core::fmt::Debug for LoomRawRwLock {
+    /// The type name only: reading the lock word would be a loom operation.
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("LoomRawRwLock").finish_non_exhaustive()
+    }
+}
 
 impl LoomRawRwLock {
     fn word(&self) -> &LockWord {
