@@ -27,6 +27,9 @@ pub enum KvmError {
     },
     /// A host thread could not be started.
     Thread(std::io::Error),
+    /// The VMM side failed: a memslot change refused, or a setup step, a thread or the guest
+    /// of the `kvm-vmm` example.
+    Vmm(String),
 }
 
 impl fmt::Display for KvmError {
@@ -38,6 +41,7 @@ impl fmt::Display for KvmError {
             KvmError::Image(why) => write!(f, "guest image: {why}"),
             KvmError::BadVcpus { asked, max } => write!(f, "{asked} vCPUs asked for; allowed: 2..={max}"),
             KvmError::Thread(e) => write!(f, "cannot start a vCPU thread: {e}"),
+            KvmError::Vmm(why) => write!(f, "the VMM failed: {why}"),
         }
     }
 }

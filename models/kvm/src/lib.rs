@@ -13,6 +13,10 @@
 //! * [`check`]: runs a scenario for a number of rounds, restarting the guest after each panic,
 //!   counts violations and writes the main job's [`mmusync_models::Row`]s.
 //! * [`image`]: the embedded guest ELF, its segments and symbols.
+//! * [`vmm`]: a small VMM on this VM (the `kvm-vmm` binary): device-emulation threads that
+//!   cache gpa → host translations with mmusync's translation cache while the vCPUs run guest
+//!   code on that memory, balloon unmaps and memslot changes through the notifier and memslot
+//!   protocols, and a ghost-state check that no device ever uses a stale translation.
 //!
 //! [`probe`] says whether KVM is usable here; the checker and the tests skip with its reason
 //! where it is not (unless `MMUSYNC_REQUIRE_KVM=1`).
@@ -24,6 +28,7 @@ pub mod check;
 mod error;
 pub mod image;
 pub mod vm;
+pub mod vmm;
 
 pub use error::KvmError;
 

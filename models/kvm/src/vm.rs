@@ -24,6 +24,7 @@ use mmusync_kvm_shared::{
 };
 use mmusync_models::Mutant;
 use std::cell::Cell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
@@ -147,6 +148,55 @@ impl Drop for GuestMem {
     }
 }
 
+mod ioctl {
+    #![allow(missing_docs)]
+    use kvm_bindings::kvm_userspace_memory_region;
+    // `KVM_SET_USER_MEMORY_REGION()`: `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_USER_MEMORY_REGION, 0xAE, 0x46, kvm_userspace_memory_region);
+}
+
+/// Changes memslots of a [`Vm`] from any thread (its own descriptor of the VM): see
+/// [`Vm::memslot_control`].
+pub struct MemslotControl {
+    fd: OwnedFd,
+}
+
+impl MemslotControl {
+    /// `KVM_SET_USER_MEMORY_REGION`: creates, moves (same slot, new `gpa`) or, with `size` 0,
+    /// deletes memslot `slot`, mapping guest-physical `gpa..gpa + size` to host memory at
+    /// `hva`. Slot 0 is the harness's guest RAM and is refused.
+    ///
+    /// # Safety
+    ///
+    /// `hva..hva + size` must be memory of this process, mapped read-write, that stays mapped
+    /// until the slot is deleted or moved to other memory (KVM accesses it on the guest's
+    /// behalf); and it must not be guest RAM used by the harness.
+    pub unsafe fn set(&self, slot: u32, gpa: u64, size: u64, hva: u64) -> Result<(), KvmError> {
+        if slot == 0 {
+            return Err(KvmError::Vmm("memslot 0 is the harness's guest RAM".into()));
+        }
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: hva,
+        };
+        // SAFETY: KVM_SET_USER_MEMORY_REGION reads one `kvm_userspace_memory_region`, which
+        // `region` is; the memory it names is the caller's obligation.
+        let rc = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, ioctl::KVM_SET_USER_MEMORY_REGION(), &region)
+        };
+        if rc < 0 {
+            return Err(KvmError::Ioctl {
+                what: "KVM_SET_USER_MEMORY_REGION",
+                err: kvm_ioctls::Error::last(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What to run: one scenario, with or without a mutant, rounds `first_round..rounds`.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -194,6 +244,8 @@ pub struct VcpuReport {
     pub wakes: u64,
     /// Roles it ran.
     pub roles: u64,
+    /// Guest memory accesses it made (the `@workload` command only).
+    pub accesses: u64,
 }
 
 /// How a run ended.
@@ -388,6 +440,21 @@ impl Vm {
         &self.image
     }
 
+    /// A handle that changes this VM's memslots (other than slot 0, guest RAM) from any
+    /// thread, also while [`run`](Self::run) runs the vCPUs: a VMM's memslot updates.
+    pub fn memslot_control(&self) -> Result<MemslotControl, KvmError> {
+        // SAFETY: `dup` of the VM's open file descriptor; the new descriptor is owned below.
+        let fd = unsafe { libc::dup(self._vm.as_raw_fd()) };
+        if fd < 0 {
+            return Err(KvmError::Unavailable(format!(
+                "cannot duplicate the VM file descriptor: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(MemslotControl { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
     /// Loads the image and the command (no vCPU runs).
     fn prepare(&self, spec: &RunSpec) -> Result<(), KvmError> {
         for seg in &self.image.segments {
@@ -505,6 +572,7 @@ impl Vm {
                 ipis: pc.ipis.load(SeqCst),
                 wakes: pc.wakes.load(SeqCst),
                 roles: pc.roles.load(SeqCst),
+                accesses: pc.accesses.load(SeqCst),
             });
         }
         let mb = mem.mailbox();

@@ -27,7 +27,7 @@ use mmusync::hal::x86::X86Ring0Hal;
 use mmusync_kvm_shared::{
     ERR_BAD_MAGIC, ERR_NOT_SHARED, ERR_NO_MUTANT, ERR_NO_SCENARIO, ERR_TOO_FEW_CPUS, HEAP, MAGIC, PHASE_DONE,
     PHASE_REFUSED, PHASE_RUNNING, PORT_DONE, PORT_LOG, PORT_PANIC, RAM_SIZE, SELFTEST_HANG,
-    SELFTEST_VIOLATION,
+    SELFTEST_VIOLATION, WORKLOAD, WORKLOAD_ACCESSES, WORKLOAD_GPA, WORKLOAD_GUEST_BYTES, WORKLOAD_PAGES,
 };
 use mmusync_models::{Executor, Mutant, Role, Scenario};
 
@@ -113,6 +113,7 @@ fn drive() -> ! {
                 core::hint::spin_loop();
             }
         }),
+        Ok(WORKLOAD) => workload(ncpus),
         _ => {}
     }
     let Some(scenario) = core::str::from_utf8(&name[..n]).ok().and_then(Scenario::by_name) else {
@@ -177,6 +178,49 @@ fn selftest(role1: fn()) -> ! {
     st.phase.store(PHASE_DONE, SeqCst);
     arch::outl(PORT_DONE, 0);
     arch::halt_forever()
+}
+
+/// The [`WORKLOAD`] command: rounds of [`touch`] on every vCPU until the host says stop.
+fn workload(ncpus: usize) -> ! {
+    let mb = arch::mailbox();
+    let st = &mb.status;
+    st.tsc_start.store(arch::rdtsc(), SeqCst);
+    st.phase.store(PHASE_RUNNING, SeqCst);
+    for round in mb.command.first_round.load(Relaxed)..mb.command.rounds.load(Relaxed) {
+        if mb.stop.load(SeqCst) != 0 {
+            break;
+        }
+        st.round.store(round, SeqCst);
+        let roles = (0..ncpus).map(|_| Role::new("workload", move || touch(round, ncpus))).collect();
+        exec::GuestExec.run(roles);
+        st.rounds_done.store(round + 1, SeqCst);
+    }
+    st.tsc_end.store(arch::rdtsc(), SeqCst);
+    st.phase.store(PHASE_DONE, SeqCst);
+    arch::outl(PORT_DONE, 0);
+    arch::halt_forever()
+}
+
+/// One round of the workload on this vCPU: writes and reads back [`WORKLOAD_ACCESSES`] words
+/// spread over the data region's pages (the guest's part of each page).
+fn touch(round: u64, ncpus: usize) {
+    let cpu = arch::cpu_index() as u64;
+    let words = WORKLOAD_GUEST_BYTES / 8;
+    let mut sum = 0u64;
+    for i in 0..WORKLOAD_ACCESSES {
+        let page = (i + cpu * 7 + round) % WORKLOAD_PAGES;
+        let word = (cpu + i * ncpus as u64) % words;
+        let p = (WORKLOAD_GPA + page * 4096 + word * 8) as *mut u64;
+        // SAFETY: `p` is an aligned word of the data region, which the host keeps mapped as a
+        // memslot for the whole command (the identity map covers it). The host may drop the
+        // page's contents at any time (it then reads as zero): the value read is not relied on.
+        unsafe {
+            p.write_volatile(round ^ i);
+            sum = sum.wrapping_add(p.read_volatile());
+        }
+    }
+    core::hint::black_box(sum);
+    arch::me().accesses.fetch_add(2 * WORKLOAD_ACCESSES, Relaxed);
 }
 
 #[panic_handler]

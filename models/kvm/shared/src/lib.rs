@@ -108,6 +108,23 @@ pub const SELFTEST_VIOLATION: &str = "@violation";
 /// interrupts off (the watchdog must call it a hang, kick every vCPU and report where each was).
 pub const SELFTEST_HANG: &str = "@hang";
 
+/// A command name the guest handles itself: the VMM workload of `kvm-vmm`. Every vCPU, round
+/// after round until the host sets [`Mailbox::stop`], writes and reads back
+/// [`WORKLOAD_ACCESSES`] words of the data region ([`WORKLOAD_GPA`], [`WORKLOAD_PAGES`] pages),
+/// only in the first [`WORKLOAD_GUEST_BYTES`] of each page (the rest of each page belongs to
+/// the host's device threads), and counts each write and each read in [`PerCpu::accesses`].
+/// The region is a memslot of its own, which the host may madvise away page by page (the
+/// guest then reads zeroes: it checks nothing, it only keeps the memory busy).
+pub const WORKLOAD: &str = "@workload";
+/// The workload's data region: guest-physical start (above RAM, inside the identity map).
+pub const WORKLOAD_GPA: u64 = 0x1000_0000;
+/// Pages in the workload's data region.
+pub const WORKLOAD_PAGES: u64 = 64;
+/// Bytes at the start of each data page that the guest uses.
+pub const WORKLOAD_GUEST_BYTES: u64 = 2048;
+/// Words each vCPU writes (and reads back) per round of the workload.
+pub const WORKLOAD_ACCESSES: u64 = 256;
+
 /// [`Command::flags`]: record every executor step as text in [`PerCpu::last_step`] (slow:
 /// formatting costs hundreds of emulated instructions per step).
 pub const FLAG_TRACE: u32 = 1;
@@ -237,6 +254,8 @@ pub struct PerCpu {
     pub roles: AtomicU64,
     /// Executor steps this vCPU reported (each `Executor::step` call).
     pub steps: AtomicU64,
+    /// Guest memory accesses of the [`WORKLOAD`] command (each write and each read).
+    pub accesses: AtomicU64,
     /// The role it runs or last ran.
     pub role: Text<32>,
     /// The last executor step, as text (only with [`FLAG_TRACE`]).
@@ -269,6 +288,9 @@ const _: () = assert!(core::mem::size_of::<Mailbox>() as u64 <= MAILBOX_SIZE);
 const _: () = assert!(MAILBOX + MAILBOX_SIZE <= IMAGE_BASE);
 const _: () = assert!(HEAP < RAM_SIZE);
 const _: () = assert!(TSS < MAILBOX && GDT < TSS && PD < GDT);
+// The workload's region lies above RAM and inside the guest's identity map (1 GiB).
+const _: () = assert!(WORKLOAD_GPA >= RAM_SIZE && WORKLOAD_GPA + WORKLOAD_PAGES * 4096 <= 1 << 30);
+const _: () = assert!(WORKLOAD_GUEST_BYTES < 4096 && WORKLOAD_GUEST_BYTES % 8 == 0);
 
 #[cfg(test)]
 mod tests {
