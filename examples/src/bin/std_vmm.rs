@@ -99,43 +99,43 @@ impl fmt::Display for Bug {
     }
 }
 
+/// A std-threads VMM over mmusync's public API, with ghost-state checks and planted bugs.
+#[derive(Debug, clap::Parser)]
+#[command(name = "std-vmm", version)]
 struct Args {
+    /// How long it runs, in seconds: (0, 600].
+    #[arg(long, default_value_t = 2.0, value_parser = seconds)]
     seconds: f64,
+    /// vCPU threads (hotplugged one by one).
+    #[arg(long, default_value_t = 3, value_parser = vcpus)]
     vcpus: usize,
+    /// Skip one protocol step in this program's `SecondaryMmu` (it must then report a
+    /// violation): skip-flush, skip-zap or skip-cache-invalidate.
+    #[arg(long, value_parser = bug)]
     bug: Option<Bug>,
+    /// Use SIGRTMIN+K as the IPI signal instead of the backend's default.
+    #[arg(long = "ipi-signal-offset", value_name = "K")]
     signal_offset: Option<i32>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seconds: 2.0, vcpus: 3, bug: None, signal_offset: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--vcpus" => args.vcpus = value()?.parse().map_err(|e| format!("--vcpus: {e}"))?,
-            "--bug" => {
-                let v = value()?;
-                args.bug = Some(Bug::parse(&v).ok_or(format!("unknown bug {v}"))?);
-            }
-            "--ipi-signal-offset" => {
-                args.signal_offset = Some(value()?.parse().map_err(|e| format!("--ipi-signal-offset: {e}"))?)
-            }
-            "--help" | "-h" => {
-                return Err("usage: std-vmm [--seconds S] [--vcpus N] \
-                            [--bug skip-flush|skip-zap|skip-cache-invalidate] [--ipi-signal-offset K]"
-                    .into())
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 600.0 => Ok(v),
+        Ok(_) => Err("must be in (0, 600]".into()),
+        Err(e) => Err(e.to_string()),
     }
-    if !(1..=MAX_VCPUS).contains(&args.vcpus) {
-        return Err(format!("--vcpus must be 1..={MAX_VCPUS}"));
+}
+
+fn vcpus(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_VCPUS).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("must be 1..={MAX_VCPUS}")),
+        Err(e) => Err(e.to_string()),
     }
-    if !(args.seconds > 0.0 && args.seconds <= 600.0) {
-        return Err("--seconds must be in (0, 600]".into());
-    }
-    Ok(args)
+}
+
+fn bug(s: &str) -> Result<Bug, String> {
+    Bug::parse(s).ok_or_else(|| format!("unknown bug {s}"))
 }
 
 /// The host: its page table (hva page → pfn) and the ghost record of every pfn.
@@ -653,13 +653,7 @@ fn run(args: &Args) -> Result<ExitCode, RunError> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("std-vmm: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     match run(&args) {
         Ok(code) => code,
         Err(e) => {

@@ -462,26 +462,33 @@ fn run(seconds: f64, consumers: usize, skip_cache_invalidate: bool) -> Result<Ex
     })
 }
 
-fn main() -> ExitCode {
-    let (mut seconds, mut consumers, mut bug) = (2.0f64, 3usize, false);
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let parsed = match arg.as_str() {
-            "--seconds" => it.next().and_then(|v| v.parse().ok()).map(|v| seconds = v),
-            "--consumers" => it.next().and_then(|v| v.parse().ok()).map(|v| consumers = v),
-            "--bug" => (it.next().as_deref() == Some("skip-cache-invalidate")).then(|| bug = true),
-            _ => None,
-        };
-        if parsed.is_none()
-            || !(1..=MAX_CONSUMERS).contains(&consumers)
-            || !(seconds > 0.0 && seconds <= 600.0)
-        {
-            eprintln!(
-                "usage: uffd-vmm [--seconds S (0, 600]] [--consumers 1..=8] [--bug skip-cache-invalidate]"
-            );
-            return ExitCode::from(2);
-        }
+/// userfaultfd REMOVE/UNMAP events on real guest memory drive mmusync's invalidations.
+#[derive(Debug, clap::Parser)]
+#[command(name = "uffd-vmm", version)]
+struct Cli {
+    /// How long the balloon and the consumers run, in seconds: (0, 600].
+    #[arg(long, default_value_t = 2.0, value_parser = seconds)]
+    seconds: f64,
+    /// Consumer threads: 1..=8.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=MAX_CONSUMERS as i64))]
+    consumers: u8,
+    /// Skip one protocol step in this program's `SecondaryMmu` (it must then report the stale
+    /// translation): skip-cache-invalidate.
+    #[arg(long, value_parser = ["skip-cache-invalidate"])]
+    bug: Option<String>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 600.0 => Ok(v),
+        Ok(_) => Err("must be in (0, 600]".into()),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+fn main() -> ExitCode {
+    let cli = <Cli as clap::Parser>::parse();
+    let (seconds, consumers, bug) = (cli.seconds, usize::from(cli.consumers), cli.bug.is_some());
     match run(seconds, consumers, bug) {
         Ok(code) => code,
         Err(e) => {

@@ -14,43 +14,51 @@
 //! a setup or harness failure, or KVM not usable with `MMUSYNC_REQUIRE_KVM=1`; 3 a planted bug
 //! went unnoticed.
 
+use clap::Parser;
 use mmusync_kvm::vmm::{run, Bug, Config, MAX_DEVICES};
 use mmusync_kvm::{kvm_required, probe, REQUIRE_ENV};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: kvm-vmm [--seconds S (0, 600]] [--vcpus N] [--devices 1..=8] \
-                     [--bug skip-cache-invalidate|no-notifier|ignore-memslot-generation]";
+/// A small VMM on real KVM whose device threads cache translations with mmusync.
+#[derive(Debug, Parser)]
+#[command(name = "kvm-vmm", version)]
+struct Cli {
+    /// How long the vCPUs, device threads and host-side changes run, in seconds: (0, 600].
+    #[arg(long, default_value_t = 2.0, value_parser = seconds)]
+    seconds: f64,
+    /// vCPUs running the guest workload.
+    #[arg(long, default_value_t = 2)]
+    vcpus: usize,
+    /// Device-emulation threads: 1..=8.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=MAX_DEVICES as i64))]
+    devices: u8,
+    /// Skip one protocol step in this VMM's own integration (it must then report stale uses):
+    /// skip-cache-invalidate, no-notifier or ignore-memslot-generation.
+    #[arg(long, value_parser = bug)]
+    bug: Option<Bug>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 600.0 => Ok(v),
+        Ok(_) => Err("must be in (0, 600]".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn bug(s: &str) -> Result<Bug, String> {
+    Bug::parse(s).ok_or_else(|| format!("unknown bug {s}"))
+}
 
 fn parse() -> Result<Config, String> {
-    let mut cfg = Config { vcpus: 2, devices: 2, duration: Duration::from_secs(2), bug: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--seconds" => {
-                let s: f64 = value()?.parse().map_err(|e| format!("--seconds: {e}"))?;
-                if !(s > 0.0 && s <= 600.0) {
-                    return Err("--seconds must be in (0, 600]".into());
-                }
-                cfg.duration = Duration::from_secs_f64(s);
-            }
-            "--vcpus" => cfg.vcpus = value()?.parse().map_err(|e| format!("--vcpus: {e}"))?,
-            "--devices" => {
-                cfg.devices = value()?.parse().map_err(|e| format!("--devices: {e}"))?;
-                if !(1..=MAX_DEVICES).contains(&cfg.devices) {
-                    return Err(format!("--devices must be 1..={MAX_DEVICES}"));
-                }
-            }
-            "--bug" => {
-                let v = value()?;
-                cfg.bug = Some(Bug::parse(&v).ok_or(format!("unknown bug {v}"))?);
-            }
-            "--help" | "-h" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    Ok(cfg)
+    let cli = Cli::parse();
+    Ok(Config {
+        vcpus: cli.vcpus,
+        devices: usize::from(cli.devices),
+        duration: Duration::from_secs_f64(cli.seconds),
+        bug: cli.bug,
+    })
 }
 
 fn main() -> ExitCode {
