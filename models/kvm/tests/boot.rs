@@ -67,13 +67,7 @@ fn a_bad_command_is_refused() {
     assert_eq!(r.end, End::Refused(ERR_NO_SCENARIO), "{r:?}");
 }
 
-// Ignored until fixed: in about one run in six on this PVM machine the self-test's round 0
-// ended as a Hang (no round completed within 60 s) instead of vCPU 1's violation; the cause
-// (a lost wake-up of vCPU 1, or its panic exit not reaching the host) is not found yet. The
-// violation-and-restart path still runs in the main job (`kvm-check --guest-mutants`, whose kills
-// restart the guest). Run it by hand: `cargo test -p mmusync-kvm --test boot -- --ignored`.
 #[test]
-#[ignore = "intermittent Hang instead of the violation (about 1 run in 6): under investigation"]
 fn a_violation_is_counted_and_the_guest_restarted() {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let Some(mut vm) = vm() else { return };

@@ -93,7 +93,10 @@ fn run_role(role: Role, delay: u32) {
 /// What a vCPU other than 0 does once booted: run the roles posted to it, for ever.
 pub fn worker() -> ! {
     let slot = &SLOTS[cpu_index()];
-    let mut seen = slot.posted.load(SeqCst);
+    // The jobs taken so far: `done`, which only this worker raises. Not `posted`: vCPU 0 posts
+    // as soon as this vCPU reported booted, so a first job can already be there, and starting
+    // from it would skip that job and leave vCPU 0 waiting for it for ever (seen as a hang).
+    let mut seen = slot.done.load(SeqCst);
     loop {
         let start = arch::rdtsc();
         while slot.posted.load(SeqCst) == seen {
