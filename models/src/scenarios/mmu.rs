@@ -629,6 +629,23 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
         pre
     }
 
+    /// Setup: `gfn` maps `pfn`, writable (and MMU-writable), installed under `mmu_lock`.
+    fn map_writable(&self, gfn: Gfn, pfn: Pfn) {
+        let g = self.vm.invalidation().mmu_lock().write();
+        setup(self.mmu.table().map(&g, gfn, setup(Spte::leaf(pfn, true, true))));
+    }
+
+    /// Final check after a memslot delete (I3.2): no SPTE maps `gfn`.
+    fn check_no_spte(&self, gfn: Gfn) {
+        let g = self.vm.invalidation().mmu_lock().read();
+        if let Some(spte) = setup(self.mmu.table().walk(&g, gfn)) {
+            violated(
+                Invariant::SpteMapsDeletedSlot,
+                format_args!("SPTE gfn {gfn} -> {:?} after its memslot was deleted", spte.pfn()),
+            );
+        }
+    }
+
     /// Setup: the guest *read* `gfn` through its writable SPTE: the TLB holds a writable entry
     /// that no write used yet, and the SPTE's accessed bit is set.
     fn prefill_read(&self, gfn: Gfn) {
@@ -956,13 +973,7 @@ pub fn mmu_memslot_delete_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) 
             wu.revoke(&[1]);
         }),
     ]);
-    let g = w.vm.invalidation().mmu_lock().read();
-    if let Some(spte) = setup(w.mmu.table().walk(&g, 0)) {
-        violated(
-            Invariant::SpteMapsDeletedSlot,
-            format_args!("SPTE gfn 0 -> {:?} after its memslot was deleted", spte.pfn()),
-        );
-    }
+    w.check_no_spte(0);
 }
 
 /// `mmu-map-write-protect-vs-guest`: M1-M2 on core's [`ReferenceMmu::map`] against a guest that
@@ -979,10 +990,7 @@ pub fn mmu_memslot_delete_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) 
 /// (`MapFlushesLostWrite`) the guest keeps writing through its writable TLB entry.
 pub fn mmu_map_write_protect_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
-    {
-        let g = w.vm.invalidation().mmu_lock().write();
-        setup(w.mmu.table().map(&g, 0, setup(Spte::leaf(1, true, true))));
-    }
+    w.map_writable(0, 1);
     if !w.guest_write(0) {
         panic!("scenario setup: gfn 0 is not writable");
     }
@@ -1062,13 +1070,7 @@ pub fn prefault_vs_memslot_delete<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             wu.x.step(format_args!("delete returned"));
         }),
     ]);
-    let g = w.vm.invalidation().mmu_lock().read();
-    if let Some(spte) = setup(w.mmu.table().walk(&g, 0)) {
-        violated(
-            Invariant::SpteMapsDeletedSlot,
-            format_args!("SPTE gfn 0 -> {:?} after its memslot was deleted", spte.pfn()),
-        );
-    }
+    w.check_no_spte(0);
 }
 
 /// `mmu-dirty-bit-vs-write-protect`: D1-D3 on core's [`ReferenceMmu::map`]: the hardware sets
@@ -1086,10 +1088,7 @@ pub fn prefault_vs_memslot_delete<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// load and store is overwritten and never reported.
 pub fn mmu_dirty_bit_vs_write_protect<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
-    {
-        let g = w.vm.invalidation().mmu_lock().write();
-        setup(w.mmu.table().map(&g, 0, setup(Spte::leaf(1, true, true))));
-    }
+    w.map_writable(0, 1);
     w.prefill_read(0);
     let (wv, wp) = (w.clone(), w.clone());
     x.run(vec![
@@ -1122,10 +1121,7 @@ pub fn mmu_dirty_bit_vs_write_protect<H: ScenarioHal, X: Executor>(hal: &H, x: &
 pub fn mmu_clear_flush_young_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
     w.add_slots();
-    {
-        let g = w.vm.invalidation().mmu_lock().write();
-        setup(w.mmu.table().map(&g, 0, setup(Spte::leaf(1, true, true))));
-    }
+    w.map_writable(0, 1);
     w.prefill_read(0);
     let (wv, wa) = (w.clone(), w.clone());
     x.run(vec![
