@@ -19,18 +19,40 @@ use crate::error::Error;
 use crate::hal::{Atomic, Hal, Ordering::Relaxed};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::step::Step;
+use core::fmt;
 
 /// `mn_active_invalidate_count` with its `mn_invalidate_lock`.
 pub struct ActiveInvalidations<H: Hal> {
     hal: H,
+    /// The id of the VM's [`Invalidation`](crate::Invalidation) when a [`Vm`](crate::Vm) owns
+    /// it, 0 when standalone: a VM's translation caches refuse other counters.
+    owner: u64,
     lock: SpinLock<H, ()>,
     count: H::AtomicU64,
+}
+
+// By hand, here and for the crate's other HAL-generic types: a derive would require
+// `H: Debug`, and printing would load the atomics (a model operation under loom and shuttle).
+impl<H: Hal> fmt::Debug for ActiveInvalidations<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActiveInvalidations").finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal> ActiveInvalidations<H> {
     /// Zero active invalidations.
     pub fn new(hal: H) -> Self {
-        ActiveInvalidations { hal, lock: SpinLock::<H, ()>::new(()), count: H::AtomicU64::new(0) }
+        Self::owned(hal, 0)
+    }
+
+    /// The count of the VM whose invalidation state has id `owner`.
+    pub(crate) fn owned(hal: H, owner: u64) -> Self {
+        ActiveInvalidations { hal, owner, lock: SpinLock::<H, ()>::new(()), count: H::AtomicU64::new(0) }
+    }
+
+    /// The owning VM's invalidation id (0: standalone).
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
     }
 
     /// S1: an invalidation starts. Never blocks on anything but the spinlock.

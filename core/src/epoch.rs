@@ -25,6 +25,7 @@ use crate::hal::{Hal, PageAlloc};
 use crate::rule::Rule;
 use crate::step::Step;
 use alloc::vec::Vec;
+use core::fmt;
 use core::ptr::NonNull;
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
@@ -71,6 +72,12 @@ pub struct ReclaimHandle {
 pub struct EpochWalk {
     _guard: Guard,
     domain: u64,
+}
+
+impl fmt::Debug for EpochWalk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochWalk").field("domain", &self.domain).finish_non_exhaustive()
+    }
 }
 
 impl EpochWalk {

@@ -30,6 +30,7 @@ use crate::lock::{MmuLock, MmuLocked, MmuWriteGuard};
 use crate::range::{Gfn, GfnRange};
 use crate::rule::Rule;
 use crate::step::Step;
+use core::fmt;
 
 /// KVM's `INVALID_GPA` sentinel for "no range recorded yet". Never a valid range bound
 /// (ranges end at or below [`crate::range::MAX_GFN`]).
@@ -55,6 +56,12 @@ pub struct Invalidation<H: Hal> {
     pub(crate) in_progress: H::AtomicU64,
     pub(crate) range_start: H::AtomicU64,
     pub(crate) range_end: H::AtomicU64,
+}
+
+impl<H: Hal> fmt::Debug for Invalidation<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invalidation").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal> Invalidation<H> {
@@ -125,11 +132,11 @@ impl<H: Hal> Invalidation<H> {
         let merged = if start == NO_RANGE || !self.hal.keeps(Rule::RangeAddMerges) {
             (range.start(), range.end())
         } else {
-            let end = self.range_end.load(Relaxed);
-            (start.min(range.start()), end.max(range.end()))
+            let end = Gfn(self.range_end.load(Relaxed));
+            (Gfn(start).min(range.start()), end.max(range.end()))
         };
-        self.range_start.store(merged.0, Relaxed);
-        self.range_end.store(merged.1, Relaxed);
+        self.range_start.store(merged.0 .0, Relaxed);
+        self.range_end.store(merged.1 .0, Relaxed);
         merged
     }
 
@@ -183,7 +190,7 @@ impl<H: Hal> Invalidation<H> {
             return Ok(None);
         }
         let (s, e) = (self.range_start.load(Relaxed), self.range_end.load(Relaxed));
-        Ok(GfnRange::new(s, e).ok())
+        Ok(GfnRange::new(Gfn(s), Gfn(e)).ok())
     }
 }
 
@@ -191,6 +198,12 @@ impl<H: Hal> Invalidation<H> {
 #[must_use = "dropping the guard ends the invalidation at once"]
 pub struct OpenInvalidation<'a, H: Hal> {
     inv: &'a Invalidation<H>,
+}
+
+impl<H: Hal> fmt::Debug for OpenInvalidation<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenInvalidation").field("invalidation", &self.inv.id).finish()
+    }
 }
 
 impl<H: Hal> OpenInvalidation<'_, H> {
@@ -225,7 +238,7 @@ mod tests {
     use crate::hal::std::StdHal;
 
     fn r(s: u64, e: u64) -> GfnRange {
-        GfnRange::new(s, e).unwrap()
+        GfnRange::new(Gfn(s), Gfn(e)).unwrap()
     }
 
     #[test]

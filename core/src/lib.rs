@@ -74,7 +74,7 @@
 //! a variant is not a breaking change (`Step` is `#[non_exhaustive]`) but renaming one is.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -90,6 +90,7 @@ pub mod epoch;
 pub mod error;
 pub mod hal;
 pub mod invalidation;
+pub mod link;
 pub mod lock;
 pub mod memslot;
 #[cfg(feature = "alloc")]
@@ -118,9 +119,36 @@ pub mod protocols {}
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+// The public API, flat at the root: a VMM needs one `use mmusync::{...}`. The modules stay
+// public for their documentation (each explains its protocol) and for the rarer items.
+pub use active::ActiveInvalidations;
 pub use barrier::{Barrier, FenceKind};
+#[cfg(feature = "alloc")]
+pub use epoch::{EpochReclaimer, EpochWalk, ReclaimHandle};
 pub use error::Error;
+#[cfg(feature = "std")]
+pub use hal::std::{CpuError, CpuRegistration, StdHal};
+pub use hal::{CpuId, CpuSet, Cpus, Hal, PageAlloc};
+pub use invalidation::{Invalidation, OpenInvalidation};
+pub use link::{TableLink, WalkGuard};
+pub use lock::{MmuLock, MmuLocked, MmuReadGuard, MmuWriteGuard};
+pub use memslot::{
+    Memslot, MemslotConfig, Memslots, MemslotsRead, SlotCache, SlotChange, SlotId, GEN_UPDATE_IN_PROGRESS,
+    PAGE_SIZE,
+};
+#[cfg(feature = "alloc")]
+pub use mmu::{Access, BoxAlloc, FastFault, FaultOutcome, PageTable, PageTracker, ReferenceMmu, Spte};
 pub use mutant::Mutant;
-pub use range::{Gfn, GfnRange, Hva, HvaRange};
+pub use notifier::{InvalidateRange, SecondaryMmu, Vm};
+pub use pfncache::{CacheRead, TranslationCache};
+pub use range::{Gfn, GfnRange, Hva, HvaRange, Pfn, MAX_GFN, MAX_HVA};
+pub use registry::{RegistryError, VcpuRegistry};
+pub use retry::FaultSnapshot;
 pub use rule::Rule;
+pub use srcu::{Srcu, SrcuReadGuard};
 pub use step::{RetryCheck, Step};
+pub use unsync::{ShadowPages, SpIndex, UnsyncError};
+pub use vcpu::{
+    flush_remote_tlbs, flush_remote_tlbs_range, make_all_cpus_request, Request, Vcpu, VcpuError, VcpuMode,
+};
+pub use walk::{LocklessWalk, ZapList, ZapListFull};

@@ -6,10 +6,17 @@
 //! under *their* object's lock check it and return [`Error::Foreign`](crate::Error::Foreign).
 
 use crate::hal::Hal;
+use core::fmt;
 
 /// `kvm->mmu_lock`: the reader-writer lock that serializes changes to the secondary MMU.
 pub struct MmuLock<H: Hal> {
     raw: lock_api::RwLock<H::RawRwLock, ()>,
+}
+
+impl<H: Hal> fmt::Debug for MmuLock<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmuLock").finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal> Default for MmuLock<H> {
@@ -46,11 +53,23 @@ pub struct MmuWriteGuard<'a, H: Hal> {
     lock: &'a MmuLock<H>,
 }
 
+impl<H: Hal> fmt::Debug for MmuWriteGuard<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmuWriteGuard").field("lock", &(self.lock as *const MmuLock<H>)).finish()
+    }
+}
+
 /// `mmu_lock` held for read.
 #[must_use = "the lock is released when the guard drops"]
 pub struct MmuReadGuard<'a, H: Hal> {
     _guard: lock_api::RwLockReadGuard<'a, H::RawRwLock, ()>,
     lock: &'a MmuLock<H>,
+}
+
+impl<H: Hal> fmt::Debug for MmuReadGuard<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmuReadGuard").field("lock", &(self.lock as *const MmuLock<H>)).finish()
+    }
 }
 
 mod sealed {

@@ -35,6 +35,7 @@ use crate::range::{Gfn, GfnRange, Hva, HvaRange};
 use crate::rule::Rule;
 use crate::srcu::{Srcu, SrcuReadGuard};
 use crate::step::Step;
+use core::fmt;
 
 /// Bytes in a page: the unit of a gfn.
 pub const PAGE_SIZE: u64 = 4096;
@@ -57,12 +58,40 @@ pub struct Memslot {
     invalid: bool,
 }
 
+/// What a new memslot maps, by name (the fields of KVM's `kvm_userspace_memory_region`, in
+/// frames and host addresses), so that no two numbers can be passed in each other's place.
+///
+/// ```
+/// use mmusync::{Gfn, Hva, Memslot, MemslotConfig};
+///
+/// let slot = Memslot::new(MemslotConfig {
+///     id: 1,
+///     base_gfn: Gfn(0x100),
+///     npages: 16,
+///     hva: Hva(0x7f00_0000_0000),
+/// })?;
+/// assert_eq!(slot.gfn_to_hva(Gfn(0x101)), Some(Hva(0x7f00_0000_1000)));
+/// # Ok::<(), mmusync::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemslotConfig {
+    /// The slot's id, unique within the VM.
+    pub id: SlotId,
+    /// The first guest frame the slot maps.
+    pub base_gfn: Gfn,
+    /// How many pages: the slot maps `[base_gfn, base_gfn + npages)`.
+    pub npages: u64,
+    /// The page-aligned host address behind `base_gfn`.
+    pub hva: Hva,
+}
+
 impl Memslot {
     /// A slot. Fails on an empty slot ([`Error::EmptyRange`]), a misaligned `hva`
     /// ([`Error::Misaligned`]), or ranges past the accepted maxima ([`Error::RangeOverflow`]).
-    pub fn new(id: SlotId, base_gfn: Gfn, npages: u64, hva: Hva) -> Result<Self, Error> {
-        if hva % PAGE_SIZE != 0 {
-            return Err(Error::Misaligned);
+    pub fn new(config: MemslotConfig) -> Result<Self, Error> {
+        let MemslotConfig { id, base_gfn, npages, hva } = config;
+        if hva.0 % PAGE_SIZE != 0 {
+            return Err(Error::Misaligned { hva });
         }
         let gfns = GfnRange::new(base_gfn, base_gfn.checked_add(npages).ok_or(Error::RangeOverflow)?)?;
         let bytes = npages.checked_mul(PAGE_SIZE).ok_or(Error::RangeOverflow)?;
@@ -92,15 +121,17 @@ impl Memslot {
 
     /// The host address of `gfn`, if the slot maps it.
     pub fn gfn_to_hva(&self, gfn: Gfn) -> Option<Hva> {
-        self.gfns.contains(gfn).then(|| self.hvas.start() + (gfn - self.gfns.start()) * PAGE_SIZE)
+        // In range, so the offset exists and the product fits: `new` checked the slot's end.
+        let offset = gfn.offset_from(self.gfns.start()).filter(|_| self.gfns.contains(gfn))?;
+        Some(Hva(self.hvas.start().0 + offset * PAGE_SIZE))
     }
 
     /// The guest frames whose pages overlap `hvas` (`hva_to_gfn_memslot`, clipped to the slot).
     pub fn gfns_of(&self, hvas: &HvaRange) -> Option<GfnRange> {
         let clip = self.hvas.intersect(hvas)?;
-        let first = (clip.start() - self.hvas.start()) / PAGE_SIZE;
-        let last = (clip.end() - self.hvas.start()).div_ceil(PAGE_SIZE);
-        GfnRange::new(self.gfns.start() + first, self.gfns.start() + last).ok()
+        let first = (clip.start().0 - self.hvas.start().0) / PAGE_SIZE;
+        let last = (clip.end().0 - self.hvas.start().0).div_ceil(PAGE_SIZE);
+        GfnRange::new(Gfn(self.gfns.start().0 + first), Gfn(self.gfns.start().0 + last)).ok()
     }
 }
 
@@ -142,12 +173,12 @@ impl<H: Hal> SlotCell<H> {
 
     fn load(&self) -> Option<Memslot> {
         let id = self.id_plus_one.load(Relaxed).checked_sub(1)?;
-        let slot = Memslot::new(
-            id as SlotId,
-            self.base_gfn.load(Relaxed),
-            self.npages.load(Relaxed),
-            self.hva.load(Relaxed),
-        );
+        let slot = Memslot::new(MemslotConfig {
+            id: id as SlotId,
+            base_gfn: Gfn(self.base_gfn.load(Relaxed)),
+            npages: self.npages.load(Relaxed),
+            hva: Hva(self.hva.load(Relaxed)),
+        });
         // A torn read (only possible if the updater skipped synchronize) can yield an invalid
         // slot; report the cell as empty rather than trust it.
         slot.ok().map(|s| Memslot { invalid: self.invalid.load(Relaxed), ..s })
@@ -158,9 +189,9 @@ impl<H: Hal> SlotCell<H> {
             None => self.id_plus_one.store(0, Relaxed),
             Some(s) => {
                 self.id_plus_one.store(u64::from(s.id) + 1, Relaxed);
-                self.base_gfn.store(s.gfns.start(), Relaxed);
+                self.base_gfn.store(s.gfns.start().0, Relaxed);
                 self.npages.store(s.gfns.len(), Relaxed);
-                self.hva.store(s.hvas.start(), Relaxed);
+                self.hva.store(s.hvas.start().0, Relaxed);
                 self.invalid.store(s.invalid, Relaxed);
             }
         }
@@ -210,7 +241,7 @@ impl<H: Hal, const N: usize> SlotSet<H, N> {
     /// Branch-free halving (the loop runs `log2(N)` times whatever the keys, and each step
     /// selects rather than branches), so a lookup costs a few dependent loads and no
     /// mispredicted branches: at 512 slots it stays within a small factor of 8 slots.
-    fn count_at_most(&self, gfn: u64) -> usize {
+    fn count_at_most(&self, gfn: Gfn) -> usize {
         if N == 0 {
             return 0;
         }
@@ -219,15 +250,15 @@ impl<H: Hal, const N: usize> SlotSet<H, N> {
         while size > 1 {
             let half = size / 2;
             let mid = base + half;
-            base = if self.key(mid) <= gfn { mid } else { base };
+            base = if self.key(mid) <= gfn.0 { mid } else { base };
             size -= half;
         }
-        base + usize::from(self.key(base) <= gfn)
+        base + usize::from(self.key(base) <= gfn.0)
     }
 
     /// How many cells are occupied (they come first).
     fn occupied(&self) -> usize {
-        self.count_at_most(u64::MAX - 1)
+        self.count_at_most(Gfn(u64::MAX - 1))
     }
 
     /// Inserts `slot` at its sorted place, moving the later slots up one cell. Only for the
@@ -274,6 +305,12 @@ pub struct Memslots<H: Hal, const N: usize> {
     active: H::AtomicUsize,
     srcu: Srcu<H>,
     slots_lock: SpinLock<H, ()>,
+}
+
+impl<H: Hal, const N: usize> fmt::Debug for Memslots<H, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memslots").field("capacity", &N).finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal, const N: usize> Memslots<H, N> {
@@ -323,19 +360,29 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
                 if inactive.position(slot.id).is_some()
                     || inactive.iter().any(|s| s.gfns.overlaps(&slot.gfns))
                 {
-                    return Err(Error::SlotOverlap);
+                    // The error path only: the common path reads each cell as it always did.
+                    let collides = |s: &Memslot| s.id == slot.id || s.gfns.overlaps(&slot.gfns);
+                    let existing = inactive.iter().find(collides).map_or(slot.id, |s| s.id);
+                    return Err(Error::SlotOverlap { slot: slot.id, existing });
                 }
                 inactive.insert(&slot)?;
                 self.swap(active);
             }
             SlotChange::Delete(id) | SlotChange::Move { id, .. } => {
-                let pos = inactive.position(id).ok_or(Error::NoSuchSlot)?;
-                let old = inactive.cells[pos].load().ok_or(Error::NoSuchSlot)?;
+                let pos = inactive.position(id).ok_or(Error::NoSuchSlot { slot: id })?;
+                let old = inactive.cells[pos].load().ok_or(Error::NoSuchSlot { slot: id })?;
                 let new = match change {
                     SlotChange::Move { base_gfn, .. } => {
-                        let moved = Memslot::new(id, base_gfn, old.gfns.len(), old.hvas.start())?;
-                        if inactive.iter().any(|s| s.id != id && s.gfns.overlaps(&moved.gfns)) {
-                            return Err(Error::SlotOverlap);
+                        let moved = Memslot::new(MemslotConfig {
+                            id,
+                            base_gfn,
+                            npages: old.gfns.len(),
+                            hva: old.hvas.start(),
+                        })?;
+                        if let Some(existing) =
+                            inactive.iter().find(|s| s.id != id && s.gfns.overlaps(&moved.gfns))
+                        {
+                            return Err(Error::SlotOverlap { slot: id, existing: existing.id });
                         }
                         Some(moved)
                     }
@@ -412,6 +459,12 @@ impl<H: Hal, const N: usize> Memslots<H, N> {
 pub struct MemslotsRead<'a, H: Hal, const N: usize> {
     _srcu: SrcuReadGuard<'a, H>,
     set: &'a SlotSet<H, N>,
+}
+
+impl<H: Hal, const N: usize> fmt::Debug for MemslotsRead<'_, H, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemslotsRead").field("srcu", &self._srcu).finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal, const N: usize> MemslotsRead<'_, H, N> {
@@ -518,17 +571,22 @@ mod tests {
         (Memslots::new(StdHal), ActiveInvalidations::new(StdHal))
     }
 
+    /// Creates the slot `config` describes (a test setup that cannot fail).
+    fn create(m: &Memslots<StdHal, 4>, a: &ActiveInvalidations<StdHal>, config: MemslotConfig) {
+        m.update(a, SlotChange::Create(Memslot::new(config).unwrap()), |_| {}).unwrap();
+    }
+
     #[test]
     fn create_move_delete() {
         let (m, a) = slots();
-        m.update(&a, SlotChange::Create(Memslot::new(1, 0x100, 16, 0x10_0000).unwrap()), |_| {}).unwrap();
-        assert_eq!(m.read().find(0x105).map(|s| s.id()), Some(1));
-        assert_eq!(m.read().find(0x105).unwrap().gfn_to_hva(0x105), Some(0x10_5000));
+        create(&m, &a, MemslotConfig { id: 1, base_gfn: Gfn(0x100), npages: 16, hva: Hva(0x10_0000) });
+        assert_eq!(m.read().find(Gfn(0x105)).map(|s| s.id()), Some(1));
+        assert_eq!(m.read().find(Gfn(0x105)).unwrap().gfn_to_hva(Gfn(0x105)), Some(Hva(0x10_5000)));
         let mut zapped = None;
-        m.update(&a, SlotChange::Move { id: 1, base_gfn: 0x200 }, |s| zapped = Some(*s)).unwrap();
-        assert_eq!(zapped.map(|s| s.gfns().start()), Some(0x100), "the old slot is zapped");
-        assert!(m.read().find(0x105).is_none());
-        assert_eq!(m.read().find(0x20f).map(|s| s.is_invalid()), Some(false));
+        m.update(&a, SlotChange::Move { id: 1, base_gfn: Gfn(0x200) }, |s| zapped = Some(*s)).unwrap();
+        assert_eq!(zapped.map(|s| s.gfns().start()), Some(Gfn(0x100)), "the old slot is zapped");
+        assert!(m.read().find(Gfn(0x105)).is_none());
+        assert_eq!(m.read().find(Gfn(0x20f)).map(|s| s.is_invalid()), Some(false));
         m.update(&a, SlotChange::Delete(1), |_| {}).unwrap();
         assert_eq!(m.read().iter().count(), 0);
         assert!(m.read().generation() >= 5, "every swap bumps the generation");
@@ -537,21 +595,40 @@ mod tests {
     #[test]
     fn bad_changes_are_typed_errors() {
         let (m, a) = slots();
-        let s = Memslot::new(1, 0, 16, 0).unwrap();
+        let s = Memslot::new(MemslotConfig { id: 1, base_gfn: Gfn(0), npages: 16, hva: Hva(0) }).unwrap();
         m.update(&a, SlotChange::Create(s), |_| {}).unwrap();
         assert_eq!(
-            m.update(&a, SlotChange::Create(Memslot::new(2, 8, 16, 0x10_0000).unwrap()), |_| {}),
-            Err(Error::SlotOverlap)
+            m.update(
+                &a,
+                SlotChange::Create(
+                    Memslot::new(MemslotConfig { id: 2, base_gfn: Gfn(8), npages: 16, hva: Hva(0x10_0000) })
+                        .unwrap()
+                ),
+                |_| {}
+            ),
+            Err(Error::SlotOverlap { slot: 2, existing: 1 })
         );
-        assert_eq!(m.update(&a, SlotChange::Delete(9), |_| {}), Err(Error::NoSuchSlot));
-        assert_eq!(Memslot::new(3, 0, 0, 0), Err(Error::EmptyRange));
-        assert_eq!(Memslot::new(3, 0, 1, 7), Err(Error::Misaligned));
+        assert_eq!(m.update(&a, SlotChange::Delete(9), |_| {}), Err(Error::NoSuchSlot { slot: 9 }));
+        assert_eq!(
+            Memslot::new(MemslotConfig { id: 3, base_gfn: Gfn(0), npages: 0, hva: Hva(0) }),
+            Err(Error::EmptyRange)
+        );
+        assert_eq!(
+            Memslot::new(MemslotConfig { id: 3, base_gfn: Gfn(0), npages: 1, hva: Hva(7) }),
+            Err(Error::Misaligned { hva: Hva(7) })
+        );
         for id in 2..5 {
-            m.update(&a, SlotChange::Create(Memslot::new(id, u64::from(id) * 100, 1, 0).unwrap()), |_| {})
-                .unwrap();
+            create(&m, &a, MemslotConfig { id, base_gfn: Gfn(u64::from(id) * 100), npages: 1, hva: Hva(0) });
         }
         assert_eq!(
-            m.update(&a, SlotChange::Create(Memslot::new(9, 900, 1, 0).unwrap()), |_| {}),
+            m.update(
+                &a,
+                SlotChange::Create(
+                    Memslot::new(MemslotConfig { id: 9, base_gfn: Gfn(900), npages: 1, hva: Hva(0) })
+                        .unwrap()
+                ),
+                |_| {}
+            ),
             Err(Error::SlotsFull)
         );
     }
@@ -561,27 +638,34 @@ mod tests {
         let (m, a) = slots();
         let g0 = m.read().generation();
         let mut cache = SlotCache::new();
-        assert_eq!(cache.lookup(&m.read(), 0x105), None, "no slot: cached as such");
-        assert_eq!(cache.get(g0, 0x105), Some(None));
-        m.update(&a, SlotChange::Create(Memslot::new(1, 0x100, 16, 0x10_0000).unwrap()), |_| {}).unwrap();
+        assert_eq!(cache.lookup(&m.read(), Gfn(0x105)), None, "no slot: cached as such");
+        assert_eq!(cache.get(g0, Gfn(0x105)), Some(None));
+        create(&m, &a, MemslotConfig { id: 1, base_gfn: Gfn(0x100), npages: 16, hva: Hva(0x10_0000) });
         let g1 = m.read().generation();
         assert_eq!(g1, g0 + 1, "one swap, one generation");
         assert_eq!(g1 & GEN_UPDATE_IN_PROGRESS, 0, "final once update returns");
-        assert_eq!(cache.get(g1, 0x105), None, "a new generation misses");
-        assert_eq!(cache.lookup(&m.read(), 0x105), Some(0x10_5000));
-        assert_eq!(cache.get(g1, 0x105), Some(Some(0x10_5000)));
-        assert_eq!(cache.get(g1, 0x106), None, "another gfn misses");
-        assert_eq!(cache.fill(g1 | GEN_UPDATE_IN_PROGRESS, 0x105, None), Err(Error::GenerationInProgress));
-        assert_eq!(cache.get(g1, 0x105), None, "a refused fill drops the old answer");
-        cache.fill(g1, 0x105, None).unwrap();
+        assert_eq!(cache.get(g1, Gfn(0x105)), None, "a new generation misses");
+        assert_eq!(cache.lookup(&m.read(), Gfn(0x105)), Some(Hva(0x10_5000)));
+        assert_eq!(cache.get(g1, Gfn(0x105)), Some(Some(Hva(0x10_5000))));
+        assert_eq!(cache.get(g1, Gfn(0x106)), None, "another gfn misses");
+        assert_eq!(
+            cache.fill(g1 | GEN_UPDATE_IN_PROGRESS, Gfn(0x105), None),
+            Err(Error::GenerationInProgress)
+        );
+        assert_eq!(cache.get(g1, Gfn(0x105)), None, "a refused fill drops the old answer");
+        cache.fill(g1, Gfn(0x105), None).unwrap();
         cache.clear();
-        assert_eq!(cache.get(g1, 0x105), None);
+        assert_eq!(cache.get(g1, Gfn(0x105)), None);
     }
 
     #[test]
     fn hva_to_gfn_clips_to_the_slot() {
-        let s = Memslot::new(0, 0x10, 4, 0x4000).unwrap();
-        assert_eq!(s.gfns_of(&HvaRange::new(0x0, 0x5001).unwrap()), GfnRange::new(0x10, 0x12).ok());
-        assert_eq!(s.gfns_of(&HvaRange::new(0x9000, 0xa000).unwrap()), None);
+        let s =
+            Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0x10), npages: 4, hva: Hva(0x4000) }).unwrap();
+        assert_eq!(
+            s.gfns_of(&HvaRange::new(Hva(0x0), Hva(0x5001)).unwrap()),
+            GfnRange::new(Gfn(0x10), Gfn(0x12)).ok()
+        );
+        assert_eq!(s.gfns_of(&HvaRange::new(Hva(0x9000), Hva(0xa000)).unwrap()), None);
     }
 }

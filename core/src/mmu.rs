@@ -29,12 +29,13 @@ use crate::hal::{Atomic, AtomicInt, Cpus, Hal, Ordering, PageAlloc};
 use crate::lock::{MmuLocked, MmuReadGuard, MmuWriteGuard};
 use crate::memslot::Memslot;
 use crate::notifier::{SecondaryMmu, Vm};
-use crate::range::{Gfn, GfnRange, Hva};
+use crate::range::{Gfn, GfnRange, Hva, Pfn};
 use crate::rule::Rule;
 use crate::step::Step;
 use crate::vcpu::{flush_remote_tlbs, flush_remote_tlbs_range, Vcpu};
 use crate::walk::{LocklessWalk, ZapList, ZapListFull};
 use alloc::boxed::Box;
+use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering as BookkeepingOrdering};
 
@@ -59,17 +60,17 @@ impl Spte {
     pub const DIRTY: u64 = 1 << 5;
     const FLAGS: u64 = 0x3f;
     /// The largest pfn a leaf can hold.
-    pub const MAX_PFN: u64 = u64::MAX >> 12;
+    pub const MAX_PFN: Pfn = Pfn(u64::MAX >> 12);
 
     /// A leaf mapping `pfn`. `writable`: writes allowed now; `mmu_writable`: the fast path may
     /// make it writable later.
-    pub fn leaf(pfn: u64, writable: bool, mmu_writable: bool) -> Result<Self, Error> {
+    pub fn leaf(pfn: Pfn, writable: bool, mmu_writable: bool) -> Result<Self, Error> {
         if pfn > Self::MAX_PFN {
             return Err(Error::RangeOverflow);
         }
         let w = if writable { Self::WRITABLE | Self::MMU_WRITABLE } else { 0 };
         let mw = if mmu_writable { Self::MMU_WRITABLE } else { 0 };
-        Ok(Spte(pfn << 12 | Self::PRESENT | w | mw))
+        Ok(Spte(pfn.0 << 12 | Self::PRESENT | w | mw))
     }
 
     /// The raw bits.
@@ -103,9 +104,9 @@ impl Spte {
     }
 
     /// The pfn of a present leaf.
-    pub const fn pfn(self) -> Option<u64> {
+    pub const fn pfn(self) -> Option<Pfn> {
         if self.is_leaf() {
-            Some(self.0 >> 12)
+            Some(Pfn(self.0 >> 12))
         } else {
             None
         }
@@ -143,15 +144,21 @@ fn exchange<A: Atomic<u64>>(entry: &A, new: u64, atomic: bool) -> u64 {
 /// every leaf it replaces or zaps, so that no dirty bit the hardware set is lost (I5.7).
 pub trait PageTracker: Sync {
     /// The guest accessed `pfn` through a translation that is now gone.
-    fn mark_accessed(&self, pfn: u64);
+    fn mark_accessed(&self, pfn: Pfn);
     /// The guest wrote `pfn` through a translation that is now gone.
-    fn mark_dirty(&self, pfn: u64);
+    fn mark_dirty(&self, pfn: Pfn);
 }
 
 /// One page-table page: `F` atomic entries.
 #[repr(align(64))]
 pub struct Table<H: Hal, const F: usize> {
     entries: [H::AtomicU64; F],
+}
+
+impl<H: Hal, const F: usize> fmt::Debug for Table<H, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table").field("entries", &F).finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal, const F: usize> Table<H, F> {
@@ -247,6 +254,18 @@ pub struct PageTable<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, con
     lock: LockBinding,
 }
 
+impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> fmt::Debug
+    for PageTable<H, A, LEVELS, F>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageTable")
+            .field("levels", &LEVELS)
+            .field("fanout", &F)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: the table owns its pages; they are shared between threads only through atomics
 // (entries) and freed only under the reclamation protocols, so moving or sharing the owner is
 // sound when the allocator and the atomics may be.
@@ -287,7 +306,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     }
 
     fn index(gfn: Gfn, level: usize) -> usize {
-        ((gfn >> (Self::BITS as usize * level)) & (F as u64 - 1)) as usize
+        ((gfn.0 >> (Self::BITS as usize * level)) & (F as u64 - 1)) as usize
     }
 
     fn span(level: usize) -> u64 {
@@ -295,7 +314,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     }
 
     fn check_gfn(&self, gfn: Gfn) -> Result<(), Error> {
-        if gfn < self.capacity() {
+        if gfn.0 < self.capacity() {
             Ok(())
         } else {
             Err(Error::RangeOverflow)
@@ -386,7 +405,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     ) -> Result<bool, Error> {
         self.lock.check(guard)?;
         // SAFETY: the root lives as long as `self`.
-        Ok(self.age_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, clear, atomic))
+        Ok(self.age_table(unsafe { self.root.as_ref() }, LEVELS - 1, Gfn(0), gfns, clear, atomic))
     }
 
     /// [`age`](Self::age) below `table`, visiting only present tables (as `zap_table`).
@@ -403,7 +422,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         let mut young = false;
         for (i, entry) in table.entries.iter().enumerate() {
             // No overflow: the whole table spans at most 2^40 gfns (SHAPE_OK).
-            let (start, end) = (base + i as u64 * span, base + (i as u64 + 1) * span);
+            let (start, end) = (Gfn(base.0 + i as u64 * span), Gfn(base.0 + (i as u64 + 1) * span));
             if end <= gfns.start() || gfns.end() <= start {
                 continue;
             }
@@ -457,7 +476,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     ) -> Result<bool, Error> {
         self.lock.check(guard)?;
         // SAFETY: the root lives as long as `self`.
-        Ok(self.zap_table(unsafe { self.root.as_ref() }, LEVELS - 1, 0, gfns, retire, cleared, atomic))
+        Ok(self.zap_table(unsafe { self.root.as_ref() }, LEVELS - 1, Gfn(0), gfns, retire, cleared, atomic))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -475,7 +494,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         let mut flush = false;
         for (i, entry) in table.entries.iter().enumerate() {
             // No overflow: the whole table spans at most 2^40 gfns (SHAPE_OK).
-            let (start, end) = (base + i as u64 * span, base + (i as u64 + 1) * span);
+            let (start, end) = (Gfn(base.0 + i as u64 * span), Gfn(base.0 + (i as u64 + 1) * span));
             if end <= gfns.start() || gfns.end() <= start {
                 continue;
             }
@@ -538,7 +557,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Dro
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultOutcome {
     /// A translation to this pfn was installed.
-    Installed(u64),
+    Installed(Pfn),
     /// An invalidation raced with the fault, or the slot is being changed: retry.
     Retry,
 }
@@ -555,7 +574,7 @@ pub enum Access {
 /// One attempt of the fault path.
 enum Attempt {
     /// Installed this pfn, and prefetched this many neighbours.
-    Installed(u64, usize),
+    Installed(Pfn, usize),
     /// An invalidation raced: retry.
     Retry,
     /// The gfn's memslot is being deleted or moved: retry once the update is done.
@@ -580,6 +599,19 @@ pub struct ReferenceMmu<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: us
     vcpus: &'v [Vcpu<H>],
     reclaimer: EpochReclaimer,
     tracker: Option<&'v dyn PageTracker>,
+}
+
+impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> fmt::Debug
+    for ReferenceMmu<'_, H, A, LEVELS, F>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReferenceMmu")
+            .field("table", &self.table)
+            .field("vcpus", &self.vcpus.len())
+            .field("reclaimer", &self.reclaimer.id())
+            .field("page_tracker", &self.tracker.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
@@ -659,15 +691,46 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// The full fault path ([F0–F14](crate::protocols#f0)): memslot lookup under SRCU, seq snapshot,
     /// lockless pre-check, pfn resolution through `resolve` (the host page walk), second
     /// pre-check, then under `mmu_lock` the locked re-check and the install.
-    pub fn fault<const N: usize>(
+    ///
+    /// # Examples
+    ///
+    /// A fault on a gfn of a memslot installs a translation; a fault racing with an
+    /// invalidation of its page returns [`FaultOutcome::Retry`] and the vCPU faults again.
+    ///
+    /// ```
+    /// use mmusync::{
+    ///     BoxAlloc, FaultOutcome, Gfn, Hva, HvaRange, Memslot, MemslotConfig, Pfn, ReferenceMmu, SlotChange,
+    ///     StdHal, Vcpu, Vm,
+    /// };
+    ///
+    /// let _cpu = StdHal::register_cpu()?; // this thread may now take and send flush IPIs
+    /// let vcpus = [Vcpu::new(StdHal)];
+    /// let mmu: ReferenceMmu<'_, StdHal, BoxAlloc, 4, 512> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus)?;
+    /// let vm: Vm<StdHal, 8> = Vm::new(StdHal);
+    /// let slot = MemslotConfig { id: 0, base_gfn: Gfn(0x100), npages: 16, hva: Hva(0x7f00_0000_0000) };
+    /// vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(slot)?))?;
+    ///
+    /// let host = |hva: Hva| Ok(Pfn(hva.0 >> 12)); // the primary MMU's page walk
+    /// assert_eq!(mmu.fault(&vm, Gfn(0x101), true, host)?, FaultOutcome::Installed(Pfn(0x7f00_0000_1)));
+    ///
+    /// // The host unmaps the page while a second fault resolves it: the fault must retry.
+    /// let racing = mmu.fault(&vm, Gfn(0x102), true, |hva| {
+    ///     let page = HvaRange::new(hva, hva + 0x1000)?;
+    ///     drop(vm.invalidate_range_start(&mmu, page)?); // start ... end, inside the resolution
+    ///     host(hva)
+    /// })?;
+    /// assert_eq!(racing, FaultOutcome::Retry);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fault<const N: usize, const C: usize>(
         &self,
-        vm: &Vm<H, N>,
+        vm: &Vm<H, N, C>,
         gfn: Gfn,
         writable: bool,
-        resolve: impl FnOnce(Hva) -> Result<u64, Error>,
+        resolve: impl FnOnce(Hva) -> Result<Pfn, Error>,
     ) -> Result<FaultOutcome, Error> {
         let mut resolve = Some(resolve);
-        let mut once = |hva| resolve.take().map_or(Err(Error::NoMapping), |r| r(hva));
+        let mut once = |hva| resolve.take().map_or(Err(Error::NoMapping { gfn }), |r| r(hva));
         Ok(match self.fault_attempt(vm, gfn, writable, None, &mut once)? {
             Attempt::Installed(pfn, _) => FaultOutcome::Installed(pfn),
             Attempt::Retry | Attempt::InvalidSlot => FaultOutcome::Retry,
@@ -687,13 +750,13 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// `resolve` runs under `mmu_lock` for the prefetched gfns, so it must not sleep (KVM's
     /// prefetch uses the atomic GUP-fast); a gfn it fails to resolve is skipped. Returns the
     /// fault's outcome and how many gfns were prefetched.
-    pub fn fault_around<const N: usize>(
+    pub fn fault_around<const N: usize, const C: usize>(
         &self,
-        vm: &Vm<H, N>,
+        vm: &Vm<H, N, C>,
         gfn: Gfn,
         writable: bool,
         around: GfnRange,
-        mut resolve: impl FnMut(Hva) -> Result<u64, Error>,
+        mut resolve: impl FnMut(Hva) -> Result<Pfn, Error>,
     ) -> Result<(FaultOutcome, usize), Error> {
         Ok(match self.fault_attempt(vm, gfn, writable, Some(around), &mut resolve)? {
             Attempt::Installed(pfn, n) => (FaultOutcome::Installed(pfn), n),
@@ -712,13 +775,13 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// read section of these memslots. Retries caused by invalidations go on inside the loop:
     /// an invalidation ends without waiting for SRCU (so the caller must not hold one of
     /// `gfn` open itself). [`Error::NoMapping`] when no memslot maps `gfn`.
-    pub fn prefault<const N: usize>(
+    pub fn prefault<const N: usize, const C: usize>(
         &self,
-        vm: &Vm<H, N>,
+        vm: &Vm<H, N, C>,
         gfn: Gfn,
         writable: bool,
-        mut resolve: impl FnMut(Hva) -> Result<u64, Error>,
-    ) -> Result<u64, Error> {
+        mut resolve: impl FnMut(Hva) -> Result<Pfn, Error>,
+    ) -> Result<Pfn, Error> {
         let _srcu = vm.memslots().srcu().read_lock();
         loop {
             match self.fault_attempt(vm, gfn, writable, None, &mut resolve)? {
@@ -733,21 +796,21 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     }
 
     /// One attempt of the fault path, with the prefetch of `around` when it installs.
-    fn fault_attempt<const N: usize>(
+    fn fault_attempt<const N: usize, const C: usize>(
         &self,
-        vm: &Vm<H, N>,
+        vm: &Vm<H, N, C>,
         gfn: Gfn,
         writable: bool,
         around: Option<GfnRange>,
-        resolve: &mut dyn FnMut(Hva) -> Result<u64, Error>,
+        resolve: &mut dyn FnMut(Hva) -> Result<Pfn, Error>,
     ) -> Result<Attempt, Error> {
         let slots = vm.memslots().read();
-        let slot = slots.find(gfn).ok_or(Error::NoMapping)?;
+        let slot = slots.find(gfn).ok_or(Error::NoMapping { gfn })?;
         self.hal.step(Step::FaultSlot { gfn, slot: slot.id(), invalid: slot.is_invalid() });
         if slot.is_invalid() {
             return Ok(Attempt::InvalidSlot);
         }
-        let hva = slot.gfn_to_hva(gfn).ok_or(Error::NoMapping)?;
+        let hva = slot.gfn_to_hva(gfn).ok_or(Error::NoMapping { gfn })?;
         let inv = vm.invalidation();
         let snap = inv.snapshot();
         if inv.retry_gfn_unsafe(&snap, gfn)? {
@@ -783,7 +846,7 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
         faulted: Gfn,
         writable: bool,
         around: GfnRange,
-        resolve: &mut dyn FnMut(Hva) -> Result<u64, Error>,
+        resolve: &mut dyn FnMut(Hva) -> Result<Pfn, Error>,
     ) -> Result<usize, Error> {
         let in_progress = inv.in_progress(guard)?;
         if in_progress != 0 && self.hal.keeps(Rule::PrefetchSkipsWhileInvalidating) {
@@ -791,7 +854,7 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
             return Ok(0);
         }
         let mut n = 0;
-        for gfn in around.start()..around.end().min(self.table.capacity()) {
+        for gfn in around.iter().take_while(|gfn| gfn.0 < self.table.capacity()) {
             if gfn == faulted || self.table.walk(guard, gfn)?.is_some() {
                 continue;
             }
@@ -900,6 +963,24 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// batch of tables is freed after [`flush_remote_tlbs`] has waited for every vCPU in a
     /// lockless walk or in the guest. Returns whether an entry was cleared (the caller still
     /// owes a TLB flush for leaves), or [`Error::Foreign`] for another lock's guard.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mmusync::{BoxAlloc, Gfn, GfnRange, MmuLock, Pfn, ReferenceMmu, Spte, StdHal, Vcpu};
+    ///
+    /// let _cpu = StdHal::register_cpu()?;
+    /// let vcpus = [Vcpu::new(StdHal)];
+    /// let mmu: ReferenceMmu<'_, StdHal, BoxAlloc, 2, 8> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus)?;
+    /// let lock = MmuLock::<StdHal>::new(); // your VM's mmu_lock (Vm::invalidation().mmu_lock())
+    /// let guard = lock.write();
+    /// mmu.map(&guard, Gfn(9), Spte::leaf(Pfn(0x42), true, true)?)?;
+    ///
+    /// // Clears the leaf, unlinks the now-empty table, flushes every vCPU and frees it.
+    /// assert!(mmu.zap_ipi(&guard, GfnRange::new(Gfn(8), Gfn(16))?)?);
+    /// assert_eq!(mmu.walk(&guard, Gfn(9))?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn zap_ipi(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange) -> Result<bool, Error> {
         let mut batch = ZapList::<Table<H, F>, 32>::new();
         let mut cleared = |old: Spte| self.hand_over(old);
@@ -929,6 +1010,27 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// TLBs, defer the frees, unpin (flush before unpin; see [`crate::epoch`]). Returns the
     /// number of tables deferred, or [`Error::Foreign`] for another lock's guard or a handle of
     /// another reclaimer.
+    ///
+    /// # Examples
+    ///
+    /// Walkers of the epoch way pin the MMU's reclaimer; the zapper registers with it too.
+    ///
+    /// ```
+    /// use mmusync::{BoxAlloc, Gfn, GfnRange, MmuLock, Pfn, ReferenceMmu, Spte, StdHal, Vcpu};
+    ///
+    /// let _cpu = StdHal::register_cpu()?;
+    /// let vcpus = [Vcpu::new(StdHal)];
+    /// let mmu: ReferenceMmu<'_, StdHal, BoxAlloc, 2, 8> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus)?;
+    /// let lock = MmuLock::<StdHal>::new();
+    /// mmu.map(&lock.write(), Gfn(9), Spte::leaf(Pfn(0x42), true, true)?)?;
+    ///
+    /// let handle = mmu.reclaimer().register(); // one per thread that walks or zaps
+    /// let walk = handle.walk_begin(); // a lockless reader, the RCU way
+    /// assert_eq!(mmu.walk(&walk, Gfn(9))?.and_then(Spte::pfn), Some(Pfn(0x42)));
+    /// drop(walk);
+    /// assert_eq!(mmu.zap_epoch(&lock.write(), GfnRange::new(Gfn(8), Gfn(16))?, &handle)?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn zap_epoch(
         &self,
         guard: &MmuWriteGuard<'_, H>,
@@ -1014,9 +1116,15 @@ impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Se
 mod tests {
     use super::*;
     use crate::hal::std::StdHal;
+    use crate::memslot::MemslotConfig;
     use crate::memslot::SlotChange;
 
     type Mmu<'v> = ReferenceMmu<'v, StdHal, BoxAlloc, 3, 4>;
+
+    /// Creates the memslot `config` describes (a test setup that cannot fail).
+    fn add_slot<const N: usize>(vm: &Vm<StdHal, N>, mmu: &impl SecondaryMmu<StdHal>, config: MemslotConfig) {
+        vm.set_memslot(mmu, SlotChange::Create(Memslot::new(config).unwrap())).unwrap();
+    }
 
     #[test]
     fn map_walk_zap() {
@@ -1026,19 +1134,26 @@ mod tests {
         let lock = crate::lock::MmuLock::<StdHal>::new();
         let g = lock.write();
         assert_eq!(mmu.table().capacity(), 64);
-        assert_eq!(mmu.table().map(&g, 64, Spte::leaf(1, false, false).unwrap()), Err(Error::RangeOverflow));
-        for gfn in 0..64 {
-            mmu.table().map(&g, gfn, Spte::leaf(gfn + 100, false, true).unwrap()).unwrap();
+        assert_eq!(
+            mmu.table().map(&g, Gfn(64), Spte::leaf(Pfn(1), false, false).unwrap()),
+            Err(Error::RangeOverflow)
+        );
+        for gfn in (0..64).map(Gfn) {
+            mmu.table().map(&g, gfn, Spte::leaf(Pfn(gfn.0 + 100), false, true).unwrap()).unwrap();
         }
-        assert_eq!(mmu.table().walk(&g, 17).unwrap().and_then(Spte::pfn), Some(117));
-        assert_eq!(mmu.walk(&g, 17).unwrap().and_then(Spte::pfn), Some(117));
-        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()), Ok(true));
-        assert_eq!(mmu.table().walk(&g, 17).unwrap(), None);
-        assert_eq!(mmu.table().walk(&g, 32).unwrap().and_then(Spte::pfn), Some(132));
-        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(16, 32).unwrap()), Ok(false), "nothing left to flush");
+        assert_eq!(mmu.table().walk(&g, Gfn(17)).unwrap().and_then(Spte::pfn), Some(Pfn(117)));
+        assert_eq!(mmu.walk(&g, Gfn(17)).unwrap().and_then(Spte::pfn), Some(Pfn(117)));
+        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(Gfn(16), Gfn(32)).unwrap()), Ok(true));
+        assert_eq!(mmu.table().walk(&g, Gfn(17)).unwrap(), None);
+        assert_eq!(mmu.table().walk(&g, Gfn(32)).unwrap().and_then(Spte::pfn), Some(Pfn(132)));
+        assert_eq!(
+            mmu.zap_ipi(&g, GfnRange::new(Gfn(16), Gfn(32)).unwrap()),
+            Ok(false),
+            "nothing left to flush"
+        );
         let other = crate::lock::MmuLock::<StdHal>::new();
-        assert_eq!(mmu.table().walk(&other.read(), 17), Err(Error::Foreign));
-        assert_eq!(mmu.zap_ipi(&other.write(), GfnRange::new(0, 64).unwrap()), Err(Error::Foreign));
+        assert_eq!(mmu.table().walk(&other.read(), Gfn(17)), Err(Error::Foreign));
+        assert_eq!(mmu.zap_ipi(&other.write(), GfnRange::new(Gfn(0), Gfn(64)).unwrap()), Err(Error::Foreign));
     }
 
     #[test]
@@ -1047,20 +1162,25 @@ mod tests {
         let vcpus = [Vcpu::new(StdHal)];
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let vm: Vm<StdHal, 4> = Vm::new(StdHal);
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 64, 0x10_0000).unwrap())).unwrap();
-        let host = |hva: Hva| Ok(hva >> 12);
-        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Installed(0x103)));
-        let open =
-            vm.invalidate_range_start(&mmu, crate::HvaRange::new(0x10_3000, 0x10_4000).unwrap()).unwrap();
+        add_slot(&vm, &mmu, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 64, hva: Hva(0x10_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        assert_eq!(mmu.fault(&vm, Gfn(3), true, host), Ok(FaultOutcome::Installed(Pfn(0x103))));
+        let open = vm
+            .invalidate_range_start(&mmu, crate::HvaRange::new(Hva(0x10_3000), Hva(0x10_4000)).unwrap())
+            .unwrap();
         {
             let g = vm.invalidation().mmu_lock().read();
-            assert_eq!(mmu.table().walk(&g, 3).unwrap(), None, "start zapped the SPTE (I1.6)");
+            assert_eq!(mmu.table().walk(&g, Gfn(3)).unwrap(), None, "start zapped the SPTE (I1.6)");
         }
-        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Retry));
-        assert_eq!(mmu.fault(&vm, 4, true, host), Ok(FaultOutcome::Installed(0x104)), "outside the range");
+        assert_eq!(mmu.fault(&vm, Gfn(3), true, host), Ok(FaultOutcome::Retry));
+        assert_eq!(
+            mmu.fault(&vm, Gfn(4), true, host),
+            Ok(FaultOutcome::Installed(Pfn(0x104))),
+            "outside the range"
+        );
         drop(open);
-        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Installed(0x103)));
-        assert_eq!(mmu.fault(&vm, 99, true, host), Err(Error::NoMapping));
+        assert_eq!(mmu.fault(&vm, Gfn(3), true, host), Ok(FaultOutcome::Installed(Pfn(0x103))));
+        assert_eq!(mmu.fault(&vm, Gfn(99), true, host), Err(Error::NoMapping { gfn: Gfn(99) }));
     }
 
     #[test]
@@ -1072,17 +1192,17 @@ mod tests {
         let lock = crate::lock::MmuLock::<StdHal>::new();
         {
             let g = lock.write();
-            mmu.table().map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
-            mmu.table().map(&g, 2, Spte::leaf(6, false, false).unwrap()).unwrap();
+            mmu.table().map(&g, Gfn(1), Spte::leaf(Pfn(5), false, true).unwrap()).unwrap();
+            mmu.table().map(&g, Gfn(2), Spte::leaf(Pfn(6), false, false).unwrap()).unwrap();
         }
         let walk = vcpus[0].walk_lockless_begin().unwrap();
-        assert_eq!(mmu.fast_fault(&walk, 1, Access::Read), Ok(FastFault::Spurious), "reads need no W");
-        assert!(!mmu.walk(&walk, 1).unwrap().unwrap().is_writable(), "a read fault never sets W");
-        assert_eq!(mmu.fast_fault(&walk, 1, Access::Write), Ok(FastFault::Fixed));
-        assert_eq!(mmu.fast_fault(&walk, 1, Access::Write), Ok(FastFault::Spurious));
-        assert_eq!(mmu.fast_fault(&walk, 2, Access::Write), Ok(FastFault::Slow));
-        assert_eq!(mmu.fast_fault(&walk, 3, Access::Write), Ok(FastFault::Slow));
-        assert_eq!(mmu.fast_fault(&walk, 3, Access::Read), Ok(FastFault::Slow));
+        assert_eq!(mmu.fast_fault(&walk, Gfn(1), Access::Read), Ok(FastFault::Spurious), "reads need no W");
+        assert!(!mmu.walk(&walk, Gfn(1)).unwrap().unwrap().is_writable(), "a read fault never sets W");
+        assert_eq!(mmu.fast_fault(&walk, Gfn(1), Access::Write), Ok(FastFault::Fixed));
+        assert_eq!(mmu.fast_fault(&walk, Gfn(1), Access::Write), Ok(FastFault::Spurious));
+        assert_eq!(mmu.fast_fault(&walk, Gfn(2), Access::Write), Ok(FastFault::Slow));
+        assert_eq!(mmu.fast_fault(&walk, Gfn(3), Access::Write), Ok(FastFault::Slow));
+        assert_eq!(mmu.fast_fault(&walk, Gfn(3), Access::Read), Ok(FastFault::Slow));
     }
 
     #[test]
@@ -1093,23 +1213,26 @@ mod tests {
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let lock = crate::lock::MmuLock::<StdHal>::new();
         let g = lock.write();
-        assert_eq!(mmu.map(&g, 1, Spte::leaf(5, true, true).unwrap()), Ok(None));
+        assert_eq!(mmu.map(&g, Gfn(1), Spte::leaf(Pfn(5), true, true).unwrap()), Ok(None));
         assert!(!vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "a new leaf needs no flush");
-        let old = mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
+        let old = mmu.map(&g, Gfn(1), Spte::leaf(Pfn(5), false, true).unwrap()).unwrap();
         assert!(old.is_some_and(Spte::is_writable));
         assert!(vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "W lost: flushed before returning");
-        mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
+        mmu.map(&g, Gfn(1), Spte::leaf(Pfn(5), false, true).unwrap()).unwrap();
         assert!(
             vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH),
             "MMU-writable: the fast path may have set W, flush"
         );
-        mmu.map(&g, 2, Spte::leaf(6, false, false).unwrap()).unwrap();
-        mmu.map(&g, 2, Spte::leaf(6, true, true).unwrap()).unwrap();
+        mmu.map(&g, Gfn(2), Spte::leaf(Pfn(6), false, false).unwrap()).unwrap();
+        mmu.map(&g, Gfn(2), Spte::leaf(Pfn(6), true, true).unwrap()).unwrap();
         assert!(!vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "gaining W needs no flush");
-        mmu.map(&g, 2, Spte::leaf(7, true, true).unwrap()).unwrap();
+        mmu.map(&g, Gfn(2), Spte::leaf(Pfn(7), true, true).unwrap()).unwrap();
         assert!(vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH), "another pfn: flush");
         let other = crate::lock::MmuLock::<StdHal>::new();
-        assert_eq!(mmu.map(&other.write(), 1, Spte::leaf(5, true, true).unwrap()), Err(Error::Foreign));
+        assert_eq!(
+            mmu.map(&other.write(), Gfn(1), Spte::leaf(Pfn(5), true, true).unwrap()),
+            Err(Error::Foreign)
+        );
     }
 
     #[test]
@@ -1118,26 +1241,30 @@ mod tests {
         let vcpus = [Vcpu::new(StdHal)];
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let vm: Vm<StdHal, 4> = Vm::new(StdHal);
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(1, 16, 8, 0x20_0000).unwrap())).unwrap();
-        let host = |hva: Hva| Ok(hva >> 12);
-        for gfn in [3, 4, 17] {
+        add_slot(&vm, &mmu, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
+        add_slot(&vm, &mmu, MemslotConfig { id: 1, base_gfn: Gfn(16), npages: 8, hva: Hva(0x20_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        for gfn in [Gfn(3), Gfn(4), Gfn(17)] {
             assert!(matches!(mmu.fault(&vm, gfn, true, host), Ok(FaultOutcome::Installed(_))));
         }
         // A fault whose resolution runs before the zap and installs after it must retry.
-        let raced = mmu.fault(&vm, 5, true, |hva| {
-            assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(3, 18).unwrap()), Ok(true));
-            Ok(hva >> 12)
+        let raced = mmu.fault(&vm, Gfn(5), true, |hva| {
+            assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(Gfn(3), Gfn(18)).unwrap()), Ok(true));
+            Ok(Pfn(hva.0 >> 12))
         });
         assert_eq!(raced, Ok(FaultOutcome::Retry));
         let g = vm.invalidation().mmu_lock().read();
-        for gfn in [3, 4, 5, 17] {
+        for gfn in [Gfn(3), Gfn(4), Gfn(5), Gfn(17)] {
             assert_eq!(mmu.table().walk(&g, gfn).unwrap(), None, "gfn {gfn} zapped");
         }
         assert_eq!(vm.invalidation().in_progress(&g), Ok(0));
         assert_eq!(vm.invalidation().seq(&g), Ok(1), "one seq bump");
         drop(g);
-        assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(8, 16).unwrap()), Ok(false), "no memslot there");
+        assert_eq!(
+            vm.zap_gfn_range(&mmu, GfnRange::new(Gfn(8), Gfn(16)).unwrap()),
+            Ok(false),
+            "no memslot there"
+        );
     }
 
     #[test]
@@ -1146,28 +1273,34 @@ mod tests {
         let vcpus = [Vcpu::new(StdHal)];
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let vm: Vm<StdHal, 4> = Vm::new(StdHal);
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
-        let host = |hva: Hva| Ok(hva >> 12);
-        let around = GfnRange::new(2, 10).unwrap();
-        let open =
-            vm.invalidate_range_start(&mmu, crate::HvaRange::new(0x10_7000, 0x10_8000).unwrap()).unwrap();
+        add_slot(&vm, &mmu, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        let around = GfnRange::new(Gfn(2), Gfn(10)).unwrap();
+        let open = vm
+            .invalidate_range_start(&mmu, crate::HvaRange::new(Hva(0x10_7000), Hva(0x10_8000)).unwrap())
+            .unwrap();
         assert_eq!(
-            mmu.fault_around(&vm, 3, true, around, host),
-            Ok((FaultOutcome::Installed(0x103), 0)),
+            mmu.fault_around(&vm, Gfn(3), true, around, host),
+            Ok((FaultOutcome::Installed(Pfn(0x103)), 0)),
             "gfn 7 is being invalidated: no prefetch at all"
         );
         drop(open);
-        mmu.map(&vm.invalidation().mmu_lock().write(), 5, Spte::leaf(0x999, false, false).unwrap()).unwrap();
+        mmu.map(&vm.invalidation().mmu_lock().write(), Gfn(5), Spte::leaf(Pfn(0x999), false, false).unwrap())
+            .unwrap();
         assert_eq!(
-            mmu.fault_around(&vm, 4, false, around, host),
-            Ok((FaultOutcome::Installed(0x104), 3)),
+            mmu.fault_around(&vm, Gfn(4), false, around, host),
+            Ok((FaultOutcome::Installed(Pfn(0x104)), 3)),
             "gfns 2, 6, 7: 3 and 5 are present, 8 and 9 have no memslot"
         );
         let g = vm.invalidation().mmu_lock().read();
-        let leaf = mmu.table().walk(&g, 6).unwrap().unwrap();
-        assert_eq!((leaf.pfn(), leaf.is_writable()), (Some(0x106), false), "prefetched read-only");
-        assert_eq!(mmu.table().walk(&g, 5).unwrap().and_then(Spte::pfn), Some(0x999), "present: untouched");
-        assert_eq!(mmu.table().walk(&g, 8).unwrap(), None);
+        let leaf = mmu.table().walk(&g, Gfn(6)).unwrap().unwrap();
+        assert_eq!((leaf.pfn(), leaf.is_writable()), (Some(Pfn(0x106)), false), "prefetched read-only");
+        assert_eq!(
+            mmu.table().walk(&g, Gfn(5)).unwrap().and_then(Spte::pfn),
+            Some(Pfn(0x999)),
+            "present: untouched"
+        );
+        assert_eq!(mmu.table().walk(&g, Gfn(8)).unwrap(), None);
     }
 
     #[test]
@@ -1176,33 +1309,33 @@ mod tests {
         let vcpus = [Vcpu::new(StdHal)];
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let vm: Vm<StdHal, 4> = Vm::new(StdHal);
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
-        let host = |hva: Hva| Ok(hva >> 12);
-        assert_eq!(mmu.prefault(&vm, 3, true, host), Ok(0x103));
-        assert_eq!(mmu.prefault(&vm, 30, true, host), Err(Error::NoMapping));
+        add_slot(&vm, &mmu, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        assert_eq!(mmu.prefault(&vm, Gfn(3), true, host), Ok(Pfn(0x103)));
+        assert_eq!(mmu.prefault(&vm, Gfn(30), true, host), Err(Error::NoMapping { gfn: Gfn(30) }));
         let mut inside = None;
         vm.memslots()
             .update(vm.active_invalidations(), SlotChange::Delete(0), |_| {
                 // The slot is published invalid here, and the update waits for SRCU readers
                 // next: the prefault must not wait for it.
-                inside = Some(mmu.prefault(&vm, 4, true, host));
+                inside = Some(mmu.prefault(&vm, Gfn(4), true, host));
             })
             .unwrap();
         assert_eq!(inside, Some(Err(Error::TryAgain)));
-        assert_eq!(mmu.prefault(&vm, 4, true, host), Err(Error::NoMapping));
+        assert_eq!(mmu.prefault(&vm, Gfn(4), true, host), Err(Error::NoMapping { gfn: Gfn(4) }));
     }
 
     #[derive(Default)]
     struct Tracker {
-        accessed: std::sync::Mutex<std::vec::Vec<u64>>,
-        dirty: std::sync::Mutex<std::vec::Vec<u64>>,
+        accessed: std::sync::Mutex<std::vec::Vec<Pfn>>,
+        dirty: std::sync::Mutex<std::vec::Vec<Pfn>>,
     }
 
     impl PageTracker for Tracker {
-        fn mark_accessed(&self, pfn: u64) {
+        fn mark_accessed(&self, pfn: Pfn) {
             self.accessed.lock().unwrap().push(pfn);
         }
-        fn mark_dirty(&self, pfn: u64) {
+        fn mark_dirty(&self, pfn: Pfn) {
             self.dirty.lock().unwrap().push(pfn);
         }
     }
@@ -1221,17 +1354,17 @@ mod tests {
         mmu.set_page_tracker(&tracker);
         let lock = crate::lock::MmuLock::<StdHal>::new();
         let g = lock.write();
-        mmu.map(&g, 1, Spte::leaf(5, true, true).unwrap()).unwrap();
-        mmu.map(&g, 2, Spte::leaf(6, true, true).unwrap()).unwrap();
-        hw_or(&mmu, 1, Spte::ACCESSED | Spte::DIRTY);
-        hw_or(&mmu, 2, Spte::ACCESSED);
-        let old = mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap().unwrap();
+        mmu.map(&g, Gfn(1), Spte::leaf(Pfn(5), true, true).unwrap()).unwrap();
+        mmu.map(&g, Gfn(2), Spte::leaf(Pfn(6), true, true).unwrap()).unwrap();
+        hw_or(&mmu, Gfn(1), Spte::ACCESSED | Spte::DIRTY);
+        hw_or(&mmu, Gfn(2), Spte::ACCESSED);
+        let old = mmu.map(&g, Gfn(1), Spte::leaf(Pfn(5), false, true).unwrap()).unwrap().unwrap();
         assert!(old.is_dirty() && old.is_accessed());
-        assert_eq!(*tracker.dirty.lock().unwrap(), [5]);
-        assert!(!mmu.table().walk(&g, 1).unwrap().unwrap().is_dirty(), "the new leaf starts clean");
-        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(0, 4).unwrap()), Ok(true));
-        assert_eq!(*tracker.dirty.lock().unwrap(), [5], "gfn 2 was only read");
-        assert_eq!(*tracker.accessed.lock().unwrap(), [5, 6]);
+        assert_eq!(*tracker.dirty.lock().unwrap(), [Pfn(5)]);
+        assert!(!mmu.table().walk(&g, Gfn(1)).unwrap().unwrap().is_dirty(), "the new leaf starts clean");
+        assert_eq!(mmu.zap_ipi(&g, GfnRange::new(Gfn(0), Gfn(4)).unwrap()), Ok(true));
+        assert_eq!(*tracker.dirty.lock().unwrap(), [Pfn(5)], "gfn 2 was only read");
+        assert_eq!(*tracker.accessed.lock().unwrap(), [Pfn(5), Pfn(6)]);
     }
 
     #[test]
@@ -1242,26 +1375,26 @@ mod tests {
         let lock = crate::lock::MmuLock::<StdHal>::new();
         {
             let g = lock.write();
-            mmu.map(&g, 1, Spte::leaf(5, false, true).unwrap()).unwrap();
-            mmu.map(&g, 2, Spte::leaf(6, true, true).unwrap()).unwrap();
+            mmu.map(&g, Gfn(1), Spte::leaf(Pfn(5), false, true).unwrap()).unwrap();
+            mmu.map(&g, Gfn(2), Spte::leaf(Pfn(6), true, true).unwrap()).unwrap();
         }
         let g = lock.read();
-        assert_eq!(mmu.hw_access(&g, 3, Access::Read), Ok(None), "no leaf: the access faults");
-        assert_eq!(mmu.hw_access(&g, 64, Access::Read), Err(Error::RangeOverflow));
-        let before = mmu.hw_access(&g, 1, Access::Write).unwrap().unwrap();
+        assert_eq!(mmu.hw_access(&g, Gfn(3), Access::Read), Ok(None), "no leaf: the access faults");
+        assert_eq!(mmu.hw_access(&g, Gfn(64), Access::Read), Err(Error::RangeOverflow));
+        let before = mmu.hw_access(&g, Gfn(1), Access::Write).unwrap().unwrap();
         assert!(!before.is_accessed());
-        let after = mmu.walk(&g, 1).unwrap().unwrap();
+        let after = mmu.walk(&g, Gfn(1)).unwrap().unwrap();
         assert!(
             !after.is_accessed() && !after.is_dirty(),
             "a write to a read-only leaf faults, setting nothing"
         );
-        mmu.hw_access(&g, 1, Access::Read).unwrap();
-        assert!(mmu.walk(&g, 1).unwrap().unwrap().is_accessed());
-        mmu.hw_access(&g, 2, Access::Write).unwrap();
-        let leaf = mmu.walk(&g, 2).unwrap().unwrap();
-        assert!(leaf.is_accessed() && leaf.is_dirty() && leaf.pfn() == Some(6));
+        mmu.hw_access(&g, Gfn(1), Access::Read).unwrap();
+        assert!(mmu.walk(&g, Gfn(1)).unwrap().unwrap().is_accessed());
+        mmu.hw_access(&g, Gfn(2), Access::Write).unwrap();
+        let leaf = mmu.walk(&g, Gfn(2)).unwrap().unwrap();
+        assert!(leaf.is_accessed() && leaf.is_dirty() && leaf.pfn() == Some(Pfn(6)));
         let other = crate::lock::MmuLock::<StdHal>::new();
-        assert_eq!(mmu.hw_access(&other.read(), 2, Access::Read), Err(Error::Foreign));
+        assert_eq!(mmu.hw_access(&other.read(), Gfn(2), Access::Read), Err(Error::Foreign));
     }
 
     #[test]
@@ -1271,28 +1404,28 @@ mod tests {
         vcpus[0].load(cpu.cpu()).unwrap();
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let vm: Vm<StdHal, 4> = Vm::new(StdHal);
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 8, 0x10_0000).unwrap())).unwrap();
-        let host = |hva: Hva| Ok(hva >> 12);
-        assert_eq!(mmu.fault(&vm, 3, true, host), Ok(FaultOutcome::Installed(0x103)));
-        let page = crate::HvaRange::new(0x10_3000, 0x10_4000).unwrap();
+        add_slot(&vm, &mmu, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        assert_eq!(mmu.fault(&vm, Gfn(3), true, host), Ok(FaultOutcome::Installed(Pfn(0x103))));
+        let page = crate::HvaRange::new(Hva(0x10_3000), Hva(0x10_4000)).unwrap();
         let request = crate::vcpu::Request::TLB_FLUSH;
         assert!(!vm.test_young(&mmu, page), "installed, never used");
-        hw_or(&mmu, 3, Spte::ACCESSED | Spte::DIRTY);
+        hw_or(&mmu, Gfn(3), Spte::ACCESSED | Spte::DIRTY);
         assert!(vm.test_young(&mmu, page));
         assert!(vm.test_young(&mmu, page), "test_young clears nothing");
         assert!(vm.clear_young(&mmu, page));
         assert!(!vcpus[0].check_request(request), "clear_young never flushes");
         assert!(!vm.clear_flush_young(&mmu, page), "already cleared");
         assert!(!vcpus[0].check_request(request), "not young: no flush");
-        hw_or(&mmu, 3, Spte::ACCESSED);
+        hw_or(&mmu, Gfn(3), Spte::ACCESSED);
         assert!(vm.clear_flush_young(&mmu, page));
         assert!(vcpus[0].check_request(request), "young: flushed before returning");
         let g = vm.invalidation().mmu_lock().read();
-        let leaf = mmu.table().walk(&g, 3).unwrap().unwrap();
+        let leaf = mmu.table().walk(&g, Gfn(3)).unwrap().unwrap();
         assert!(!leaf.is_accessed() && leaf.is_dirty(), "the dirty bit survives aging");
         assert_eq!((vm.invalidation().in_progress(&g), vm.invalidation().seq(&g)), (Ok(0), Ok(0)));
         drop(g);
-        let outside = crate::HvaRange::new(0x90_0000, 0x90_1000).unwrap();
+        let outside = crate::HvaRange::new(Hva(0x90_0000), Hva(0x90_1000)).unwrap();
         assert!(!vm.clear_flush_young(&mmu, outside), "no memslot: nothing to age");
     }
 
@@ -1305,18 +1438,21 @@ mod tests {
         let stranger = crate::epoch::EpochReclaimer::new().register();
         let lock = crate::lock::MmuLock::<StdHal>::new();
         let g = lock.write();
-        for gfn in 0..16 {
-            mmu.table().map(&g, gfn, Spte::leaf(gfn, true, true).unwrap()).unwrap();
+        for gfn in (0..16).map(Gfn) {
+            mmu.table().map(&g, gfn, Spte::leaf(Pfn(gfn.0), true, true).unwrap()).unwrap();
         }
-        assert_eq!(mmu.zap_epoch(&g, GfnRange::new(0, 16).unwrap(), &stranger), Err(Error::Foreign));
         assert_eq!(
-            mmu.zap_epoch(&g, GfnRange::new(0, 16).unwrap(), &handle),
+            mmu.zap_epoch(&g, GfnRange::new(Gfn(0), Gfn(16)).unwrap(), &stranger),
+            Err(Error::Foreign)
+        );
+        assert_eq!(
+            mmu.zap_epoch(&g, GfnRange::new(Gfn(0), Gfn(16)).unwrap(), &handle),
             Ok(5),
             "4 leaf tables + 1 middle"
         );
-        assert_eq!(mmu.walk(&handle.walk_begin(), 3), Ok(None));
+        assert_eq!(mmu.walk(&handle.walk_begin(), Gfn(3)), Ok(None));
         assert_eq!(
-            mmu.walk(&stranger.walk_begin(), 3),
+            mmu.walk(&stranger.walk_begin(), Gfn(3)),
             Err(Error::Foreign),
             "a pin the zaps do not wait for"
         );

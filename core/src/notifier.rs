@@ -32,11 +32,13 @@ use crate::active::ActiveInvalidations;
 use crate::error::Error;
 use crate::hal::Hal;
 use crate::invalidation::Invalidation;
-use crate::lock::MmuWriteGuard;
+use crate::lock::{MmuWriteGuard, SpinLock};
 use crate::memslot::{Memslot, Memslots, SlotChange};
-use crate::range::{GfnRange, HvaRange};
+use crate::pfncache::TranslationCache;
+use crate::range::{GfnRange, Hva, HvaRange, Pfn};
 use crate::rule::Rule;
 use crate::step::Step;
+use core::fmt;
 
 /// What the notifier needs from the secondary MMU.
 pub trait SecondaryMmu<H: Hal> {
@@ -84,20 +86,116 @@ enum Aging {
     Test,
 }
 
-/// The synchronization state of one VM with `N` memslots.
-pub struct Vm<H: Hal, const N: usize> {
+/// The synchronization state of one VM with `N` memslots and `C` translation caches.
+///
+/// The VM owns its translation caches (KVM's `gpc_list`): [`activate_cache`](Self::activate_cache)
+/// puts a cache on the VM's cache list before it marks it active,
+/// [`deactivate_cache`](Self::deactivate_cache) takes it off only after marking it inactive,
+/// and every [`invalidate_range_start`](Self::invalidate_range_start) invalidates the listed
+/// caches itself (S2), so a cache that may hold a valid translation is always reachable by
+/// invalidations ([`Rule::CacheListedWhileActive`]). Caches
+/// of your own outside the VM go through [`SecondaryMmu::invalidate_caches`] instead.
+pub struct Vm<H: Hal, const N: usize, const C: usize = 0> {
     invalidation: Invalidation<H>,
     active: ActiveInvalidations<H>,
     memslots: Memslots<H, N>,
+    caches: [TranslationCache<H>; C],
+    /// `kvm->gpc_lock`: which caches are on the list.
+    cache_list: SpinLock<H, [bool; C]>,
 }
 
-impl<H: Hal, const N: usize> Vm<H, N> {
-    /// A VM with no memslots and no open invalidation.
+impl<H: Hal, const N: usize, const C: usize> fmt::Debug for Vm<H, N, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("invalidation", &self.invalidation)
+            .field("memslots", &self.memslots)
+            .field("caches", &C)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Hal, const N: usize, const C: usize> Vm<H, N, C> {
+    /// A VM with no memslots, no open invalidation and `C` inactive translation caches.
     pub fn new(hal: H) -> Self {
+        let invalidation = Invalidation::new(hal.clone());
+        let id = invalidation.id;
         Vm {
-            invalidation: Invalidation::new(hal.clone()),
-            active: ActiveInvalidations::new(hal.clone()),
+            invalidation,
+            active: ActiveInvalidations::owned(hal.clone(), id),
+            caches: core::array::from_fn(|_| TranslationCache::owned(hal.clone(), id)),
+            cache_list: SpinLock::<H, [bool; C]>::new([false; C]),
             memslots: Memslots::new(hal),
+        }
+    }
+
+    /// Translation cache `index` of this VM, or [`Error::NoSuchCache`]. Check it and read
+    /// through it with [`TranslationCache::check`]; activate, refresh and deactivate it
+    /// through the VM.
+    pub fn translation_cache(&self, index: usize) -> Result<&TranslationCache<H>, Error> {
+        self.caches.get(index).ok_or(Error::NoSuchCache { index })
+    }
+
+    /// `kvm_gpc_activate_hva` without its refresh: puts cache `index` on the VM's cache list
+    /// (`list_add` under `gpc_lock`), then marks it active for the host page `hva`. In that
+    /// order: a cache that a refresh can make valid is always one that invalidations find.
+    pub fn activate_cache(&self, index: usize, hva: Hva) -> Result<(), Error> {
+        let cache = self.translation_cache(index)?;
+        HvaRange::single(hva)?;
+        if self.hal().keeps(Rule::CacheListedWhileActive) {
+            self.list_cache(index, true);
+            cache.mark_active(hva)
+        } else {
+            // Mutant: active before listed. An invalidation in between misses the cache, which
+            // a refresh may already have made valid.
+            cache.mark_active(hva)?;
+            self.list_cache(index, true);
+            Ok(())
+        }
+    }
+
+    /// `kvm_gpc_deactivate`: marks cache `index` inactive and invalid, then takes it off the
+    /// VM's cache list (`list_del`), in that order.
+    pub fn deactivate_cache(&self, index: usize) -> Result<(), Error> {
+        let cache = self.translation_cache(index)?;
+        if self.hal().keeps(Rule::CacheListedWhileActive) {
+            cache.deactivate();
+            self.list_cache(index, false);
+        } else {
+            // Mutant: unlisted while still valid; an invalidation in between misses it.
+            self.list_cache(index, false);
+            cache.deactivate();
+        }
+        Ok(())
+    }
+
+    /// `kvm_gpc_refresh` of cache `index` against this VM's own counters (R1–R5): see
+    /// [`TranslationCache::refresh`] for the errors and the liveness caveat.
+    pub fn refresh_cache(
+        &self,
+        index: usize,
+        resolve: impl FnMut(Hva) -> Result<Pfn, Error>,
+    ) -> Result<Pfn, Error> {
+        self.translation_cache(index)?.refresh(&self.invalidation, &self.active, resolve)
+    }
+
+    /// Adds cache `index` to the list or removes it, under `gpc_lock`.
+    fn list_cache(&self, index: usize, listed: bool) {
+        if let Some(slot) = self.cache_list.lock().get_mut(index) {
+            *slot = listed;
+        }
+        self.hal().step(Step::CacheListed { index, listed });
+    }
+
+    /// S2 for the VM's own caches: under `gpc_lock`, invalidate every listed cache whose page
+    /// lies in `hvas` (`gfn_to_pfn_cache_invalidate_start`).
+    fn invalidate_listed_caches(&self, hvas: HvaRange) {
+        // A VM without caches takes no lock (and adds no scheduling point to the models).
+        if C == 0 {
+            return;
+        }
+        let list = self.cache_list.lock();
+        for (cache, _) in self.caches.iter().zip(list.iter()).filter(|(_, listed)| **listed) {
+            cache.invalidate_start(hvas);
         }
     }
 
@@ -123,11 +221,37 @@ impl<H: Hal, const N: usize> Vm<H, N> {
     /// `kvm_mmu_notifier_invalidate_range_start`. Returns a guard that runs
     /// `invalidate_range_end` for the same range when dropped, so the pair cannot go
     /// unbalanced. The primary MMU changes its PTEs while holding the guard.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mmusync::{Gfn, GfnRange, Hva, HvaRange, Memslot, MemslotConfig, MmuWriteGuard, SecondaryMmu, SlotChange, StdHal, Vm};
+    ///
+    /// struct Ept; // your second-level tables
+    /// impl SecondaryMmu<StdHal> for Ept {
+    ///     fn unmap_gfn_range(&self, _: &MmuWriteGuard<'_, StdHal>, _: &Memslot, gfns: GfnRange) -> bool {
+    ///         assert_eq!(gfns, GfnRange::new(Gfn(0x102), Gfn(0x104)).unwrap());
+    ///         true // zapped something: flush
+    ///     }
+    ///     fn flush_remote_tlbs(&self) {}
+    /// }
+    ///
+    /// let vm: Vm<StdHal, 8> = Vm::new(StdHal);
+    /// let slot = MemslotConfig { id: 0, base_gfn: Gfn(0x100), npages: 16, hva: Hva(0x1_0000) };
+    /// vm.set_memslot(&Ept, SlotChange::Create(Memslot::new(slot)?))?;
+    ///
+    /// let open = vm.invalidate_range_start(&Ept, HvaRange::new(Hva(0x1_2000), Hva(0x1_4000))?)?;
+    /// let snap = vm.invalidation().snapshot();
+    /// assert!(vm.invalidation().retry_gfn_unsafe(&snap, Gfn(0x103))?, "faults in the range retry");
+    /// assert!(!vm.invalidation().retry_gfn_unsafe(&snap, Gfn(0x108))?, "others go on");
+    /// drop(open); // invalidate_range_end
+    /// # Ok::<(), mmusync::Error>(())
+    /// ```
     pub fn invalidate_range_start<'a, M: SecondaryMmu<H>>(
         &'a self,
         mmu: &'a M,
         hvas: HvaRange,
-    ) -> Result<InvalidateRange<'a, H, M, N>, Error> {
+    ) -> Result<InvalidateRange<'a, H, M, N, C>, Error> {
         self.start(mmu, hvas)?;
         Ok(InvalidateRange { vm: self, mmu, hvas })
     }
@@ -137,6 +261,7 @@ impl<H: Hal, const N: usize> Vm<H, N> {
     pub fn start<M: SecondaryMmu<H>>(&self, mmu: &M, hvas: HvaRange) -> Result<(), Error> {
         self.active.start()?;
         self.hal().step(Step::InvalidateCaches { start: hvas.start(), end: hvas.end() });
+        self.invalidate_listed_caches(hvas);
         mmu.invalidate_caches(hvas);
         let slots = self.memslots.read();
         let mut locked: Option<MmuWriteGuard<'_, H>> = None;
@@ -307,13 +432,21 @@ impl<H: Hal, const N: usize> Vm<H, N> {
 
 /// An open MMU-notifier invalidation; dropping it runs `invalidate_range_end`.
 #[must_use = "dropping the guard ends the invalidation at once"]
-pub struct InvalidateRange<'a, H: Hal, M: SecondaryMmu<H>, const N: usize> {
-    vm: &'a Vm<H, N>,
+pub struct InvalidateRange<'a, H: Hal, M: SecondaryMmu<H>, const N: usize, const C: usize = 0> {
+    vm: &'a Vm<H, N, C>,
     mmu: &'a M,
     hvas: HvaRange,
 }
 
-impl<H: Hal, M: SecondaryMmu<H>, const N: usize> InvalidateRange<'_, H, M, N> {
+impl<H: Hal, M: SecondaryMmu<H>, const N: usize, const C: usize> fmt::Debug
+    for InvalidateRange<'_, H, M, N, C>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidateRange").field("hvas", &self.hvas).finish_non_exhaustive()
+    }
+}
+
+impl<H: Hal, M: SecondaryMmu<H>, const N: usize, const C: usize> InvalidateRange<'_, H, M, N, C> {
     /// The range being invalidated.
     pub fn range(&self) -> HvaRange {
         self.hvas
@@ -325,7 +458,7 @@ impl<H: Hal, M: SecondaryMmu<H>, const N: usize> InvalidateRange<'_, H, M, N> {
     }
 }
 
-impl<H: Hal, M: SecondaryMmu<H>, const N: usize> InvalidateRange<'_, H, M, N> {
+impl<H: Hal, M: SecondaryMmu<H>, const N: usize, const C: usize> InvalidateRange<'_, H, M, N, C> {
     /// Ends the invalidation now (`invalidate_range_end`), reporting an error that dropping
     /// the guard would swallow.
     ///
@@ -339,7 +472,7 @@ impl<H: Hal, M: SecondaryMmu<H>, const N: usize> InvalidateRange<'_, H, M, N> {
     }
 }
 
-impl<H: Hal, M: SecondaryMmu<H>, const N: usize> Drop for InvalidateRange<'_, H, M, N> {
+impl<H: Hal, M: SecondaryMmu<H>, const N: usize, const C: usize> Drop for InvalidateRange<'_, H, M, N, C> {
     /// Ends the invalidation. An error (see [`InvalidateRange::end`]) cannot be returned from
     /// here and is dropped; call `end` to see it.
     fn drop(&mut self) {
@@ -351,6 +484,8 @@ impl<H: Hal, M: SecondaryMmu<H>, const N: usize> Drop for InvalidateRange<'_, H,
 mod tests {
     use super::*;
     use crate::hal::std::StdHal;
+    use crate::memslot::MemslotConfig;
+    use crate::range::{Gfn, Hva};
     use core::cell::Cell;
 
     #[derive(Default)]
@@ -376,8 +511,22 @@ mod tests {
     fn vm_with_two_slots() -> Vm<StdHal, 4> {
         let vm = Vm::new(StdHal);
         let mmu = Recorder::default();
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0x100, 4, 0x1_0000).unwrap())).unwrap();
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(1, 0x900, 4, 0x1_4000).unwrap())).unwrap();
+        vm.set_memslot(
+            &mmu,
+            SlotChange::Create(
+                Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0x100), npages: 4, hva: Hva(0x1_0000) })
+                    .unwrap(),
+            ),
+        )
+        .unwrap();
+        vm.set_memslot(
+            &mmu,
+            SlotChange::Create(
+                Memslot::new(MemslotConfig { id: 1, base_gfn: Gfn(0x900), npages: 4, hva: Hva(0x1_4000) })
+                    .unwrap(),
+            ),
+        )
+        .unwrap();
         vm
     }
 
@@ -385,14 +534,15 @@ mod tests {
     fn one_invalidation_over_two_slots_merges_both_ranges() {
         let vm = vm_with_two_slots();
         let mmu = Recorder::default();
-        let inv = vm.invalidate_range_start(&mmu, HvaRange::new(0x1_2000, 0x1_6000).unwrap()).unwrap();
+        let inv =
+            vm.invalidate_range_start(&mmu, HvaRange::new(Hva(0x1_2000), Hva(0x1_6000)).unwrap()).unwrap();
         assert_eq!(mmu.zapped.get(), 4);
         assert_eq!(mmu.flushes.get(), 1);
         assert_eq!(mmu.caches.get(), 1);
         {
             let g = vm.invalidation().mmu_lock().read();
             assert_eq!(vm.invalidation().in_progress(&g), Ok(1), "begin once per notifier call");
-            assert_eq!(vm.invalidation().range(&g), Ok(GfnRange::new(0x102, 0x902).ok()));
+            assert_eq!(vm.invalidation().range(&g), Ok(GfnRange::new(Gfn(0x102), Gfn(0x902)).ok()));
         }
         drop(inv);
         let g = vm.invalidation().mmu_lock().read();
@@ -405,7 +555,8 @@ mod tests {
     fn an_invalidation_outside_every_slot_takes_no_lock_and_bumps_no_seq() {
         let vm = vm_with_two_slots();
         let mmu = Recorder::default();
-        let inv = vm.invalidate_range_start(&mmu, HvaRange::new(0x9_0000, 0x9_1000).unwrap()).unwrap();
+        let inv =
+            vm.invalidate_range_start(&mmu, HvaRange::new(Hva(0x9_0000), Hva(0x9_1000)).unwrap()).unwrap();
         assert_eq!(vm.active_invalidations().count_unlocked(), 1, "S1 counts it anyway");
         assert_eq!(mmu.flushes.get(), 0);
         drop(inv);
@@ -418,8 +569,8 @@ mod tests {
         let vm = vm_with_two_slots();
         let mmu = Recorder::default();
         // start outside every slot (no begin), end over a slot: E1 finds nothing open.
-        vm.start(&mmu, HvaRange::new(0x9_0000, 0x9_1000).unwrap()).unwrap();
-        assert_eq!(vm.end(HvaRange::new(0x1_0000, 0x1_1000).unwrap()), Err(Error::Unbalanced));
+        vm.start(&mmu, HvaRange::new(Hva(0x9_0000), Hva(0x9_1000)).unwrap()).unwrap();
+        assert_eq!(vm.end(HvaRange::new(Hva(0x1_0000), Hva(0x1_1000)).unwrap()), Err(Error::Unbalanced));
         assert_eq!(vm.active_invalidations().count_unlocked(), 0, "E2 ran although E1 failed");
         // A memslot swap waits for the count: it would spin for ever had E2 been skipped.
         vm.set_memslot(&mmu, SlotChange::Delete(1)).unwrap();
@@ -429,7 +580,7 @@ mod tests {
     fn zap_gfn_range_brackets_the_zap_with_an_invalidation() {
         let vm = vm_with_two_slots();
         let mmu = Recorder::default();
-        assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(0x102, 0x902).unwrap()), Ok(true));
+        assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(Gfn(0x102), Gfn(0x902)).unwrap()), Ok(true));
         assert_eq!(mmu.zapped.get(), 2 + 2, "each memslot's part");
         assert_eq!(mmu.flushes.get(), 1, "one (ranged) flush");
         assert_eq!(mmu.caches.get(), 0, "not a notifier event: no cache invalidation");
@@ -442,7 +593,11 @@ mod tests {
             0,
             "no active count: memslot swaps need not wait"
         );
-        assert_eq!(vm.zap_gfn_range(&mmu, GfnRange::new(0x500, 0x600).unwrap()), Ok(false), "no slot");
+        assert_eq!(
+            vm.zap_gfn_range(&mmu, GfnRange::new(Gfn(0x500), Gfn(0x600)).unwrap()),
+            Ok(false),
+            "no slot"
+        );
         assert_eq!(mmu.flushes.get(), 1);
         let g = vm.invalidation().mmu_lock().read();
         assert_eq!(vm.invalidation().seq(&g), Ok(2), "seq moves even when nothing was zapped");
@@ -451,7 +606,45 @@ mod tests {
     #[test]
     fn unmatched_end_is_an_error() {
         let vm = vm_with_two_slots();
-        assert_eq!(vm.end(HvaRange::new(0x1_0000, 0x1_1000).unwrap()), Err(Error::Unbalanced));
-        assert_eq!(vm.end(HvaRange::new(0x9_0000, 0x9_1000).unwrap()), Err(Error::Unbalanced));
+        assert_eq!(vm.end(HvaRange::new(Hva(0x1_0000), Hva(0x1_1000)).unwrap()), Err(Error::Unbalanced));
+        assert_eq!(vm.end(HvaRange::new(Hva(0x9_0000), Hva(0x9_1000)).unwrap()), Err(Error::Unbalanced));
+    }
+
+    #[test]
+    fn the_vm_invalidates_its_listed_caches_itself() {
+        let vm: Vm<StdHal, 4, 2> = Vm::new(StdHal);
+        let page = |at: u64| HvaRange::new(Hva(at), Hva(at + 0x1000)).unwrap();
+        let host = |hva: Hva| Ok(crate::range::Pfn(hva.0 >> 12));
+        for (i, hva) in [(0, Hva(0x5000)), (1, Hva(0x6000))] {
+            vm.activate_cache(i, hva).unwrap();
+            vm.refresh_cache(i, host).unwrap();
+        }
+        let mmu = Recorder::default();
+        // No slot is hit and the MMU's own hook sees the range, but the VM's caches are the VM's.
+        drop(vm.invalidate_range_start(&mmu, page(0x5000)).unwrap());
+        assert!(vm.translation_cache(0).unwrap().check(Hva(0x5000)).is_none(), "listed: invalidated");
+        assert!(vm.translation_cache(1).unwrap().check(Hva(0x6000)).is_some(), "outside the range");
+        assert_eq!(mmu.caches.get(), 1, "the hook still runs for caches of the MMU's own");
+
+        vm.deactivate_cache(1).unwrap();
+        assert!(vm.translation_cache(1).unwrap().check(Hva(0x6000)).is_none(), "inactive");
+        assert_eq!(vm.refresh_cache(1, host), Err(Error::CacheInactive));
+        assert_eq!(vm.activate_cache(2, Hva(0x7000)), Err(Error::NoSuchCache { index: 2 }));
+        assert_eq!(vm.activate_cache(0, Hva(u64::MAX)), Err(Error::RangeOverflow));
+    }
+
+    #[test]
+    fn a_vms_cache_refuses_other_counters_and_direct_activation() {
+        let a: Vm<StdHal, 4, 1> = Vm::new(StdHal);
+        let b: Vm<StdHal, 4, 1> = Vm::new(StdHal);
+        let cache = a.translation_cache(0).unwrap();
+        assert_eq!(cache.activate(Hva(0x5000)), Err(Error::Foreign), "activation goes through the VM");
+        a.activate_cache(0, Hva(0x5000)).unwrap();
+        let host = |hva: Hva| Ok(crate::range::Pfn(hva.0 >> 12));
+        assert_eq!(cache.refresh(b.invalidation(), b.active_invalidations(), host), Err(Error::Foreign));
+        assert_eq!(cache.refresh(a.invalidation(), b.active_invalidations(), host), Err(Error::Foreign));
+        let standalone = ActiveInvalidations::new(StdHal);
+        assert_eq!(cache.refresh(a.invalidation(), &standalone, host), Err(Error::Foreign));
+        assert_eq!(cache.refresh(a.invalidation(), a.active_invalidations(), host), Ok(crate::range::Pfn(5)));
     }
 }

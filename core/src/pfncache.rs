@@ -55,9 +55,10 @@ use crate::error::Error;
 use crate::hal::{Atomic, Hal, Ordering::Relaxed};
 use crate::invalidation::Invalidation;
 use crate::lock::SpinLock;
-use crate::range::{Hva, HvaRange};
+use crate::range::{Hva, HvaRange, Pfn};
 use crate::rule::Rule;
 use crate::step::Step;
+use core::fmt;
 use core::num::NonZeroUsize;
 
 /// What `gpc->lock` protects.
@@ -69,16 +70,26 @@ struct CacheState {
     /// `gpc->uhva`: the host-virtual page cached.
     hva: Hva,
     /// `gpc->pfn`: meaningful only while `valid`.
-    pfn: u64,
+    pfn: Pfn,
 }
 
 /// A one-page hva → pfn translation cache (`struct gfn_to_pfn_cache`).
 pub struct TranslationCache<H: Hal> {
     hal: H,
+    /// The id of the owning VM's [`Invalidation`] (0: a standalone cache). An owned cache is
+    /// activated through its VM, which keeps it on the VM's cache list, and refreshes only
+    /// against that VM's counters.
+    owner: u64,
     /// `gpc->lock`.
     lock: lock_api::RwLock<H::RawRwLock, CacheState>,
     /// `gpc->refresh_lock`.
     refresh_lock: SpinLock<H, ()>,
+}
+
+impl<H: Hal> fmt::Debug for TranslationCache<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TranslationCache").finish_non_exhaustive()
+    }
 }
 
 /// A valid cache entry, held: `kvm_gpc_check` returned true and the caller still holds
@@ -89,9 +100,15 @@ pub struct CacheRead<'a, H: Hal> {
     guard: lock_api::RwLockReadGuard<'a, H::RawRwLock, CacheState>,
 }
 
+impl<H: Hal> fmt::Debug for CacheRead<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheRead").field("hva", &self.guard.hva).field("pfn", &self.guard.pfn).finish()
+    }
+}
+
 impl<H: Hal> CacheRead<'_, H> {
     /// The cached pfn.
-    pub fn pfn(&self) -> u64 {
+    pub fn pfn(&self) -> Pfn {
         self.guard.pfn
     }
 
@@ -104,9 +121,15 @@ impl<H: Hal> CacheRead<'_, H> {
 impl<H: Hal> TranslationCache<H> {
     /// An inactive, invalid cache.
     pub fn new(hal: H) -> Self {
+        Self::owned(hal, 0)
+    }
+
+    /// A cache owned by the VM whose invalidation state has id `owner`.
+    pub(crate) fn owned(hal: H, owner: u64) -> Self {
         TranslationCache {
             hal,
-            lock: lock_api::RwLock::new(CacheState { active: false, valid: false, hva: 0, pfn: 0 }),
+            owner,
+            lock: lock_api::RwLock::new(CacheState { active: false, valid: false, hva: Hva(0), pfn: Pfn(0) }),
             refresh_lock: SpinLock::<H, ()>::new(()),
         }
     }
@@ -123,8 +146,19 @@ impl<H: Hal> TranslationCache<H> {
     /// [`crate::range::MAX_HVA`].
     ///
     /// Make the cache reachable by the notifier (KVM: `list_add` to `gpc_list`) **before**
-    /// activating it: a refresh must not set up a mapping that invalidations cannot find.
+    /// activating it: a refresh must not set up a mapping that invalidations cannot find. A
+    /// cache owned by a [`Vm`](crate::Vm) does this through
+    /// [`Vm::activate_cache`](crate::Vm::activate_cache); activating it directly fails with
+    /// [`Error::Foreign`].
     pub fn activate(&self, hva: Hva) -> Result<(), Error> {
+        if self.owner != 0 {
+            return Err(Error::Foreign);
+        }
+        self.mark_active(hva)
+    }
+
+    /// The activation itself, once the cache is reachable by invalidations.
+    pub(crate) fn mark_active(&self, hva: Hva) -> Result<(), Error> {
         HvaRange::single(hva)?;
         let _refresh = self.refresh_lock.lock();
         let mut st = self.lock.write();
@@ -137,7 +171,9 @@ impl<H: Hal> TranslationCache<H> {
     }
 
     /// `kvm_gpc_deactivate`: the cache becomes inactive and invalid. Remove it from the
-    /// notifier's reach (KVM: `list_del`) only **after** this returns.
+    /// notifier's reach (KVM: `list_del`) only **after** this returns. A cache owned by a
+    /// [`Vm`](crate::Vm) stays on the VM's list (harmless: invalidations skip an invalid cache)
+    /// until [`Vm::deactivate_cache`](crate::Vm::deactivate_cache) removes it.
     pub fn deactivate(&self) {
         let _refresh = self.refresh_lock.lock();
         let mut st = self.lock.write();
@@ -157,17 +193,37 @@ impl<H: Hal> TranslationCache<H> {
     /// `resolve` is the primary-MMU lookup (`hva_to_pfn`); it runs without any cache lock and
     /// may be called several times. A cache that is already valid returns at once.
     ///
-    /// Errors: [`Error::CacheInactive`] on an inactive cache; an error from `resolve` is
-    /// returned as is, with the cache left invalid (R5).
+    /// Errors: [`Error::CacheInactive`] on an inactive cache; [`Error::Foreign`] when the cache
+    /// belongs to a [`Vm`](crate::Vm) and `inv` or `active` are another VM's (or standalone);
+    /// an error from `resolve` is returned as is, with the cache left invalid (R5).
     ///
     /// Spins, without bound, while invalidations keep racing with it (see the module docs);
     /// [`try_refresh`](Self::try_refresh) is the bounded form.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mmusync::{Hva, HvaRange, Pfn, StdHal, TranslationCache, Vm};
+    ///
+    /// let vm: Vm<StdHal, 8> = Vm::new(StdHal);
+    /// let (inv, active) = (vm.invalidation(), vm.active_invalidations());
+    /// let gpc = TranslationCache::new(StdHal);
+    /// let hva = Hva(0x7f00_0000_3000);
+    /// gpc.activate(hva)?;
+    /// assert_eq!(gpc.refresh(inv, active, |hva| Ok(Pfn(hva.0 >> 12)))?, Pfn(0x7f00_0000_3));
+    /// assert_eq!(gpc.check(hva).map(|read| read.pfn()), Some(Pfn(0x7f00_0000_3)));
+    ///
+    /// // An invalidation of the page makes the cache invalid; the next refresh resolves again.
+    /// assert!(gpc.invalidate_start(HvaRange::new(hva, hva + 0x1000)?));
+    /// assert!(gpc.check(hva).is_none());
+    /// # Ok::<(), mmusync::Error>(())
+    /// ```
     pub fn refresh(
         &self,
         inv: &Invalidation<H>,
         active: &ActiveInvalidations<H>,
-        mut resolve: impl FnMut(Hva) -> Result<u64, Error>,
-    ) -> Result<u64, Error> {
+        mut resolve: impl FnMut(Hva) -> Result<Pfn, Error>,
+    ) -> Result<Pfn, Error> {
         loop {
             if let Some(pfn) = self.try_refresh(None, NonZeroUsize::MAX, inv, active, &mut resolve)? {
                 return Ok(pfn);
@@ -184,8 +240,8 @@ impl<H: Hal> TranslationCache<H> {
         hva: Hva,
         inv: &Invalidation<H>,
         active: &ActiveInvalidations<H>,
-        mut resolve: impl FnMut(Hva) -> Result<u64, Error>,
-    ) -> Result<u64, Error> {
+        mut resolve: impl FnMut(Hva) -> Result<Pfn, Error>,
+    ) -> Result<Pfn, Error> {
         loop {
             if let Some(pfn) = self.try_refresh(Some(hva), NonZeroUsize::MAX, inv, active, &mut resolve)? {
                 return Ok(pfn);
@@ -203,10 +259,13 @@ impl<H: Hal> TranslationCache<H> {
         max_attempts: NonZeroUsize,
         inv: &Invalidation<H>,
         active: &ActiveInvalidations<H>,
-        mut resolve: impl FnMut(Hva) -> Result<u64, Error>,
-    ) -> Result<Option<u64>, Error> {
+        mut resolve: impl FnMut(Hva) -> Result<Pfn, Error>,
+    ) -> Result<Option<Pfn>, Error> {
         if let Some(hva) = hva {
             HvaRange::single(hva)?;
+        }
+        if self.owner != 0 && (inv.id != self.owner || active.owner() != self.owner) {
+            return Err(Error::Foreign);
         }
         // R1, R2.
         let _refresh = self.refresh_lock.lock();
@@ -325,13 +384,14 @@ impl<H: Hal> TranslationCache<H> {
 mod tests {
     use super::*;
     use crate::hal::std::StdHal;
+    use crate::range::Gfn;
     use crate::range::GfnRange;
     use std::sync::Arc;
     use std::vec::Vec;
 
     use crate::hal::std::mutant::Breaks;
 
-    const HVA: Hva = 0x7000;
+    const HVA: Hva = Hva(0x7000);
 
     fn vm<H: Hal + Copy>(hal: H) -> (Invalidation<H>, ActiveInvalidations<H>, TranslationCache<H>) {
         (Invalidation::new(hal), ActiveInvalidations::new(hal), TranslationCache::new(hal))
@@ -356,7 +416,7 @@ mod tests {
     ) {
         active.start().unwrap();
         gpc.invalidate_start(range);
-        let open = inv.open(GfnRange::new(0, 1).unwrap()).unwrap();
+        let open = inv.open(GfnRange::new(Gfn(0), Gfn(1)).unwrap()).unwrap();
         zap();
         drop(open);
         active.end().unwrap();
@@ -365,44 +425,44 @@ mod tests {
     #[test]
     fn refresh_then_check() {
         let (inv, active, gpc) = vm(StdHal);
-        assert_eq!(gpc.refresh(&inv, &active, |_| Ok(1)), Err(Error::CacheInactive));
+        assert_eq!(gpc.refresh(&inv, &active, |_| Ok(Pfn(1))), Err(Error::CacheInactive));
         assert!(gpc.check(HVA).is_none());
         gpc.activate(HVA).unwrap();
         assert!(gpc.check(HVA).is_none(), "active but not yet valid");
-        assert_eq!(gpc.refresh(&inv, &active, |h| Ok(h >> 12)), Ok(7));
+        assert_eq!(gpc.refresh(&inv, &active, |h| Ok(Pfn(h.0 >> 12))), Ok(Pfn(7)));
         {
             let r = gpc.check(HVA).expect("valid");
-            assert_eq!((r.pfn(), r.hva()), (7, HVA));
+            assert_eq!((r.pfn(), r.hva()), (Pfn(7), HVA));
         }
         assert!(gpc.check(HVA + 0x1000).is_none(), "another hva");
-        assert_eq!(gpc.refresh(&inv, &active, |_| panic!("valid: no resolution")), Ok(7));
+        assert_eq!(gpc.refresh(&inv, &active, |_| panic!("valid: no resolution")), Ok(Pfn(7)));
         gpc.deactivate();
         assert!(gpc.check(HVA).is_none());
-        assert_eq!(gpc.refresh(&inv, &active, |_| Ok(1)), Err(Error::CacheInactive));
-        assert_eq!(gpc.activate(u64::MAX), Err(Error::RangeOverflow));
+        assert_eq!(gpc.refresh(&inv, &active, |_| Ok(Pfn(1))), Err(Error::CacheInactive));
+        assert_eq!(gpc.activate(Hva(u64::MAX)), Err(Error::RangeOverflow));
     }
 
     #[test]
     fn invalidate_start_clears_only_a_covered_valid_cache() {
         let (inv, active, gpc) = vm(StdHal);
         gpc.activate(HVA).unwrap();
-        assert!(!gpc.invalidate_start(hvas(0, 0x10000)), "not valid: nothing to do");
-        gpc.refresh(&inv, &active, |_| Ok(7)).unwrap();
-        assert!(!gpc.invalidate_start(hvas(0x8000, 0x9000)));
+        assert!(!gpc.invalidate_start(hvas(Hva(0), Hva(0x10000))), "not valid: nothing to do");
+        gpc.refresh(&inv, &active, |_| Ok(Pfn(7))).unwrap();
+        assert!(!gpc.invalidate_start(hvas(Hva(0x8000), Hva(0x9000))));
         assert!(gpc.check(HVA).is_some());
         assert!(gpc.invalidate_start(hvas(HVA, HVA + 1)));
         assert!(gpc.check(HVA).is_none());
-        assert_eq!(gpc.refresh(&inv, &active, |_| Ok(8)), Ok(8));
+        assert_eq!(gpc.refresh(&inv, &active, |_| Ok(Pfn(8))), Ok(Pfn(8)));
     }
 
     #[test]
     fn resolve_error_leaves_the_cache_invalid() {
         let (inv, active, gpc) = vm(StdHal);
         gpc.activate(HVA).unwrap();
-        gpc.refresh(&inv, &active, |_| Ok(7)).unwrap();
+        gpc.refresh(&inv, &active, |_| Ok(Pfn(7))).unwrap();
         assert_eq!(
-            gpc.refresh_hva(HVA + 0x1000, &inv, &active, |_| Err(Error::NoMapping)),
-            Err(Error::NoMapping)
+            gpc.refresh_hva(HVA + 0x1000, &inv, &active, |hva| Err(Error::Unmapped { hva })),
+            Err(Error::Unmapped { hva: HVA + 0x1000 })
         );
         assert!(gpc.check(HVA).is_none() && gpc.check(HVA + 0x1000).is_none());
     }
@@ -420,15 +480,15 @@ mod tests {
                 // The primary MMU remaps the page after we read its PTE.
                 invalidate(&inv, &active, &gpc, hvas(HVA, HVA + 1), || host_pfn = 9);
             }
-            Ok(seen)
+            Ok(Pfn(seen))
         });
-        assert_eq!((pfn, calls), (Ok(9), 2), "the stale pfn 7 must not be validated");
-        assert_eq!(gpc.check(HVA).unwrap().pfn(), 9);
+        assert_eq!((pfn, calls), (Ok(Pfn(9)), 2), "the stale pfn 7 must not be validated");
+        assert_eq!(gpc.check(HVA).unwrap().pfn(), Pfn(9));
     }
 
     /// An invalidation that has started (S1, S2) but not bumped seq yet: only the active
     /// count can tell the refresher. Returns what a 3-attempt refresh gives, and the calls.
-    fn refresh_during_open_invalidation<H: Hal + Copy>(hal: H) -> (Option<u64>, usize) {
+    fn refresh_during_open_invalidation<H: Hal + Copy>(hal: H) -> (Option<Pfn>, usize) {
         let (inv, active, gpc) = vm(hal);
         gpc.activate(HVA).unwrap();
         let mut calls = 0;
@@ -439,7 +499,7 @@ mod tests {
                     active.start().unwrap();
                     gpc.invalidate_start(hvas(HVA, HVA + 1));
                 }
-                Ok(7)
+                Ok(Pfn(7))
             })
             .unwrap();
         (got, calls)
@@ -452,7 +512,7 @@ mod tests {
 
     #[test]
     fn mutant_ignoring_the_active_count_validates_a_doomed_pfn() {
-        assert_eq!(refresh_during_open_invalidation(Breaks(Rule::CacheChecksActiveCount)), (Some(7), 1));
+        assert_eq!(refresh_during_open_invalidation(Breaks(Rule::CacheChecksActiveCount)), (Some(Pfn(7)), 1));
     }
 
     #[test]
@@ -460,26 +520,26 @@ mod tests {
         let (inv, active, gpc) = vm(StdHal);
         gpc.activate(HVA).unwrap();
         active.start().unwrap();
-        assert_eq!(gpc.try_refresh(None, n(2), &inv, &active, |_| Ok(7)), Ok(None));
+        assert_eq!(gpc.try_refresh(None, n(2), &inv, &active, |_| Ok(Pfn(7))), Ok(None));
         assert!(gpc.check(HVA).is_none());
         active.end().unwrap();
-        assert_eq!(gpc.try_refresh(None, n(1), &inv, &active, |_| Ok(7)), Ok(Some(7)));
+        assert_eq!(gpc.try_refresh(None, n(1), &inv, &active, |_| Ok(Pfn(7))), Ok(Some(Pfn(7))));
     }
 
     /// Moves a valid cache to a new hva and reports what a consumer sees for the new hva while
     /// the resolution is under way.
-    fn consumer_view_during_hva_change<H: Hal + Copy>(hal: H) -> Option<u64> {
+    fn consumer_view_during_hva_change<H: Hal + Copy>(hal: H) -> Option<Pfn> {
         let (inv, active, gpc) = vm(hal);
         gpc.activate(HVA).unwrap();
-        gpc.refresh(&inv, &active, |_| Ok(7)).unwrap();
+        gpc.refresh(&inv, &active, |_| Ok(Pfn(7))).unwrap();
         let mut seen = None;
         gpc.refresh_hva(HVA + 0x1000, &inv, &active, |_| {
             seen = gpc.check(HVA + 0x1000).map(|r| r.pfn());
             assert!(gpc.check(HVA).is_none(), "the old hva is gone as soon as the lock drops");
-            Ok(8)
+            Ok(Pfn(8))
         })
         .unwrap();
-        assert_eq!(gpc.check(HVA + 0x1000).unwrap().pfn(), 8);
+        assert_eq!(gpc.check(HVA + 0x1000).unwrap().pfn(), Pfn(8));
         seen
     }
 
@@ -490,7 +550,10 @@ mod tests {
 
     #[test]
     fn mutant_keeping_valid_pairs_the_new_hva_with_the_old_pfn() {
-        assert_eq!(consumer_view_during_hva_change(Breaks(Rule::CacheInvalidatesBeforeResolve)), Some(7));
+        assert_eq!(
+            consumer_view_during_hva_change(Breaks(Rule::CacheInvalidatesBeforeResolve)),
+            Some(Pfn(7))
+        );
     }
 
     /// The open issue of R4g (docs/protocols.md), reproduced: an invalidation of the cached hva that hits no
@@ -508,9 +571,9 @@ mod tests {
                 host_pfn = 9; // zapped and remapped, with no memslot hit: no begin/end
                 active.end().unwrap();
             }
-            Ok(seen)
+            Ok(Pfn(seen))
         });
-        assert_eq!(pfn, Ok(7), "KVM's algorithm validates the stale pfn here");
+        assert_eq!(pfn, Ok(Pfn(7)), "KVM's algorithm validates the stale pfn here");
     }
 
     #[test]
@@ -546,7 +609,7 @@ mod tests {
                     (inv.clone(), active.clone(), gpc.clone(), host_pfn.clone(), done.clone());
                 std::thread::spawn(move || {
                     while !done.load(Relaxed) {
-                        gpc.refresh(&inv, &active, |_| Ok(host_pfn.load(Relaxed))).unwrap();
+                        gpc.refresh(&inv, &active, |_| Ok(Pfn(host_pfn.load(Relaxed)))).unwrap();
                         hal.spin_hint();
                     }
                 })
@@ -560,7 +623,7 @@ mod tests {
                     if let Some(r) = gpc.check(HVA) {
                         // While we hold the guard no invalidation can pass S2, so the primary
                         // MMU has not remapped the page since the cache was validated.
-                        assert_eq!(r.pfn(), host_pfn.load(Relaxed), "consumer used a dropped pfn");
+                        assert_eq!(r.pfn(), Pfn(host_pfn.load(Relaxed)), "consumer used a dropped pfn");
                         hits += 1;
                     }
                     hal.spin_hint();
@@ -569,8 +632,8 @@ mod tests {
             })
         };
         invalidator.join().unwrap();
-        let last = gpc.refresh(&inv, &active, |_| Ok(host_pfn.load(Relaxed))).unwrap();
-        assert_eq!(last, INVALIDATIONS + 1);
+        let last = gpc.refresh(&inv, &active, |_| Ok(Pfn(host_pfn.load(Relaxed)))).unwrap();
+        assert_eq!(last, Pfn(INVALIDATIONS + 1));
         done.store(true, Relaxed);
         for r in refreshers {
             r.join().unwrap();

@@ -120,7 +120,7 @@ impl<H: Hal> Invalidation<H> {
             if start == NO_RANGE {
                 return true;
             }
-            if self.hal.keeps(Rule::RetryGfnChecksRange) && start <= gfn && gfn < end {
+            if self.hal.keeps(Rule::RetryGfnChecksRange) && start <= gfn.0 && gfn.0 < end {
                 return true;
             }
         }
@@ -139,7 +139,7 @@ impl<H: Hal> Invalidation<H> {
         let covered = self.in_progress.load(Relaxed) != 0 && {
             let start = self.range_start.load(Relaxed);
             let end = self.range_end.load(Relaxed);
-            start <= gfn && gfn < end
+            start <= gfn.0 && gfn.0 < end
         };
         let retry = covered || self.seq.load(Relaxed) != snap.seq;
         Ok(self.reported(RetryCheck::GfnUnsafe, Some(gfn), retry))
@@ -158,21 +158,21 @@ mod tests {
         let snap = inv.snapshot();
         {
             let g = inv.mmu_lock().read();
-            assert_eq!(inv.retry_gfn(&g, &snap, 5), Ok(false));
+            assert_eq!(inv.retry_gfn(&g, &snap, Gfn(5)), Ok(false));
         }
-        let open = inv.open(GfnRange::new(4, 6).unwrap()).unwrap();
+        let open = inv.open(GfnRange::new(Gfn(4), Gfn(6)).unwrap()).unwrap();
         {
             let g = inv.mmu_lock().read();
-            assert_eq!(inv.retry_gfn(&g, &snap, 5), Ok(true), "open and covering");
-            assert_eq!(inv.retry_gfn(&g, &snap, 9), Ok(false), "open, not covering");
+            assert_eq!(inv.retry_gfn(&g, &snap, Gfn(5)), Ok(true), "open and covering");
+            assert_eq!(inv.retry_gfn(&g, &snap, Gfn(9)), Ok(false), "open, not covering");
             assert_eq!(inv.retry(&g, &snap), Ok(true), "unranged check: any open one");
-            assert_eq!(inv.retry_gfn_unsafe(&snap, 5), Ok(true));
+            assert_eq!(inv.retry_gfn_unsafe(&snap, Gfn(5)), Ok(true));
         }
         drop(open);
         let g = inv.mmu_lock().read();
-        assert_eq!(inv.retry_gfn(&g, &snap, 9), Ok(true), "ended after the snapshot");
+        assert_eq!(inv.retry_gfn(&g, &snap, Gfn(9)), Ok(true), "ended after the snapshot");
         let fresh = inv.snapshot();
-        assert_eq!(inv.retry_gfn(&g, &fresh, 5), Ok(false));
+        assert_eq!(inv.retry_gfn(&g, &fresh, Gfn(5)), Ok(false));
     }
 
     #[test]
@@ -182,6 +182,6 @@ mod tests {
         let snap = b.snapshot();
         let g = a.mmu_lock().read();
         assert_eq!(a.retry(&g, &snap), Err(Error::Foreign));
-        assert_eq!(a.retry_gfn_unsafe(&snap, 0), Err(Error::Foreign));
+        assert_eq!(a.retry_gfn_unsafe(&snap, Gfn(0)), Err(Error::Foreign));
     }
 }

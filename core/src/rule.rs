@@ -53,6 +53,9 @@ rules! {
     CacheChecksActiveCount = (P2Retry, "mmu_notifier_retry_cache: if (kvm->mn_active_invalidate_count) return true"),
     /// A translation-cache refresh clears `valid` before it drops the cache lock to resolve.
     CacheInvalidatesBeforeResolve = (P2Retry, "hva_to_pfn_retry: gpc->valid = false before write_unlock"),
+    /// A VM's translation cache is on the VM's cache list whenever it is active: activation
+    /// lists it before marking it active, deactivation unlists it after marking it inactive.
+    CacheListedWhileActive = (P2Retry, "kvm_gpc_activate: list_add before gpc->active = true; kvm_gpc_deactivate: list_del after gpc->active = false"),
     /// The memslot swap waits until no invalidation is active before it publishes.
     MemslotSwapWaitsForInvalidations = (P3Memslots, "kvm_swap_active_memslots: while (kvm->mn_active_invalidate_count) wait"),
     /// The memslot swap publishes while still holding `mn_invalidate_lock`.

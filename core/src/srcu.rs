@@ -30,6 +30,7 @@
 use crate::barrier::Barrier;
 use crate::hal::{Atomic, AtomicInt, Hal, Ordering::Relaxed};
 use crate::lock::SpinLock;
+use core::fmt;
 
 /// An SRCU domain.
 pub struct Srcu<H: Hal> {
@@ -37,6 +38,12 @@ pub struct Srcu<H: Hal> {
     idx: H::AtomicUsize,
     count: [H::AtomicU64; 2],
     sync: SpinLock<H, ()>,
+}
+
+impl<H: Hal> fmt::Debug for Srcu<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Srcu").finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal> Srcu<H> {
@@ -94,6 +101,12 @@ impl<H: Hal> Srcu<H> {
 pub struct SrcuReadGuard<'a, H: Hal> {
     srcu: &'a Srcu<H>,
     idx: usize,
+}
+
+impl<H: Hal> fmt::Debug for SrcuReadGuard<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrcuReadGuard").field("index", &self.idx).finish_non_exhaustive()
+    }
 }
 
 impl<H: Hal> Drop for SrcuReadGuard<'_, H> {

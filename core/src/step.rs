@@ -9,11 +9,11 @@
 //! against a protocol model step by step.
 //!
 //! Each variant names the step label it stands for ([`Step::label`]); the labels are defined in
-//! [`crate::protocols`]. Values are plain integers (`Gfn`, `Hva`, counts, pfns), copied at the
+//! [`crate::protocols`]. Values are plain `Copy` data (`Gfn`, `Hva`, `Pfn`, counts), copied at the
 //! moment of the step, so a step costs nothing to build and never borrows protocol state.
 
 use crate::hal::{CpuId, CpuSet};
-use crate::range::{Gfn, Hva};
+use crate::range::{Gfn, Hva, Pfn};
 use core::fmt;
 
 /// Which retry check ran (P2).
@@ -54,6 +54,14 @@ pub enum Step {
         hva: Hva,
         /// Whether this invalidation made it invalid.
         hit: bool,
+    },
+    /// K1/K2: translation cache `index` of a VM put on (`listed`) or taken off the VM's cache
+    /// list under `gpc_lock`.
+    CacheListed {
+        /// The cache's index in its VM.
+        index: usize,
+        /// On the list now.
+        listed: bool,
     },
     /// S3b: `begin` under `mmu_lock`; `in_progress` after the increment and the merged range
     /// after the first `range_add`.
@@ -129,7 +137,7 @@ pub enum Step {
         /// The cached hva.
         hva: Hva,
         /// The pfn validated.
-        pfn: u64,
+        pfn: Pfn,
     },
     /// W3: a memslot swap found `active` invalidations open and waits.
     MemslotWait {
@@ -171,7 +179,7 @@ pub enum Step {
         /// The prefetched gfn.
         gfn: Gfn,
         /// The pfn installed.
-        pfn: u64,
+        pfn: Pfn,
     },
     /// F15: the prefetch was skipped: `in_progress` invalidations were open.
     PrefetchSkipped {
@@ -196,7 +204,7 @@ pub enum Step {
     /// handed to the primary MMU (`PageTracker`).
     SpteBits {
         /// The old leaf's pfn.
-        pfn: u64,
+        pfn: Pfn,
         /// Its accessed bit.
         accessed: bool,
         /// Its dirty bit.
@@ -269,14 +277,14 @@ pub enum Step {
         /// The faulting gfn.
         gfn: Gfn,
         /// The pfn resolved.
-        pfn: u64,
+        pfn: Pfn,
     },
     /// F13–F14: the SPTE `gfn -> pfn` installed under `mmu_lock`.
     FaultInstall {
         /// The faulting gfn.
         gfn: Gfn,
         /// The pfn installed.
-        pfn: u64,
+        pfn: Pfn,
     },
 }
 
@@ -287,6 +295,8 @@ impl Step {
         match self {
             Step::ActiveStart { .. } => "S1",
             Step::InvalidateCaches { .. } | Step::CacheInvalidated { .. } => "S2",
+            Step::CacheListed { listed: true, .. } => "K1",
+            Step::CacheListed { listed: false, .. } => "K2",
             Step::InvalidateBegin { .. } | Step::InvalidateRangeAdd { .. } => "S3b",
             Step::Unmap { .. } => "S3c",
             Step::InvalidateFlush => "S4",
@@ -336,6 +346,8 @@ impl fmt::Display for Step {
                 write!(f, "invalidate translation caches over {start:#x}..{end:#x}")
             }
             Step::CacheInvalidated { hva, hit } => write!(f, "cache at {hva:#x} invalidated: {hit}"),
+            Step::CacheListed { index, listed: true } => write!(f, "cache {index} put on the VM's list"),
+            Step::CacheListed { index, listed: false } => write!(f, "cache {index} taken off the VM's list"),
             Step::InvalidateBegin { in_progress, start, end } => {
                 write!(f, "begin: in_progress -> {in_progress}, range {start:#x}..{end:#x}")
             }

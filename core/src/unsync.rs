@@ -308,6 +308,12 @@ pub struct ShadowPages<H: Hal, const N: usize> {
     pages: [Page<H>; N],
 }
 
+impl<H: Hal, const N: usize> fmt::Debug for ShadowPages<H, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShadowPages").field("capacity", &N).finish_non_exhaustive()
+    }
+}
+
 impl<H: Hal, const N: usize> ShadowPages<H, N> {
     /// An arena of `N` free pages.
     pub fn new(hal: H) -> Self {
@@ -364,7 +370,7 @@ impl<H: Hal, const N: usize> ShadowPages<H, N> {
 
     fn alloc(&self, level: u8, gfn: Gfn, parent: u64, slot: usize) -> Result<SpIndex, UnsyncError> {
         let (i, page) = self.pages.iter().enumerate().find(|(_, p)| !p.in_use()).ok_or(UnsyncError::Full)?;
-        page.gfn.store(gfn, Relaxed);
+        page.gfn.store(gfn.0, Relaxed);
         page.parent.store(parent, Relaxed);
         page.slot.store(slot as u64, Relaxed);
         page.unsync.store(false, Relaxed);
@@ -401,7 +407,7 @@ impl<H: Hal, const N: usize> ShadowPages<H, N> {
         let page = self.page(sp)?;
         Ok(PageState {
             level: page.level(),
-            gfn: page.gfn.load(Relaxed),
+            gfn: Gfn(page.gfn.load(Relaxed)),
             parent: self.parent_of(sp.0).map(|(p, s)| (SpIndex(p), s)),
             unsync: page.unsync.load(Relaxed),
             unsync_children: page.unsync_children.load(Relaxed),
@@ -459,7 +465,7 @@ impl<H: Hal, const N: usize> ShadowPages<H, N> {
         can_unsync: bool,
         prefetch: bool,
     ) -> Result<(), UnsyncError> {
-        let shadows = |p: &Page<H>| p.in_use() && p.gfn.load(Relaxed) == gfn;
+        let shadows = |p: &Page<H>| p.in_use() && p.gfn.load(Relaxed) == gfn.0;
         // U1: kvm_gfn_is_write_tracked. Upper-level shadow pages write-track their gfn
         // (account_shadowed), so "tracked" is "shadowed by a page above 4K".
         if self.pages.iter().any(|p| shadows(p) && p.level() != LEVEL_4K) {
@@ -757,12 +763,12 @@ mod tests {
 
     fn tree<H: Hal>(sps: &ShadowPages<H, 8>, lock: &MmuLock<H>) -> Tree {
         let g = lock.write();
-        let root = sps.alloc_root(&g, 3, 100).unwrap();
-        let a = sps.alloc_child(&g, root, 1, 101).unwrap();
-        let b = sps.alloc_child(&g, root, 2, 102).unwrap();
-        let a0 = sps.alloc_child(&g, a, 0, 200).unwrap();
-        let a5 = sps.alloc_child(&g, a, 5, 201).unwrap();
-        let b300 = sps.alloc_child(&g, b, 300, 202).unwrap();
+        let root = sps.alloc_root(&g, 3, Gfn(100)).unwrap();
+        let a = sps.alloc_child(&g, root, 1, Gfn(101)).unwrap();
+        let b = sps.alloc_child(&g, root, 2, Gfn(102)).unwrap();
+        let a0 = sps.alloc_child(&g, a, 0, Gfn(200)).unwrap();
+        let a5 = sps.alloc_child(&g, a, 5, Gfn(201)).unwrap();
+        let b300 = sps.alloc_child(&g, b, 300, Gfn(202)).unwrap();
         Tree { root, a, b, a0, a5, b300 }
     }
 
@@ -810,10 +816,10 @@ mod tests {
         assert_eq!(sps.try_to_unsync(&g, t.a0, true, true), Ok(()));
         assert_eq!(sps.try_to_unsync(&g, t.a0, false, false), Err(UnsyncError::CannotUnsync));
         // U1: gfns of upper-level pages are write-tracked.
-        assert_eq!(sps.try_to_unsync_gfn(&g, 101, true, false), Err(UnsyncError::WriteTracked));
-        assert_eq!(sps.try_to_unsync_gfn(&g, 100, true, false), Err(UnsyncError::WriteTracked));
+        assert_eq!(sps.try_to_unsync_gfn(&g, Gfn(101), true, false), Err(UnsyncError::WriteTracked));
+        assert_eq!(sps.try_to_unsync_gfn(&g, Gfn(100), true, false), Err(UnsyncError::WriteTracked));
         // A gfn nobody shadows needs nothing.
-        assert_eq!(sps.try_to_unsync_gfn(&g, 999, true, false), Ok(()));
+        assert_eq!(sps.try_to_unsync_gfn(&g, Gfn(999), true, false), Ok(()));
         sps.check_invariants(&g).unwrap();
     }
 
@@ -822,9 +828,9 @@ mod tests {
         let lock = MmuLock::new();
         let sps = ShadowPages::<_, 8>::new(StdHal);
         let t = tree(&sps, &lock);
-        let twin = sps.alloc_child(&lock.write(), t.b, 7, 200).unwrap();
+        let twin = sps.alloc_child(&lock.write(), t.b, 7, Gfn(200)).unwrap();
         let g = lock.read();
-        sps.try_to_unsync_gfn(&g, 200, true, false).unwrap();
+        sps.try_to_unsync_gfn(&g, Gfn(200), true, false).unwrap();
         assert!(sps.state(&g, t.a0).unwrap().unsync && sps.state(&g, twin).unwrap().unsync);
         assert!(!sps.state(&g, t.a5).unwrap().unsync);
         assert_eq!(count(&sps, &g, t.root), 2);
@@ -837,21 +843,25 @@ mod tests {
         let sps = ShadowPages::<_, 8>::new(StdHal);
         let t = tree(&sps, &lock);
         let g = lock.write();
-        assert_eq!(sps.alloc_root(&g, 1, 0), Err(UnsyncError::BadLevel));
-        assert_eq!(sps.alloc_root(&g, 6, 0), Err(UnsyncError::BadLevel));
-        assert_eq!(sps.alloc_child(&g, t.a0, 0, 0), Err(UnsyncError::BadLevel));
-        assert_eq!(sps.alloc_child(&g, t.a, 512, 0), Err(UnsyncError::SlotOutOfRange));
-        assert_eq!(sps.alloc_child(&g, t.a, 5, 0), Err(UnsyncError::SlotTaken));
-        assert_eq!(sps.alloc_child(&g, SpIndex::new(8), 0, 0), Err(UnsyncError::NoSuchPage));
-        assert_eq!(sps.alloc_child(&g, SpIndex::new(7), 0, 0), Err(UnsyncError::NoSuchPage), "free page");
+        assert_eq!(sps.alloc_root(&g, 1, Gfn(0)), Err(UnsyncError::BadLevel));
+        assert_eq!(sps.alloc_root(&g, 6, Gfn(0)), Err(UnsyncError::BadLevel));
+        assert_eq!(sps.alloc_child(&g, t.a0, 0, Gfn(0)), Err(UnsyncError::BadLevel));
+        assert_eq!(sps.alloc_child(&g, t.a, 512, Gfn(0)), Err(UnsyncError::SlotOutOfRange));
+        assert_eq!(sps.alloc_child(&g, t.a, 5, Gfn(0)), Err(UnsyncError::SlotTaken));
+        assert_eq!(sps.alloc_child(&g, SpIndex::new(8), 0, Gfn(0)), Err(UnsyncError::NoSuchPage));
+        assert_eq!(
+            sps.alloc_child(&g, SpIndex::new(7), 0, Gfn(0)),
+            Err(UnsyncError::NoSuchPage),
+            "free page"
+        );
         assert_eq!(sps.try_to_unsync(&g, t.a, true, false), Err(UnsyncError::NotLeaf));
         assert_eq!(sps.try_to_unsync(&g, SpIndex::new(99), true, false), Err(UnsyncError::NoSuchPage));
         assert_eq!(sps.is_unsync_root(t.a0), Err(UnsyncError::NotRoot));
         assert_eq!(sps.sync_roots(&g, t.a, |_| ()), Err(UnsyncError::NotRoot));
         assert_eq!(sps.free(&g, t.a), Err(UnsyncError::HasChildren));
-        sps.alloc_root(&g, 4, 1).unwrap();
-        sps.alloc_root(&g, 4, 2).unwrap();
-        assert_eq!(sps.alloc_root(&g, 4, 3), Err(UnsyncError::Full));
+        sps.alloc_root(&g, 4, Gfn(1)).unwrap();
+        sps.alloc_root(&g, 4, Gfn(2)).unwrap();
+        assert_eq!(sps.alloc_root(&g, 4, Gfn(3)), Err(UnsyncError::Full));
         sps.free(&g, t.a5).unwrap();
         assert_eq!(sps.state(&g, t.a5), Err(UnsyncError::NoSuchPage));
         assert_eq!(sps.free(&g, t.a5), Err(UnsyncError::NoSuchPage), "double free");
@@ -901,7 +911,7 @@ mod tests {
         assert_eq!(count(&sps, &g, t.root), 0);
         sps.check_invariants(&g).unwrap();
         // The freed slot can be reused.
-        sps.alloc_child(&g, t.a, 0, 300).unwrap();
+        sps.alloc_child(&g, t.a, 0, Gfn(300)).unwrap();
     }
 
     #[test]
@@ -952,13 +962,13 @@ mod tests {
     /// root (level 3) -> 4 pages (level 2) -> 16 leaves each; leaf gfns are 1000 + index.
     fn wide_tree(sps: &ShadowPages<StdHal, 128>, lock: &MmuLock<StdHal>) -> (SpIndex, Vec<SpIndex>) {
         let g = lock.write();
-        let root = sps.alloc_root(&g, 3, 1).unwrap();
+        let root = sps.alloc_root(&g, 3, Gfn(1)).unwrap();
         let mut leaves = Vec::new();
         for m in 0..4 {
-            let mid = sps.alloc_child(&g, root, 64 * m + 3, 2 + m as u64).unwrap();
+            let mid = sps.alloc_child(&g, root, 64 * m + 3, Gfn(2 + m as u64)).unwrap();
             for l in 0..16 {
                 let gfn = 1000 + leaves.len() as u64;
-                leaves.push(sps.alloc_child(&g, mid, 31 * l + 7, gfn).unwrap());
+                leaves.push(sps.alloc_child(&g, mid, 31 * l + 7, Gfn(gfn)).unwrap());
             }
         }
         (root, leaves)

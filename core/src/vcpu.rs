@@ -175,6 +175,12 @@ pub struct Vcpu<H: Cpus> {
     pub(crate) hal: H,
 }
 
+impl<H: Cpus> fmt::Debug for Vcpu<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vcpu").finish_non_exhaustive()
+    }
+}
+
 impl<H: Cpus> Vcpu<H> {
     /// A vCPU that is `Outside`, loaded nowhere, with no request pending.
     pub fn new(hal: H) -> Self {
@@ -363,6 +369,12 @@ impl<H: Cpus> Vcpu<H> {
 pub struct InGuest<'a, H: Cpus> {
     vcpu: &'a Vcpu<H>,
     _irq: IrqGuard<'a, H>,
+}
+
+impl<H: Cpus> fmt::Debug for InGuest<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InGuest").field("vcpu", &self.vcpu).finish_non_exhaustive()
+    }
 }
 
 impl<H: Cpus> InGuest<'_, H> {

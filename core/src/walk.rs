@@ -44,6 +44,25 @@ impl<H: Cpus> Vcpu<H> {
     /// Fails with [`VcpuError::NotLoaded`] or [`VcpuError::WrongCpu`] unless called on the
     /// CPU the vCPU is loaded on, and with [`VcpuError::NotOutside`] inside guest context or
     /// another walk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mmusync::{BoxAlloc, Gfn, MmuLock, Pfn, ReferenceMmu, Spte, StdHal, Vcpu};
+    ///
+    /// let cpu = StdHal::register_cpu()?;
+    /// let vcpus = [Vcpu::new(StdHal)];
+    /// let mmu: ReferenceMmu<'_, StdHal, BoxAlloc, 2, 8> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus)?;
+    /// let lock = MmuLock::<StdHal>::new();
+    /// mmu.map(&lock.write(), Gfn(3), Spte::leaf(Pfn(0x42), false, true)?)?;
+    ///
+    /// vcpus[0].load(cpu.cpu())?; // vcpu_load: this vCPU runs on this CPU
+    /// let walk = vcpus[0].walk_lockless_begin()?; // no mmu_lock: a zapper waits for us instead
+    /// assert_eq!(mmu.walk(&walk, Gfn(3))?.and_then(Spte::pfn), Some(Pfn(0x42)));
+    /// drop(walk); // walk_shadow_page_lockless_end
+    /// vcpus[0].put()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn walk_lockless_begin(&self) -> Result<LocklessWalk<'_, H>, VcpuError> {
         self.check_owner()?;
         self.check_outside()?;
@@ -79,6 +98,12 @@ pub struct LocklessWalk<'a, H: Cpus> {
     vcpu: &'a Vcpu<H>,
     // Dropped after `Drop::drop` has stored Outside: L4 comes after L3.
     _irq: Option<IrqGuard<'a, H>>,
+}
+
+impl<H: Cpus> fmt::Debug for LocklessWalk<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocklessWalk").field("vcpu", &self.vcpu).finish_non_exhaustive()
+    }
 }
 
 impl<H: Cpus> LocklessWalk<'_, H> {
@@ -138,6 +163,12 @@ impl<P> core::error::Error for ZapListFull<P> {}
 pub struct ZapList<P, const N: usize> {
     pages: [Option<NonNull<P>>; N],
     len: usize,
+}
+
+impl<P, const N: usize> fmt::Debug for ZapList<P, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZapList").field("len", &self.len).field("capacity", &N).finish()
+    }
 }
 
 impl<P, const N: usize> Default for ZapList<P, N> {

@@ -3,10 +3,7 @@
 
 #![cfg(feature = "std")]
 
-use mmusync::active::ActiveInvalidations;
-use mmusync::hal::std::StdHal;
-use mmusync::memslot::{Memslot, Memslots, SlotChange};
-use mmusync::Error;
+use mmusync::{ActiveInvalidations, Error, Gfn, Hva, Memslot, MemslotConfig, Memslots, SlotChange, StdHal};
 
 /// xorshift64*: a fixed sequence, so the test is deterministic.
 struct Rng(u64);
@@ -30,7 +27,8 @@ const N: usize = 64;
 fn random_slot(rng: &mut Rng, id: u16) -> Memslot {
     let base = rng.below(256) * 8;
     let npages = 1 + rng.below(8);
-    match Memslot::new(id, base, npages, 0x100_0000 + u64::from(id) * 0x10_0000) {
+    let hva = Hva(0x100_0000 + u64::from(id) * 0x10_0000);
+    match Memslot::new(MemslotConfig { id, base_gfn: Gfn(base), npages, hva }) {
         Ok(slot) => slot,
         Err(e) => panic!("slot {id}: {e}"),
     }
@@ -46,13 +44,13 @@ fn find_agrees_with_a_linear_scan_through_random_changes() {
         let id = rng.below(2 * N as u64) as u16;
         let change = match rng.below(3) {
             0 => SlotChange::Create(random_slot(&mut rng, id)),
-            1 => SlotChange::Move { id, base_gfn: rng.below(256) * 8 },
+            1 => SlotChange::Move { id, base_gfn: Gfn(rng.below(256) * 8) },
             _ => SlotChange::Delete(id),
         };
         match slots.update(&active, change, |_| {}) {
             Ok(()) => created += usize::from(matches!(change, SlotChange::Create(_))),
             Err(Error::SlotsFull) => full += 1,
-            Err(Error::SlotOverlap | Error::NoSuchSlot) => {}
+            Err(Error::SlotOverlap { .. } | Error::NoSuchSlot { .. }) => {}
             Err(e) => panic!("step {step}: {change:?}: {e}"),
         }
         let read = slots.read();
@@ -61,7 +59,7 @@ fn find_agrees_with_a_linear_scan_through_random_changes() {
             all.windows(2).all(|w| w[0].gfns().end() <= w[1].gfns().start()),
             "step {step}: cells sorted"
         );
-        for gfn in 0..2100 {
+        for gfn in (0..2100).map(Gfn) {
             let linear = all.iter().find(|s| s.gfns().contains(gfn)).copied();
             assert_eq!(read.find(gfn), linear, "step {step}: gfn {gfn}");
         }
@@ -76,14 +74,21 @@ fn find_at_the_capacity_of_512_slots() {
     // Created in a scrambled order: 511 * k mod 512 visits every block once.
     for k in 0..512u64 {
         let block = (k * 511) % 512;
-        let slot = Memslot::new(block as u16, block * 4, 2, 0x200_0000 + block * 0x2000).unwrap();
+        let slot = Memslot::new(MemslotConfig {
+            id: block as u16,
+            base_gfn: Gfn(block * 4),
+            npages: 2,
+            hva: Hva(0x200_0000 + block * 0x2000),
+        })
+        .unwrap();
         slots.update(&active, SlotChange::Create(slot), |_| {}).unwrap();
     }
-    let extra = Memslot::new(600, 4096, 1, 0x1000).unwrap();
+    let extra =
+        Memslot::new(MemslotConfig { id: 600, base_gfn: Gfn(4096), npages: 1, hva: Hva(0x1000) }).unwrap();
     assert_eq!(slots.update(&active, SlotChange::Create(extra), |_| {}), Err(Error::SlotsFull));
     let read = slots.read();
     for gfn in 0..2048 {
-        let found = read.find(gfn).map(|s| s.id());
+        let found = read.find(Gfn(gfn)).map(|s| s.id());
         let want = (gfn % 4 < 2).then_some((gfn / 4) as u16);
         assert_eq!(found, want, "gfn {gfn}");
     }

@@ -3,14 +3,10 @@
 
 #![cfg(all(feature = "std", target_os = "linux"))]
 
-use mmusync::hal::std::StdHal;
-use mmusync::hal::Cpus;
-use mmusync::memslot::{Memslot, SlotChange};
-use mmusync::mmu::{BoxAlloc, FaultOutcome, ReferenceMmu};
-use mmusync::notifier::Vm;
-use mmusync::registry::VcpuRegistry;
-use mmusync::vcpu::{flush_remote_tlbs, Request, Vcpu, VcpuError};
-use mmusync::HvaRange;
+use mmusync::{
+    flush_remote_tlbs, BoxAlloc, Cpus, FaultOutcome, Gfn, Hva, HvaRange, Memslot, MemslotConfig, Pfn,
+    ReferenceMmu, Request, SlotChange, StdHal, Vcpu, VcpuError, VcpuRegistry, Vm,
+};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,9 +38,20 @@ fn a_thread_that_is_not_a_cpu_gets_typed_errors_and_can_flush() {
         // A whole invalidation with a zap and a flush, from this thread.
         let vm: Vm<StdHal, 4> = Vm::new(StdHal);
         let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &v).unwrap();
-        vm.set_memslot(&mmu, SlotChange::Create(Memslot::new(0, 0, 64, 0x10_0000).unwrap())).unwrap();
-        assert_eq!(mmu.fault(&vm, 3, true, |hva| Ok(hva >> 12)).unwrap(), FaultOutcome::Installed(0x103));
-        let open = vm.invalidate_range_start(&mmu, HvaRange::new(0x10_3000, 0x10_4000).unwrap()).unwrap();
+        vm.set_memslot(
+            &mmu,
+            SlotChange::Create(
+                Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 64, hva: Hva(0x10_0000) })
+                    .unwrap(),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            mmu.fault(&vm, Gfn(3), true, |hva| Ok(Pfn(hva.0 >> 12))).unwrap(),
+            FaultOutcome::Installed(Pfn(0x103))
+        );
+        let open =
+            vm.invalidate_range_start(&mmu, HvaRange::new(Hva(0x10_3000), Hva(0x10_4000)).unwrap()).unwrap();
         open.end().unwrap();
         assert!(v[0].check_request(Request::TLB_FLUSH), "the zap flushed");
     })
@@ -63,8 +70,20 @@ fn two_vms_in_one_process_are_independent() {
     let mmu_a: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, regs_a.all()).unwrap();
     let mmu_b: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, regs_b.all()).unwrap();
     // The same gfns, different host memory.
-    vm_a.set_memslot(&mmu_a, SlotChange::Create(Memslot::new(0, 0, 64, 0x10_0000).unwrap())).unwrap();
-    vm_b.set_memslot(&mmu_b, SlotChange::Create(Memslot::new(0, 0, 64, 0x90_0000).unwrap())).unwrap();
+    vm_a.set_memslot(
+        &mmu_a,
+        SlotChange::Create(
+            Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 64, hva: Hva(0x10_0000) }).unwrap(),
+        ),
+    )
+    .unwrap();
+    vm_b.set_memslot(
+        &mmu_b,
+        SlotChange::Create(
+            Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 64, hva: Hva(0x90_0000) }).unwrap(),
+        ),
+    )
+    .unwrap();
 
     let b_in_guest = AtomicBool::new(false);
     let a_done = AtomicBool::new(false);
@@ -76,8 +95,8 @@ fn two_vms_in_one_process_are_independent() {
             let (_, vcpu) = regs_b.add().unwrap();
             vcpu.load(reg.cpu()).unwrap();
             assert_eq!(
-                mmu_b.fault(&vm_b, 3, true, |hva| Ok(hva >> 12)).unwrap(),
-                FaultOutcome::Installed(0x903)
+                mmu_b.fault(&vm_b, Gfn(3), true, |hva| Ok(Pfn(hva.0 >> 12))).unwrap(),
+                FaultOutcome::Installed(Pfn(0x903))
             );
             let g = vcpu.enter_guest().unwrap();
             b_in_guest.store(true, SeqCst);
@@ -98,12 +117,12 @@ fn two_vms_in_one_process_are_independent() {
         let (_, vcpu) = regs_a.add().unwrap();
         vcpu.load(reg.cpu()).unwrap();
         for round in 0..50u64 {
-            let gfn = round % 64;
+            let gfn = Gfn(round % 64);
             assert_eq!(
-                mmu_a.fault(&vm_a, gfn, true, |hva| Ok(hva >> 12)).unwrap(),
-                FaultOutcome::Installed(0x100 + gfn)
+                mmu_a.fault(&vm_a, gfn, true, |hva| Ok(Pfn(hva.0 >> 12))).unwrap(),
+                FaultOutcome::Installed(Pfn(0x100 + gfn.0))
             );
-            let hvas = HvaRange::new(0x10_0000 + gfn * 4096, 0x10_1000 + gfn * 4096).unwrap();
+            let hvas = HvaRange::new(Hva(0x10_0000 + gfn.0 * 4096), Hva(0x10_1000 + gfn.0 * 4096)).unwrap();
             let open = vm_a.invalidate_range_start(&mmu_a, hvas).unwrap();
             // B's faults on the same gfn do not retry because of A's open invalidation.
             let snap = vm_b.invalidation().snapshot();
@@ -111,9 +130,12 @@ fn two_vms_in_one_process_are_independent() {
             open.end().unwrap();
             assert!(vcpu.check_request(Request::TLB_FLUSH), "round {round}: A's zap flushed A's vCPU");
         }
-        vm_a.set_memslot(&mmu_a, SlotChange::Move { id: 0, base_gfn: 128 }).unwrap();
-        assert!(vm_a.memslots().read().find(3).is_none());
-        assert_eq!(vm_b.memslots().read().find(3).map(|s| s.gfn_to_hva(3)), Some(Some(0x90_3000)));
+        vm_a.set_memslot(&mmu_a, SlotChange::Move { id: 0, base_gfn: Gfn(128) }).unwrap();
+        assert!(vm_a.memslots().read().find(Gfn(3)).is_none());
+        assert_eq!(
+            vm_b.memslots().read().find(Gfn(3)).map(|s| s.gfn_to_hva(Gfn(3))),
+            Some(Some(Hva(0x90_3000)))
+        );
         // A hotplugged second vCPU of A is covered by A's registry flush.
         let (_, second) = regs_a.add().unwrap();
         assert!(regs_a.flush_remote_tlbs().is_empty());

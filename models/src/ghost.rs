@@ -7,8 +7,9 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
-/// A page frame number. `0` means "no page"; pools hand out `1..=N`.
-pub type Pfn = u64;
+/// A page frame number: core's [`mmusync::Pfn`]. `Pfn(0)` means "no page"; pools hand out
+/// `1..=N`.
+pub use mmusync::Pfn;
 
 /// Liveness of `N` pages, numbered `1..=N`.
 pub struct Pages<const N: usize> {
@@ -28,7 +29,7 @@ impl<const N: usize> Pages<N> {
     }
 
     fn slot(&self, pfn: Pfn) -> &AtomicBool {
-        match usize::try_from(pfn).ok().and_then(|i| i.checked_sub(1)).and_then(|i| self.freed.get(i)) {
+        match usize::try_from(pfn.0).ok().and_then(|i| i.checked_sub(1)).and_then(|i| self.freed.get(i)) {
             Some(s) => s,
             None => panic!("ghost: pfn {pfn} is not a page of this pool"),
         }
@@ -39,9 +40,9 @@ impl<const N: usize> Pages<N> {
         assert!(!self.slot(pfn).swap(true, SeqCst), "ghost: pfn {pfn} freed twice");
     }
 
-    /// Whether `pfn` has been freed. `0` (no page) is never freed.
+    /// Whether `pfn` has been freed. `Pfn(0)` (no page) is never freed.
     pub fn is_freed(&self, pfn: Pfn) -> bool {
-        pfn != 0 && self.slot(pfn).load(SeqCst)
+        pfn != Pfn(0) && self.slot(pfn).load(SeqCst)
     }
 }
 
@@ -94,16 +95,16 @@ mod tests {
     #[test]
     fn pages_track_frees() {
         let p = Pages::<2>::new();
-        assert!(!p.is_freed(0) && !p.is_freed(1));
-        p.free(2);
-        assert!(p.is_freed(2) && !p.is_freed(1));
+        assert!(!p.is_freed(Pfn(0)) && !p.is_freed(Pfn(1)));
+        p.free(Pfn(2));
+        assert!(p.is_freed(Pfn(2)) && !p.is_freed(Pfn(1)));
     }
 
     #[test]
     #[should_panic(expected = "freed twice")]
     fn double_free_is_a_scenario_bug() {
         let p = Pages::<1>::new();
-        p.free(1);
-        p.free(1);
+        p.free(Pfn(1));
+        p.free(Pfn(1));
     }
 }

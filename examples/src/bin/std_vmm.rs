@@ -30,15 +30,11 @@
 //! Exit status: 0 no violation; 1 violations (printed); 2 bad arguments or a setup error;
 //! 3 a planted bug went unnoticed.
 
-use mmusync::hal::std::StdHal;
-use mmusync::lock::MmuWriteGuard;
-use mmusync::memslot::{Memslot, SlotChange};
-use mmusync::mmu::{BoxAlloc, FaultOutcome, ReferenceMmu};
-use mmusync::notifier::{SecondaryMmu, Vm};
-use mmusync::pfncache::TranslationCache;
-use mmusync::registry::VcpuRegistry;
-use mmusync::vcpu::{Request, Vcpu, VcpuError};
-use mmusync::{Error, GfnRange, HvaRange};
+use mmusync::{
+    BoxAlloc, CpuError, Error, FaultOutcome, Gfn, GfnRange, Hva, HvaRange, Memslot, MemslotConfig,
+    MmuWriteGuard, Pfn, ReferenceMmu, RegistryError, Request, SecondaryMmu, SlotChange, StdHal,
+    TranslationCache, Vcpu, VcpuError, VcpuRegistry, Vm,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -59,16 +55,31 @@ const MAX_VCPUS: usize = 8;
 const PAGE: u64 = 4096;
 /// Guest RAM: slot 0, gfns `0..RAM_PAGES`.
 const RAM_PAGES: u64 = 64;
-const RAM_HVA: u64 = 0x7f00_0000_0000;
+const RAM_HVA: Hva = Hva(0x7f00_0000_0000);
 /// The slot that moves: slot 1, 4 pages, first gfn `CHURN_BASES[k]`. Never a whole leaf table,
 /// so its zaps unlink no table page (and the only TLB flushes are the notifier's).
 const CHURN_PAGES: u64 = 4;
-const CHURN_HVA: u64 = 0x7f10_0000_0000;
-const CHURN_BASES: [u64; 2] = [260, 388];
+const CHURN_HVA: Hva = Hva(0x7f10_0000_0000);
+const CHURN_BASES: [Gfn; 2] = [Gfn(260), Gfn(388)];
 /// Host pages the run may allocate (each is used once).
 const MAX_PFNS: usize = 1 << 21;
 
 type Mmu<'v> = ReferenceMmu<'v, StdHal, BoxAlloc, LEVELS, FANOUT>;
+
+/// The host address of guest RAM frame `gfn` (slot 0).
+fn ram_hva(gfn: Gfn) -> Hva {
+    Hva(RAM_HVA.0 + gfn.0 * PAGE)
+}
+
+/// The churn slot (slot 1) at first gfn `base_gfn`.
+fn churn_slot(base_gfn: Gfn) -> Result<Memslot, Error> {
+    Memslot::new(MemslotConfig { id: 1, base_gfn, npages: CHURN_PAGES, hva: CHURN_HVA })
+}
+
+/// The host page holding `hva`.
+fn page_of(hva: Hva) -> Hva {
+    Hva(hva.0 & !(PAGE - 1))
+}
 
 /// The protocol step a planted bug skips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,7 +151,7 @@ fn bug(s: &str) -> Result<Bug, String> {
 
 /// The host: its page table (hva page → pfn) and the ghost record of every pfn.
 struct Host {
-    ptes: Mutex<HashMap<u64, u64>>,
+    ptes: Mutex<HashMap<Hva, Pfn>>,
     next_pfn: AtomicU64,
     /// Per pfn: 0 while allocated (or never), else the notifier round that freed it.
     freed: Vec<AtomicU64>,
@@ -155,36 +166,36 @@ impl Host {
         }
     }
 
-    fn ptes(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+    fn ptes(&self) -> MutexGuard<'_, HashMap<Hva, Pfn>> {
         self.ptes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `hva_to_pfn` (get_user_pages): the page's pfn, allocating a fresh page if unmapped.
-    fn resolve(&self, hva: u64) -> Result<u64, Error> {
+    fn resolve(&self, hva: Hva) -> Result<Pfn, Error> {
         let mut ptes = self.ptes();
-        if let Some(&pfn) = ptes.get(&(hva & !(PAGE - 1))) {
+        if let Some(&pfn) = ptes.get(&page_of(hva)) {
             return Ok(pfn);
         }
-        let pfn = self.next_pfn.fetch_add(1, Relaxed);
-        if pfn as usize >= MAX_PFNS {
+        let pfn = Pfn(self.next_pfn.fetch_add(1, Relaxed));
+        if pfn.0 as usize >= MAX_PFNS {
             return Err(Error::OutOfMemory);
         }
-        ptes.insert(hva & !(PAGE - 1), pfn);
+        ptes.insert(page_of(hva), pfn);
         Ok(pfn)
     }
 
     /// Clears the host PTE of `hva`'s page, returning the page it mapped.
-    fn unmap(&self, hva: u64) -> Option<u64> {
-        self.ptes().remove(&(hva & !(PAGE - 1)))
+    fn unmap(&self, hva: Hva) -> Option<Pfn> {
+        self.ptes().remove(&page_of(hva))
     }
 
-    fn free(&self, pfn: u64, round: u64) {
-        self.freed[pfn as usize].store(round, SeqCst);
+    fn free(&self, pfn: Pfn, round: u64) {
+        self.freed[pfn.0 as usize].store(round, SeqCst);
     }
 
     /// The round that freed `pfn`, if it is freed.
-    fn freed_in(&self, pfn: u64) -> Option<u64> {
-        match self.freed.get(pfn as usize).map(|r| r.load(SeqCst)) {
+    fn freed_in(&self, pfn: Pfn) -> Option<u64> {
+        match self.freed.get(pfn.0 as usize).map(|r| r.load(SeqCst)) {
             Some(0) | None => None,
             Some(round) => Some(round),
         }
@@ -194,13 +205,13 @@ impl Host {
 /// What one vCPU keeps: its TLB (gfn → pfn, filled from SPTEs, emptied on a TLB-flush request
 /// while holding the lock) and its translation cache.
 struct VcpuState {
-    tlb: Mutex<HashMap<u64, u64>>,
+    tlb: Mutex<HashMap<Gfn, Pfn>>,
     cache: TranslationCache<StdHal>,
-    cache_hva: u64,
+    cache_hva: Hva,
 }
 
 impl VcpuState {
-    fn tlb(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+    fn tlb(&self) -> MutexGuard<'_, HashMap<Gfn, Pfn>> {
         self.tlb.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -301,8 +312,8 @@ impl Rng {
 enum RunError {
     Vcpu(VcpuError),
     Mmu(Error),
-    Cpu(mmusync::hal::std::CpuError),
-    Registry(mmusync::registry::RegistryError),
+    Cpu(CpuError),
+    Registry(RegistryError),
     Panicked,
 }
 
@@ -328,13 +339,13 @@ impl From<Error> for RunError {
         RunError::Mmu(e)
     }
 }
-impl From<mmusync::hal::std::CpuError> for RunError {
-    fn from(e: mmusync::hal::std::CpuError) -> Self {
+impl From<CpuError> for RunError {
+    fn from(e: CpuError) -> Self {
         RunError::Cpu(e)
     }
 }
-impl From<mmusync::registry::RegistryError> for RunError {
-    fn from(e: mmusync::registry::RegistryError) -> Self {
+impl From<RegistryError> for RunError {
+    fn from(e: RegistryError) -> Self {
         RunError::Registry(e)
     }
 }
@@ -358,9 +369,9 @@ fn vcpu_thread(w: &World<'_>, seed: u64) -> Result<(), RunError> {
             }
         }
         let gfn = if rng.below(5) == 0 {
-            CHURN_BASES[rng.below(2) as usize] + rng.below(CHURN_PAGES)
+            Gfn(CHURN_BASES[rng.below(2) as usize].0 + rng.below(CHURN_PAGES))
         } else {
-            rng.below(RAM_PAGES)
+            Gfn(rng.below(RAM_PAGES))
         };
         if !me.tlb().contains_key(&gfn) && !fault_in(w, vcpu, me, gfn)? {
             continue;
@@ -378,7 +389,7 @@ fn vcpu_thread(w: &World<'_>, seed: u64) -> Result<(), RunError> {
 
 /// The fault path, then the "hardware walk" that fills the TLB: a lockless walk reading the
 /// SPTE. Returns whether the gfn is now in the TLB.
-fn fault_in(w: &World<'_>, vcpu: &Vcpu<StdHal>, me: &VcpuState, gfn: u64) -> Result<bool, RunError> {
+fn fault_in(w: &World<'_>, vcpu: &Vcpu<StdHal>, me: &VcpuState, gfn: Gfn) -> Result<bool, RunError> {
     match w.mmu.fault(&w.vm, gfn, true, |hva| w.host.resolve(hva)) {
         Ok(FaultOutcome::Installed(_)) => w.stats.faults.fetch_add(1, Relaxed),
         Ok(FaultOutcome::Retry) => {
@@ -386,7 +397,7 @@ fn fault_in(w: &World<'_>, vcpu: &Vcpu<StdHal>, me: &VcpuState, gfn: u64) -> Res
             return Ok(false);
         }
         // The moving slot is elsewhere just now.
-        Err(Error::NoMapping) => return Ok(false),
+        Err(Error::NoMapping { .. }) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     let walk = vcpu.walk_lockless_begin()?;
@@ -455,25 +466,25 @@ fn use_cache(w: &World<'_>, me: &VcpuState, index: usize) -> Result<(), RunError
 
 /// The host page the notifier will take away next: one that some vCPU's TLB (or, every
 /// fourth round, its translation cache) translates now, else a random RAM page.
-fn pick_target(w: &World<'_>, round: u64, rng: &mut Rng) -> u64 {
+fn pick_target(w: &World<'_>, round: u64, rng: &mut Rng) -> Hva {
     let online = w.registry.online().len().max(1);
     for k in 0..online {
         let v = &w.vcpus[(round as usize + k) % online];
         if round % 4 == 0 && v.cache.check(v.cache_hva).is_some() {
             return v.cache_hva;
         }
-        if let Some(gfn) = v.tlb().keys().copied().filter(|&g| g < RAM_PAGES).min() {
-            return RAM_HVA + gfn * PAGE;
+        if let Some(gfn) = v.tlb().keys().copied().filter(|&g| g.0 < RAM_PAGES).min() {
+            return ram_hva(gfn);
         }
     }
-    RAM_HVA + rng.below(RAM_PAGES) * PAGE
+    ram_hva(Gfn(rng.below(RAM_PAGES)))
 }
 
 /// Before freeing `pfn`: what `invalidate_range_start` promises once it has returned.
-fn audit(w: &World<'_>, pfn: u64, hva: u64, round: u64) {
+fn audit(w: &World<'_>, pfn: Pfn, hva: Hva, round: u64) {
     {
         let guard = w.vm.invalidation().mmu_lock().read();
-        for gfn in 0..GFNS {
+        for gfn in (0..GFNS).map(Gfn) {
             if let Ok(Some(spte)) = w.mmu.table().walk(&guard, gfn) {
                 if spte.pfn() == Some(pfn) {
                     w.violation(format!(
@@ -512,7 +523,7 @@ fn notifier_thread(w: &World<'_>) -> Result<(), RunError> {
     while !w.stopped() {
         round += 1;
         let hva = pick_target(w, round, &mut rng);
-        let range = HvaRange::new(hva, hva + PAGE)?;
+        let range = HvaRange::new(hva, Hva(hva.0 + PAGE))?;
         let open = w.vm.invalidate_range_start(w, range)?;
         // The primary MMU changes its PTE under the open invalidation (MADV_DONTNEED).
         if let Some(pfn) = w.host.unmap(hva) {
@@ -537,8 +548,7 @@ fn memslot_thread(w: &World<'_>) -> Result<(), RunError> {
         at ^= 1;
         if k % 3 == 0 {
             w.vm.set_memslot(w, SlotChange::Delete(1))?;
-            let slot = Memslot::new(1, CHURN_BASES[at], CHURN_PAGES, CHURN_HVA)?;
-            w.vm.set_memslot(w, SlotChange::Create(slot))?;
+            w.vm.set_memslot(w, SlotChange::Create(churn_slot(CHURN_BASES[at])?))?;
             w.stats.memslot_changes.fetch_add(2, Relaxed);
         } else {
             w.vm.set_memslot(w, SlotChange::Move { id: 1, base_gfn: CHURN_BASES[at] })?;
@@ -563,7 +573,7 @@ fn run(args: &Args) -> Result<ExitCode, RunError> {
             .map(|i| VcpuState {
                 tlb: Mutex::new(HashMap::new()),
                 cache: TranslationCache::new(StdHal),
-                cache_hva: RAM_HVA + (RAM_PAGES - 1 - i as u64) * PAGE,
+                cache_hva: ram_hva(Gfn(RAM_PAGES - 1 - i as u64)),
             })
             .collect(),
         bug: args.bug,
@@ -572,8 +582,9 @@ fn run(args: &Args) -> Result<ExitCode, RunError> {
         violation_count: AtomicUsize::new(0),
         stats: Stats::default(),
     };
-    w.vm.set_memslot(&w, SlotChange::Create(Memslot::new(0, 0, RAM_PAGES, RAM_HVA)?))?;
-    w.vm.set_memslot(&w, SlotChange::Create(Memslot::new(1, CHURN_BASES[0], CHURN_PAGES, CHURN_HVA)?))?;
+    let ram = Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: RAM_PAGES, hva: RAM_HVA })?;
+    w.vm.set_memslot(&w, SlotChange::Create(ram))?;
+    w.vm.set_memslot(&w, SlotChange::Create(churn_slot(CHURN_BASES[0])?))?;
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
@@ -597,7 +608,7 @@ fn run(args: &Args) -> Result<ExitCode, RunError> {
     // After the run: no SPTE may map a freed page.
     {
         let guard = w.vm.invalidation().mmu_lock().read();
-        for gfn in 0..GFNS {
+        for gfn in (0..GFNS).map(Gfn) {
             if let Some(pfn) = w.mmu.table().walk(&guard, gfn)?.and_then(|s| s.pfn()) {
                 if let Some(round) = w.host.freed_in(pfn) {
                     w.violation(format!(

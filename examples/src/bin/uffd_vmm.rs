@@ -37,12 +37,10 @@
 //! Exit status: 0 no violation; 1 violations; 2 bad arguments or a setup error (userfaultfd
 //! not permitted, say); 3 the planted bug went unnoticed.
 
-use mmusync::hal::std::StdHal;
-use mmusync::lock::MmuWriteGuard;
-use mmusync::memslot::{Memslot, SlotChange};
-use mmusync::notifier::{SecondaryMmu, Vm};
-use mmusync::pfncache::TranslationCache;
-use mmusync::{Error, GfnRange, HvaRange};
+use mmusync::{
+    Error, Gfn, GfnRange, Hva, HvaRange, Memslot, MemslotConfig, MmuWriteGuard, Pfn, SecondaryMmu,
+    SlotChange, StdHal, TranslationCache, Vm,
+};
 use std::fs::File;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -153,48 +151,48 @@ fn map(at: Option<u64>, len: u64) -> std::io::Result<u64> {
 
 /// The guest memory, and the lock that keeps it mapped while someone touches it.
 struct Guest {
-    base: u64,
+    base: Hva,
     /// Read: a page is being touched; write: the balloon unmaps and re-maps a page.
     mm: RwLock<()>,
     pagemap: File,
 }
 
 impl Guest {
-    fn hva(&self, page: u64) -> u64 {
-        self.base + page * PAGE
+    fn hva(&self, page: u64) -> Hva {
+        Hva(self.base.0 + page * PAGE)
     }
 
-    fn page_of(&self, hva: u64) -> u64 {
-        (hva - self.base) / PAGE
+    fn page_of(&self, hva: Hva) -> u64 {
+        (hva.0 - self.base.0) / PAGE
     }
 
     /// The real pfn mapping `hva` now, if present (`/proc/self/pagemap`; no memory access).
-    fn pfn_now(&self, hva: u64) -> Option<u64> {
+    fn pfn_now(&self, hva: Hva) -> Option<Pfn> {
         let mut entry = [0u8; 8];
-        self.pagemap.read_exact_at(&mut entry, hva / PAGE * 8).ok()?;
+        self.pagemap.read_exact_at(&mut entry, hva.0 / PAGE * 8).ok()?;
         let e = u64::from_ne_bytes(entry);
-        (e >> 63 == 1).then_some(e & ((1 << 55) - 1)).filter(|&pfn| pfn != 0)
+        (e >> 63 == 1).then_some(e & ((1 << 55) - 1)).filter(|&pfn| pfn != 0).map(Pfn)
     }
 
-    /// `hva_to_pfn`: faults the page in (a write) and returns its pfn. [`Error::NoMapping`]
+    /// `hva_to_pfn`: faults the page in (a write) and returns its pfn. [`Error::Unmapped`]
     /// if the balloon keeps dropping it between the write and the pagemap read.
-    fn resolve(&self, hva: u64) -> Result<u64, Error> {
+    fn resolve(&self, hva: Hva) -> Result<Pfn, Error> {
         let _mapped = self.mm.read().unwrap_or_else(|p| p.into_inner());
         for _ in 0..8 {
             // SAFETY: `hva` is a page of the guest mapping (every caller's cache names one),
             // and the read lock keeps the balloon from unmapping it while we write one byte.
-            unsafe { std::ptr::write_volatile(hva as *mut u8, 1) };
+            unsafe { std::ptr::write_volatile(hva.0 as *mut u8, 1) };
             if let Some(pfn) = self.pfn_now(hva) {
                 return Ok(pfn);
             }
         }
-        Err(Error::NoMapping)
+        Err(Error::Unmapped { hva })
     }
 }
 
 struct Consumer {
     cache: TranslationCache<StdHal>,
-    hva: u64,
+    hva: Hva,
 }
 
 #[derive(Default)]
@@ -287,7 +285,7 @@ fn consumer_thread(w: &World, i: usize) -> Result<(), Error> {
                     w.stats.refreshes.fetch_add(1, Relaxed);
                 }
                 // Raced with invalidations, or the page went away again: try later.
-                Ok(None) | Err(Error::NoMapping) => {}
+                Ok(None) | Err(Error::Unmapped { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -330,6 +328,7 @@ fn monitor_thread(w: &World, fd: &OwnedFd, balloon_done: &AtomicBool) -> Result<
             uffd::EVENT_PAGEFAULT => return Err(format!("unexpected page fault at {:#x}", word(16))),
             other => return Err(format!("unexpected userfaultfd event {other:#x}")),
         };
+        let (start, end) = (Hva(start), Hva(end));
         let range =
             HvaRange::new(start, end).map_err(|e| format!("event range {start:#x}..{end:#x}: {e}"))?;
         let open =
@@ -362,14 +361,14 @@ fn balloon_thread(w: &World, fd: &OwnedFd, deadline: Instant) -> Result<(), Stri
             let _remap = w.guest.mm.write().unwrap_or_else(|p| p.into_inner());
             // SAFETY: one page of our own guest mapping; nobody touches it while we hold the
             // write lock, and it is mapped again before the lock drops.
-            if unsafe { libc::munmap(hva as *mut libc::c_void, PAGE as usize) } != 0 {
+            if unsafe { libc::munmap(hva.0 as *mut libc::c_void, PAGE as usize) } != 0 {
                 return Err(format!("munmap: {}", errno()));
             }
-            map(Some(hva), PAGE).map_err(|e| format!("mmap: {e}"))?;
-            register(fd, hva, PAGE).map_err(|e| format!("UFFDIO_REGISTER: {e}"))?;
+            map(Some(hva.0), PAGE).map_err(|e| format!("mmap: {e}"))?;
+            register(fd, hva.0, PAGE).map_err(|e| format!("UFFDIO_REGISTER: {e}"))?;
         } else {
             // SAFETY: one page of our own guest mapping; MADV_DONTNEED drops its contents.
-            if unsafe { libc::madvise(hva as *mut libc::c_void, PAGE as usize, libc::MADV_DONTNEED) } != 0 {
+            if unsafe { libc::madvise(hva.0 as *mut libc::c_void, PAGE as usize, libc::MADV_DONTNEED) } != 0 {
                 return Err(format!("madvise: {}", errno()));
             }
         }
@@ -386,14 +385,17 @@ fn run(seconds: f64, consumers: usize, skip_cache_invalidate: bool) -> Result<Ex
              CAP_SYS_PTRACE decide (this example needs it)"
         )
     })?;
-    let base = map(None, PAGES * PAGE).map_err(|e| format!("mmap: {e}"))?;
-    register(&fd, base, PAGES * PAGE).map_err(|e| format!("UFFDIO_REGISTER: {e}"))?;
+    let base = Hva(map(None, PAGES * PAGE).map_err(|e| format!("mmap: {e}"))?);
+    register(&fd, base.0, PAGES * PAGE).map_err(|e| format!("UFFDIO_REGISTER: {e}"))?;
     let pagemap = File::open("/proc/self/pagemap").map_err(|e| format!("/proc/self/pagemap: {e}"))?;
     let w = World {
         guest: Guest { base, mm: RwLock::new(()), pagemap },
         vm: Vm::new(StdHal),
         consumers: (0..consumers)
-            .map(|i| Consumer { cache: TranslationCache::new(StdHal), hva: base + (3 + 5 * i as u64) * PAGE })
+            .map(|i| Consumer {
+                cache: TranslationCache::new(StdHal),
+                hva: Hva(base.0 + (3 + 5 * i as u64) * PAGE),
+            })
             .collect(),
         epochs: (0..PAGES).map(|_| AtomicU64::new(0)).collect(),
         skip_cache_invalidate,
@@ -402,7 +404,8 @@ fn run(seconds: f64, consumers: usize, skip_cache_invalidate: bool) -> Result<Ex
         violation_count: AtomicUsize::new(0),
         stats: Stats::default(),
     };
-    let slot = Memslot::new(0, 0, PAGES, base).map_err(|e| format!("memslot: {e}"))?;
+    let slot = Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: PAGES, hva: base })
+        .map_err(|e| format!("memslot: {e}"))?;
     w.vm.set_memslot(&w, SlotChange::Create(slot)).map_err(|e| format!("memslot: {e}"))?;
     // Real pfns need CAP_SYS_ADMIN (pagemap shows 0 otherwise).
     w.guest.resolve(base).map_err(|_| "no pfns in /proc/self/pagemap (needs CAP_SYS_ADMIN)".to_string())?;

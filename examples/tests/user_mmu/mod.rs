@@ -29,25 +29,25 @@
 
 use mmusync::hal::{Atomic, Cpus, Ordering::Relaxed};
 use mmusync::lock::MmuWriteGuard;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::vcpu::{self, Request, Vcpu, VcpuError};
-use mmusync::{Gfn, GfnRange, HvaRange};
+use mmusync::{Gfn, GfnRange, Hva, HvaRange, Pfn};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool as GhostBool, Ordering::SeqCst};
 
 /// The guest's memory: one memslot of two pages at gfn 0, backed by host pages at `HVA`.
-pub const HVA: u64 = 0x10_0000;
+pub const HVA: Hva = Hva(0x10_0000);
 /// Pages in the memslot.
 pub const PAGES: u64 = 2;
 /// The gfn the vCPU faults on and the guest accesses (host page 1).
-pub const GFN: Gfn = 1;
+pub const GFN: Gfn = Gfn(1);
 /// Host pfns 0..PFNS exist (0 is never used, so a zero word means "no page").
 pub const PFNS: usize = 3;
 /// The pfn that backs host page 1 at first, and that the primary MMU frees.
-pub const OLD_PFN: u64 = 1;
+pub const OLD_PFN: Pfn = Pfn(1);
 /// The pfn that backs host page 1 after the primary MMU's change.
-pub const NEW_PFN: u64 = 2;
+pub const NEW_PFN: Pfn = Pfn(2);
 
 const PRESENT: u64 = 1 << 63;
 /// What a freed page holds: a guest access that reads it read freed memory.
@@ -93,24 +93,24 @@ pub struct UserMmu<H: Cpus> {
 
 impl<H: Cpus> UserMmu<H> {
     fn entry(&self, gfn: Gfn) -> &H::AtomicU64 {
-        &self.table[gfn as usize]
+        &self.table[gfn.0 as usize]
     }
 
     /// The hardware walker: the table's translation of `gfn`, if any.
-    fn walk(&self, gfn: Gfn) -> Option<u64> {
+    fn walk(&self, gfn: Gfn) -> Option<Pfn> {
         let e = self.entry(gfn).load(Relaxed);
-        (e & PRESENT != 0).then_some(e & !PRESENT)
+        (e & PRESENT != 0).then_some(Pfn(e & !PRESENT))
     }
 }
 
 impl<H: Cpus> SecondaryMmu<H> for UserMmu<H> {
     fn unmap_gfn_range(&self, _guard: &MmuWriteGuard<'_, H>, _slot: &Memslot, gfns: GfnRange) -> bool {
         let end = match self.bug {
-            Some(Bug::ForgetLastEntry) => gfns.end() - 1,
+            Some(Bug::ForgetLastEntry) => Gfn(gfns.end().0 - 1),
             _ => gfns.end(),
         };
         let mut zapped = false;
-        for gfn in gfns.start()..end {
+        for gfn in gfns.iter().take_while(|&gfn| gfn < end) {
             zapped |= self.entry(gfn).swap(0, Relaxed) & PRESENT != 0;
         }
         zapped && self.bug != Some(Bug::SkipFlush)
@@ -150,20 +150,21 @@ impl<H: Cpus> World<H> {
                 table: core::array::from_fn(|_| Atomic::new(0)),
                 vcpus: [Vcpu::new(hal.clone())],
             },
-            host_pte: [Atomic::new(0), Atomic::new(OLD_PFN)],
+            host_pte: [Atomic::new(0), Atomic::new(OLD_PFN.0)],
             page: core::array::from_fn(|pfn| Atomic::new(pfn as u64)),
             freed: core::array::from_fn(|_| GhostBool::new(false)),
             hal,
         };
-        let slot = Memslot::new(0, 0, PAGES, HVA).expect("a valid memslot");
+        let slot = Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: PAGES, hva: HVA })
+            .expect("a valid memslot");
         if let Err(e) = world.vm.set_memslot(&world.mmu, SlotChange::Create(slot)) {
             panic!("setup: creating the memslot failed: {e}");
         }
         world
     }
 
-    fn resolve(&self, hva: u64) -> u64 {
-        self.host_pte[((hva - HVA) / 4096) as usize].load(Relaxed)
+    fn resolve(&self, hva: Hva) -> Pfn {
+        Pfn(self.host_pte[((hva.0 - HVA.0) / 4096) as usize].load(Relaxed))
     }
 
     /// The vCPU's fault on `gfn`: one attempt of the retry protocol. Returns whether it
@@ -183,10 +184,10 @@ impl<H: Cpus> World<H> {
         if inv.retry_gfn(&guard, &snap, gfn).unwrap_or(true) {
             return false;
         }
-        if self.freed[pfn as usize].load(SeqCst) {
+        if self.freed[pfn.0 as usize].load(SeqCst) {
             violated(format!("the fault path installs gfn {gfn} -> pfn {pfn}, which the primary MMU freed"));
         }
-        self.mmu.entry(gfn).store(PRESENT | pfn, Relaxed);
+        self.mmu.entry(gfn).store(PRESENT | pfn.0, Relaxed);
         drop(guard);
         true
     }
@@ -200,7 +201,7 @@ impl<H: Cpus> World<H> {
         v.load(cpu).expect("vcpu_load");
         self.fault(GFN);
         // The vCPU's TLB: survives VM exits, emptied by a TLB-flush request.
-        let mut tlb: Option<u64> = None;
+        let mut tlb: Option<Pfn> = None;
         for _ in 0..2 {
             match v.enter_guest() {
                 Err(VcpuError::RequestsPending) => {
@@ -225,9 +226,9 @@ impl<H: Cpus> World<H> {
     }
 
     /// The guest reads the page its TLB maps `GFN` to.
-    fn guest_access(&self, pfn: u64) {
-        let seen = self.page[pfn as usize].load(Relaxed);
-        if self.freed[pfn as usize].load(SeqCst) || seen == POISON {
+    fn guest_access(&self, pfn: Pfn) {
+        let seen = self.page[pfn.0 as usize].load(Relaxed);
+        if self.freed[pfn.0 as usize].load(SeqCst) || seen == POISON {
             violated(format!("the guest accesses gfn {GFN} through a translation to pfn {pfn}, which the primary MMU freed"));
         }
     }
@@ -235,23 +236,23 @@ impl<H: Cpus> World<H> {
     /// The primary MMU moves host page 1 from pfn 1 to pfn 2 and frees pfn 1, inside an
     /// MMU-notifier invalidation of both host pages.
     pub fn primary_mmu_moves_page(&self) {
-        let range = HvaRange::new(HVA, HVA + PAGES * 4096).expect("a valid range");
+        let range = HvaRange::new(HVA, Hva(HVA.0 + PAGES * 4096)).expect("a valid range");
         let open = match self.vm.invalidate_range_start(&self.mmu, range) {
             Ok(open) => open,
             Err(e) => panic!("invalidate_range_start: {e}"),
         };
-        self.host_pte[1].store(NEW_PFN, Relaxed);
+        self.host_pte[1].store(NEW_PFN.0, Relaxed);
         // The free: from here on, any use of a translation to pfn 1 is a use after free.
-        self.freed[OLD_PFN as usize].store(true, SeqCst);
-        self.page[OLD_PFN as usize].store(POISON, Relaxed);
+        self.freed[OLD_PFN.0 as usize].store(true, SeqCst);
+        self.page[OLD_PFN.0 as usize].store(POISON, Relaxed);
         drop(open); // invalidate_range_end
     }
 
     /// After every role: no table entry maps a freed page.
     pub fn final_check(&self) {
-        for gfn in 0..PAGES {
+        for gfn in (0..PAGES).map(Gfn) {
             if let Some(pfn) = self.mmu.walk(gfn) {
-                if self.freed[pfn as usize].load(SeqCst) {
+                if self.freed[pfn.0 as usize].load(SeqCst) {
                     violated(format!("at the end, the table still maps gfn {gfn} -> pfn {pfn}, which the primary MMU freed"));
                 }
             }

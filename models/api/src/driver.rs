@@ -2,8 +2,8 @@
 //! and panics with the whole history when they disagree.
 
 use crate::model::{
-    pick, primary_pfn, Effects, Model, Observed, Outcome, Skip, SlotView, Span, Value, VcpuFault, VcpuView,
-    MAX_SNAPSHOTS, SLOTS, VCPUS,
+    pick, primary_pfn, Effects, GfnSpan, HvaSpan, Model, Observed, Outcome, Skip, SlotView, Value, VcpuFault,
+    VcpuView, MAX_SNAPSHOTS, SLOTS, VCPUS,
 };
 use crate::op::{Lock, Op, Owner, Race, Val, Whose};
 use crate::page_table::AgeHow;
@@ -13,20 +13,20 @@ use mmusync::hal::std::{CpuRegistration, StdHal};
 use mmusync::hal::{CpuId, CpuSet, Cpus};
 use mmusync::invalidation::{Invalidation, OpenInvalidation};
 use mmusync::lock::{MmuLocked, MmuWriteGuard};
-use mmusync::memslot::{Memslot, SlotCache, SlotChange, GEN_UPDATE_IN_PROGRESS};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotCache, SlotChange, GEN_UPDATE_IN_PROGRESS};
 use mmusync::notifier::{InvalidateRange, SecondaryMmu, Vm};
 use mmusync::pfncache::TranslationCache;
 use mmusync::srcu::SrcuReadGuard;
 use mmusync::vcpu::{flush_remote_tlbs, InGuest, Request, Vcpu, VcpuError};
 use mmusync::walk::LocklessWalk;
-use mmusync::{Error, GfnRange, HvaRange};
+use mmusync::{Error, Gfn, GfnRange, Hva, HvaRange, Pfn};
 
 /// The secondary MMU the harness hands to the notifier: it records every call, invalidates
 /// the translation cache in S2, and stands for the primary MMU (see [`primary_pfn`]).
 pub struct Recorder {
     effects: RefCell<Effects>,
     cache: TranslationCache<StdHal>,
-    invalidated: RefCell<Vec<Span>>,
+    invalidated: RefCell<Vec<HvaSpan>>,
 }
 
 impl Recorder {
@@ -39,7 +39,7 @@ impl Recorder {
     }
 
     /// What the primary MMU maps `hva` to now.
-    pub fn primary(&self, hva: u64) -> u64 {
+    pub fn primary(&self, hva: Hva) -> Pfn {
         primary_pfn(&self.invalidated.borrow(), hva)
     }
 
@@ -168,17 +168,17 @@ pub struct Harness<'w> {
     srcu: Vec<SrcuReadGuard<'w, StdHal>>,
     irq: Vec<IrqHolder<'w>>,
     /// The hva the cache was last pointed at (`gpc->uhva`), tracked from the calls' results.
-    cache_hva: u64,
+    cache_hva: Hva,
     /// The generation-stamped memslot lookup cache.
     slot_cache: SlotCache,
 }
 
-fn gfn_range(start: Val, end: Val) -> Result<GfnRange, Error> {
-    GfnRange::new(start.0, end.0)
+pub(crate) fn gfn_range(start: Val, end: Val) -> Result<GfnRange, Error> {
+    GfnRange::new(Gfn(start.0), Gfn(end.0))
 }
 
-fn hva_range(start: Val, end: Val) -> Result<HvaRange, Error> {
-    HvaRange::new(start.0, end.0)
+pub(crate) fn hva_range(start: Val, end: Val) -> Result<HvaRange, Error> {
+    HvaRange::new(Hva(start.0), Hva(end.0))
 }
 
 fn view(s: &Memslot) -> SlotView {
@@ -190,7 +190,7 @@ fn view(s: &Memslot) -> SlotView {
     }
 }
 
-fn span(r: GfnRange) -> Span {
+fn span(r: GfnRange) -> GfnSpan {
     (r.start(), r.end())
 }
 
@@ -209,7 +209,7 @@ impl<'w> Harness<'w> {
             notifier: Vec::new(),
             srcu: Vec::new(),
             irq: Vec::new(),
-            cache_hva: 0,
+            cache_hva: Hva(0),
             slot_cache: SlotCache::new(),
         }
     }
@@ -342,10 +342,10 @@ impl<'w> Harness<'w> {
                 self.with_lock(lock, |g| g.retry(inv, s, None)).map(Value::Flag).into()
             }),
             Op::RetryGfn { lock, snap, gfn } => self.with_snapshot(snap, |s| {
-                self.with_lock(lock, |g| g.retry(inv, s, Some(gfn.0))).map(Value::Flag).into()
+                self.with_lock(lock, |g| g.retry(inv, s, Some(Gfn(gfn.0)))).map(Value::Flag).into()
             }),
             Op::RetryGfnUnsafe { snap, gfn } => {
-                self.with_snapshot(snap, |s| inv.retry_gfn_unsafe(s, gfn.0).map(Value::Flag).into())
+                self.with_snapshot(snap, |s| inv.retry_gfn_unsafe(s, Gfn(gfn.0)).map(Value::Flag).into())
             }
             Op::RetryLockless { snap } => {
                 self.with_snapshot(snap, |s| inv.retry_lockless(s).map(Value::Flag).into())
@@ -386,17 +386,19 @@ impl<'w> Harness<'w> {
                 Outcome::Ok(Value::Unit)
             }
             Op::CreateSlot { id, base_gfn, npages, hva } => {
-                match Memslot::new(id.0, base_gfn.0, npages.0, hva.0) {
+                let config =
+                    MemslotConfig { id: id.0, base_gfn: Gfn(base_gfn.0), npages: npages.0, hva: Hva(hva.0) };
+                match Memslot::new(config) {
                     Err(e) => e.into(),
                     Ok(s) => self.set_memslot(SlotChange::Create(s)),
                 }
             }
             Op::DeleteSlot { id } => self.set_memslot(SlotChange::Delete(id.0)),
             Op::MoveSlot { id, base_gfn } => {
-                self.set_memslot(SlotChange::Move { id: id.0, base_gfn: base_gfn.0 })
+                self.set_memslot(SlotChange::Move { id: id.0, base_gfn: Gfn(base_gfn.0) })
             }
             Op::FindSlot { gfn } => {
-                Outcome::Ok(Value::Slot(vm.memslots().read().find(gfn.0).map(|s| view(&s))))
+                Outcome::Ok(Value::Slot(vm.memslots().read().find(Gfn(gfn.0)).map(|s| view(&s))))
             }
             Op::SrcuLock => {
                 self.srcu.push(vm.memslots().srcu().read_lock());
@@ -410,9 +412,10 @@ impl<'w> Harness<'w> {
                 Outcome::Ok(Value::Unit)
             }
             Op::CacheActivate { hva } => {
-                let r = mmu.cache.activate(hva.0);
+                let hva = Hva(hva.0);
+                let r = mmu.cache.activate(hva);
                 if r.is_ok() {
-                    self.cache_hva = hva.0;
+                    self.cache_hva = hva;
                 }
                 unit(r)
             }
@@ -420,7 +423,7 @@ impl<'w> Harness<'w> {
                 mmu.cache.deactivate();
                 Outcome::Ok(Value::Unit)
             }
-            Op::CacheCheck { hva } => Outcome::Ok(Value::Pfn(mmu.cache.check(hva.0).map(|r| r.pfn()))),
+            Op::CacheCheck { hva } => Outcome::Ok(Value::Pfn(mmu.cache.check(Hva(hva.0)).map(|r| r.pfn()))),
             Op::CacheRefresh { hva, attempts, fail, race } => self.refresh(hva, attempts, fail, race),
             Op::VcpuLoad { vcpu, cpu } => {
                 let on = match cpu {
@@ -480,14 +483,14 @@ impl<'w> Harness<'w> {
             },
             Op::SlotCacheLookup { gfn } => {
                 let read = vm.memslots().read();
-                Outcome::Ok(Value::Hva(self.slot_cache.lookup(&read, gfn.0)))
+                Outcome::Ok(Value::Hva(self.slot_cache.lookup(&read, Gfn(gfn.0))))
             }
             Op::SlotCacheFill { in_progress, gfn, hva } => {
                 let mut generation = vm.memslots().read().generation();
                 if in_progress {
                     generation |= GEN_UPDATE_IN_PROGRESS;
                 }
-                unit(self.slot_cache.fill(generation, gfn.0, hva.map(|h| h.0)))
+                unit(self.slot_cache.fill(generation, Gfn(gfn.0), hva.map(|h| Hva(h.0))))
             }
             Op::Age { how, start, end } => match hva_range(start, end) {
                 Err(e) => e.into(),
@@ -504,7 +507,7 @@ impl<'w> Harness<'w> {
             },
             Op::SlotCacheGet { gfn } => {
                 let generation = vm.memslots().read().generation();
-                Outcome::Ok(Value::Cached(self.slot_cache.get(generation, gfn.0)))
+                Outcome::Ok(Value::Cached(self.slot_cache.get(generation, Gfn(gfn.0))))
             }
         }
     }
@@ -524,25 +527,26 @@ impl<'w> Harness<'w> {
             return Skip::WouldBlock.into();
         }
         let raced = RefCell::new(None);
-        let resolve = |at: u64| {
+        let resolve = |at: Hva| {
             let pfn = mmu.primary(at);
             if raced.borrow().is_none() {
                 *raced.borrow_mut() = Some(race_with(vm, mmu, race));
             }
             if fail {
-                Err(Error::NoMapping)
+                Err(Error::Unmapped { hva: at })
             } else {
                 Ok(pfn)
             }
         };
         let inv = vm.invalidation();
+        let hva = hva.map(|h| Hva(h.0));
         let r = match (NonZeroUsize::new(usize::from(attempts)), hva) {
             (None, None) => mmu.cache.refresh(inv, active, resolve).map(Some),
-            (None, Some(h)) => mmu.cache.refresh_hva(h.0, inv, active, resolve).map(Some),
-            (Some(n), h) => mmu.cache.try_refresh(h.map(|h| h.0), n, inv, active, resolve),
+            (None, Some(h)) => mmu.cache.refresh_hva(h, inv, active, resolve).map(Some),
+            (Some(n), h) => mmu.cache.try_refresh(h, n, inv, active, resolve),
         };
         if let (Some(h), false) = (hva, matches!(r, Err(Error::RangeOverflow | Error::CacheInactive))) {
-            self.cache_hva = h.0;
+            self.cache_hva = h;
         }
         r.map(|pfn| Value::Refresh { pfn, race: raced.into_inner().unwrap_or_default() }).into()
     }
@@ -554,43 +558,46 @@ impl<'w> Harness<'w> {
         }
     }
 
-    /// `Vm::set_memslot`, unless it would wait forever on this thread. Whether it would is
-    /// decided from the real objects and only after the change's own checks, which
-    /// `set_memslot` makes before it waits: a dry run on a copy of the layout.
+    /// `Vm::set_memslot`, unless it would wait forever on this thread (decided from the real
+    /// objects). Then the change's own checks, which `set_memslot` makes before it waits, are
+    /// made as a dry run ([`check_change`](Self::check_change)), so a bad change still
+    /// reports its error; otherwise the real call is made and its result is what gets compared.
     fn set_memslot(&self, change: SlotChange) -> Outcome {
         let vm = &self.world.vm;
-        if let Err(e) = self.check_change(change) {
-            return e.into();
-        }
         if vm.active_invalidations().count_unlocked() != 0 || !self.srcu.is_empty() {
-            return Skip::WouldBlock.into();
+            return match self.check_change(change) {
+                Err(e) => e.into(),
+                Ok(()) => Skip::WouldBlock.into(),
+            };
         }
         let r = vm.set_memslot(&self.world.mmu, change);
         r.map(|()| Value::Mmu(self.world.mmu.take())).into()
     }
 
     /// The checks `Memslots::update` makes before it publishes anything, made against the
-    /// real active set. Only used to keep the harness from blocking: the real call repeats
-    /// them, and its result is what gets compared.
+    /// real active set. Only used where the real call could block: there its error stands in
+    /// for the real call's.
     fn check_change(&self, change: SlotChange) -> Result<(), Error> {
         let read = self.world.vm.memslots().read();
         match change {
             SlotChange::Create(s) => {
-                if read.iter().any(|o| o.id() == s.id() || o.gfns().overlaps(&s.gfns())) {
-                    return Err(Error::SlotOverlap);
+                // `iter` yields the slots in gfn order, as `update` searches them.
+                if let Some(o) = read.iter().find(|o| o.id() == s.id() || o.gfns().overlaps(&s.gfns())) {
+                    return Err(Error::SlotOverlap { slot: s.id(), existing: o.id() });
                 }
                 if read.iter().count() == SLOTS {
                     return Err(Error::SlotsFull);
                 }
             }
             SlotChange::Delete(id) => {
-                read.iter().find(|o| o.id() == id).ok_or(Error::NoSuchSlot)?;
+                read.iter().find(|o| o.id() == id).ok_or(Error::NoSuchSlot { slot: id })?;
             }
             SlotChange::Move { id, base_gfn } => {
-                let old = read.iter().find(|o| o.id() == id).ok_or(Error::NoSuchSlot)?;
-                let moved = Memslot::new(id, base_gfn, old.gfns().len(), old.hvas().start())?;
-                if read.iter().any(|o| o.id() != id && o.gfns().overlaps(&moved.gfns())) {
-                    return Err(Error::SlotOverlap);
+                let old = read.iter().find(|o| o.id() == id).ok_or(Error::NoSuchSlot { slot: id })?;
+                let npages = old.gfns().len();
+                let moved = Memslot::new(MemslotConfig { id, base_gfn, npages, hva: old.hvas().start() })?;
+                if let Some(o) = read.iter().find(|o| o.id() != id && o.gfns().overlaps(&moved.gfns())) {
+                    return Err(Error::SlotOverlap { slot: id, existing: o.id() });
                 }
             }
         }
@@ -626,7 +633,7 @@ trait Locked {
         &self,
         inv: &Invalidation<StdHal>,
         snap: &mmusync::retry::FaultSnapshot,
-        gfn: Option<u64>,
+        gfn: Option<Gfn>,
     ) -> Result<bool, Error>;
 }
 
@@ -643,7 +650,7 @@ impl<G: MmuLocked> Locked for G {
         &self,
         inv: &Invalidation<StdHal>,
         snap: &mmusync::retry::FaultSnapshot,
-        gfn: Option<u64>,
+        gfn: Option<Gfn>,
     ) -> Result<bool, Error> {
         match gfn {
             None => inv.retry(self, snap),

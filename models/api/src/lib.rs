@@ -35,8 +35,8 @@ pub mod page_table;
 pub use driver::{check, run, Harness, Recorder, World};
 pub use encode::{encode, encode_page_table};
 pub use model::{
-    primary_pfn, slot, span, Effects, Model, Observed, Outcome, Skip, SlotView, Span, Value, VcpuFault,
-    VcpuView, MAX_SNAPSHOTS, SLOTS, VCPUS,
+    gfn_span, hva_span, primary_pfn, slot, Effects, GfnSpan, HvaSpan, Model, Observed, Outcome, Skip,
+    SlotView, Value, VcpuFault, VcpuView, MAX_SNAPSHOTS, SLOTS, VCPUS,
 };
 pub use op::{Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES};
 

@@ -2,10 +2,7 @@
 //! written from core/docs/protocols.md without the crate's data structures, locks or atomics.
 
 use crate::op::{Lock, Op, Owner, Race, Val, Whose};
-use mmusync::memslot::PAGE_SIZE;
-use mmusync::range::{MAX_GFN, MAX_HVA};
-use mmusync::vcpu::VcpuMode;
-use mmusync::Error;
+use mmusync::{Error, Gfn, Hva, MemslotConfig, Pfn, SlotId, VcpuMode, MAX_GFN, MAX_HVA, PAGE_SIZE};
 
 /// How many memslots the VM under test has room for.
 pub const SLOTS: usize = 4;
@@ -14,18 +11,22 @@ pub const MAX_SNAPSHOTS: usize = 8;
 /// How many vCPUs the harness has.
 pub const VCPUS: usize = 2;
 
-/// A half-open range `(start, end)` as plain numbers.
-pub type Span = (u64, u64);
+/// A half-open range of guest frames `(start, end)`: what a [`GfnRange`](mmusync::GfnRange)
+/// holds, as plain values.
+pub type GfnSpan = (Gfn, Gfn);
+/// A half-open range of host addresses `(start, end)`: what an
+/// [`HvaRange`](mmusync::HvaRange) holds, as plain values.
+pub type HvaSpan = (Hva, Hva);
 
 /// A memslot as the model sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SlotView {
     /// The id.
-    pub id: u16,
+    pub id: SlotId,
     /// Guest frames.
-    pub gfns: Span,
+    pub gfns: GfnSpan,
     /// Host addresses.
-    pub hvas: Span,
+    pub hvas: HvaSpan,
     /// `KVM_MEMSLOT_INVALID`.
     pub invalid: bool,
 }
@@ -36,20 +37,20 @@ pub struct SlotView {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Effects {
     /// `unmap_gfn_range` calls as `(slot id, gfns)`, sorted.
-    pub zaps: Vec<(u16, Span)>,
+    pub zaps: Vec<(SlotId, GfnSpan)>,
     /// `flush_remote_tlbs` calls.
     pub flushes: u32,
     /// `invalidate_caches` calls: the host range, and whether the translation cache was
     /// invalidated by it.
-    pub caches: Vec<(Span, bool)>,
+    pub caches: Vec<(HvaSpan, bool)>,
 }
 
 /// The harness's primary MMU: host page `p` maps to pfn `p + (n << 40)`, where `n` counts the
 /// notifier invalidations (S2) whose range covered the page so far, so every invalidation
 /// changes the pfns it covers and a stale translation is visible.
-pub fn primary_pfn(invalidated: &[Span], hva: u64) -> u64 {
+pub fn primary_pfn(invalidated: &[HvaSpan], hva: Hva) -> Pfn {
     let n = invalidated.iter().filter(|&&(s, e)| s <= hva && hva < e).count() as u64;
-    hva / PAGE_SIZE + (n << 40)
+    Pfn(hva.0 / PAGE_SIZE + (n << 40))
 }
 
 /// A vCPU as seen from outside.
@@ -96,7 +97,7 @@ pub enum Value {
         /// `seq`.
         seq: u64,
         /// `range` (`None` when no invalidation is open).
-        range: Option<Span>,
+        range: Option<GfnSpan>,
     },
     /// A fault snapshot's sequence number.
     Snapshot(u64),
@@ -105,12 +106,12 @@ pub enum Value {
     /// A call that reached the secondary MMU.
     Mmu(Effects),
     /// A translation-cache check: the pfn if the cache hit.
-    Pfn(Option<u64>),
+    Pfn(Option<Pfn>),
     /// A translation-cache refresh: the pfn (`None`: every attempt raced), and what the
     /// racing invalidation did to the secondary MMU.
     Refresh {
         /// The pfn.
-        pfn: Option<u64>,
+        pfn: Option<Pfn>,
         /// The racing invalidation's effects.
         race: Effects,
     },
@@ -119,9 +120,9 @@ pub enum Value {
     /// The CPUs a remote flush interrupted.
     Cpus(Vec<Whose>),
     /// A memslot lookup's host address (`None`: no memslot maps the gfn).
-    Hva(Option<u64>),
+    Hva(Option<Hva>),
     /// A generation-cache probe: `None` on a miss, else the cached answer.
-    Cached(Option<Option<u64>>),
+    Cached(Option<Option<Hva>>),
 }
 
 /// Why an operation was not applied. Both sides must agree on it.
@@ -187,7 +188,7 @@ pub struct Observed {
     /// `seq`.
     pub seq: u64,
     /// `range` (`None` when no invalidation is open).
-    pub range: Option<Span>,
+    pub range: Option<GfnSpan>,
     /// `mn_active_invalidate_count`.
     pub active: u64,
     /// SRCU readers of the memslots.
@@ -197,7 +198,7 @@ pub struct Observed {
     /// The active set's generation.
     pub generation: u64,
     /// What `TranslationCache::check` returns for the cache's own hva.
-    pub cache: Option<u64>,
+    pub cache: Option<Pfn>,
     /// Whether that pfn differs from the primary MMU's (a stale valid cache).
     pub cache_stale: bool,
     /// The vCPUs.
@@ -213,46 +214,57 @@ struct Snap {
     seq: u64,
 }
 
-/// The model's range check (`GfnRange::new` / `HvaRange::new`).
-pub fn span(start: Val, end: Val, max: u64) -> Result<Span, Error> {
-    let (s, e) = (start.0, end.0);
-    if s > e {
+/// The model's range check (`GfnRange::new` / `HvaRange::new`): `start..end` below `max`.
+fn checked_span<T: Ord>(start: T, end: T, max: T) -> Result<(T, T), Error> {
+    if start > end {
         Err(Error::InvertedRange)
-    } else if s == e {
+    } else if start == end {
         Err(Error::EmptyRange)
-    } else if e > max {
+    } else if end > max {
         Err(Error::RangeOverflow)
     } else {
-        Ok((s, e))
+        Ok((start, end))
     }
 }
 
-fn overlaps(a: Span, b: Span) -> bool {
+/// The model's `GfnRange::new` on raw operands.
+pub fn gfn_span(start: Val, end: Val) -> Result<GfnSpan, Error> {
+    checked_span(Gfn(start.0), Gfn(end.0), MAX_GFN)
+}
+
+/// The model's `HvaRange::new` on raw operands.
+pub fn hva_span(start: Val, end: Val) -> Result<HvaSpan, Error> {
+    checked_span(Hva(start.0), Hva(end.0), MAX_HVA)
+}
+
+fn overlaps<T: Ord>(a: (T, T), b: (T, T)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
 /// The model's slot check (`Memslot::new`): aligned host address, non-empty, in range.
-pub fn slot(id: u16, base_gfn: u64, npages: u64, hva: u64) -> Result<SlotView, Error> {
-    if hva % PAGE_SIZE != 0 {
-        return Err(Error::Misaligned);
+pub fn slot(config: MemslotConfig) -> Result<SlotView, Error> {
+    let MemslotConfig { id, base_gfn, npages, hva } = config;
+    if hva.0 % PAGE_SIZE != 0 {
+        return Err(Error::Misaligned { hva });
     }
     let gfn_end = base_gfn.checked_add(npages).ok_or(Error::RangeOverflow)?;
-    let gfns = span(Val(base_gfn), Val(gfn_end), MAX_GFN)?;
+    let gfns = checked_span(base_gfn, gfn_end, MAX_GFN)?;
     let bytes = npages.checked_mul(PAGE_SIZE).ok_or(Error::RangeOverflow)?;
     let hva_end = hva.checked_add(bytes).ok_or(Error::RangeOverflow)?;
-    let hvas = span(Val(hva), Val(hva_end), MAX_HVA)?;
+    let hvas = checked_span(hva, hva_end, MAX_HVA)?;
     Ok(SlotView { id, gfns, hvas, invalid: false })
 }
 
 /// The gfns of `slot` whose pages overlap `hvas` (`hva_to_gfn_memslot`, clipped).
-fn gfns_of(slot: &SlotView, hvas: Span) -> Option<Span> {
+fn gfns_of(slot: &SlotView, hvas: HvaSpan) -> Option<GfnSpan> {
     let (s, e) = (slot.hvas.0.max(hvas.0), slot.hvas.1.min(hvas.1));
     if s >= e {
         return None;
     }
-    let first = (s - slot.hvas.0) / PAGE_SIZE;
-    let last = (e - slot.hvas.0).div_ceil(PAGE_SIZE);
-    Some((slot.gfns.0 + first, slot.gfns.0 + last))
+    let (base_gfn, base_hva) = (slot.gfns.0, slot.hvas.0);
+    let first = (s.0 - base_hva.0) / PAGE_SIZE;
+    let last = (e.0 - base_hva.0).div_ceil(PAGE_SIZE);
+    Some((Gfn(base_gfn.0 + first), Gfn(base_gfn.0 + last)))
 }
 
 /// The translation cache's state (`gpc->active`, `valid`, `uhva`, `pfn`).
@@ -260,8 +272,8 @@ fn gfns_of(slot: &SlotView, hvas: Span) -> Option<Span> {
 struct Cache {
     active: bool,
     valid: bool,
-    hva: u64,
-    pfn: u64,
+    hva: Hva,
+    pfn: Pfn,
 }
 
 /// A vCPU's state.
@@ -284,7 +296,7 @@ pub struct Model {
     in_progress: u64,
     seq: u64,
     /// The merged range as last stored: stale (and unobservable) while `in_progress == 0`.
-    range: Option<Span>,
+    range: Option<GfnSpan>,
     active: u64,
     slots: Vec<SlotView>,
     generation: u64,
@@ -292,18 +304,18 @@ pub struct Model {
     /// One entry per kept `OpenInvalidation`.
     open_guards: usize,
     /// The host range of each kept notifier guard.
-    notifier_guards: Vec<Span>,
+    notifier_guards: Vec<HvaSpan>,
     srcu_sections: usize,
     cache: Cache,
     /// Host ranges invalidated so far (the primary MMU, see [`primary_pfn`]).
-    invalidated: Vec<Span>,
+    invalidated: Vec<HvaSpan>,
     vcpus: [VcpuState; VCPUS],
     /// The vCPU of each kept walk or guest guard, innermost last.
     irq_guards: Vec<usize>,
     /// What the last operation returned.
     last: Option<Outcome>,
     /// The generation cache (`SlotCache`): generation, gfn, cached answer.
-    slot_cache: Option<(u64, u64, Option<u64>)>,
+    slot_cache: Option<(u64, Gfn, Option<Hva>)>,
 }
 
 /// Picks `list[i % len]`, if the list is not empty.
@@ -347,7 +359,7 @@ impl Model {
         }
     }
 
-    fn cache_check(&self, hva: u64) -> Option<u64> {
+    fn cache_check(&self, hva: Hva) -> Option<Pfn> {
         let c = &self.cache;
         (c.active && c.valid && c.hva == hva).then_some(c.pfn)
     }
@@ -357,18 +369,19 @@ impl Model {
     /// neighbours.
     pub fn interesting(&self) -> Vec<u64> {
         let mut edges = Vec::new();
-        let mut add = |(s, e): Span| {
-            for v in [s, e] {
+        let mut add = |start: u64, end: u64| {
+            for v in [start, end] {
                 edges.extend([v.wrapping_sub(1), v, v.wrapping_add(1)]);
             }
         };
-        if let Some(r) = self.range {
-            add(r);
+        if let Some((start, end)) = self.range {
+            add(start.0, end.0);
         }
         for s in &self.slots {
-            add(s.gfns);
-            add(s.hvas);
-            add((s.hvas.0.wrapping_add(PAGE_SIZE), s.hvas.1.wrapping_sub(PAGE_SIZE)));
+            let ((gfn_start, gfn_end), (hva_start, hva_end)) = (s.gfns, s.hvas);
+            add(gfn_start.0, gfn_end.0);
+            add(hva_start.0, hva_end.0);
+            add(hva_start.0.wrapping_add(PAGE_SIZE), hva_end.0.wrapping_sub(PAGE_SIZE));
         }
         edges
     }
@@ -395,7 +408,7 @@ impl Model {
     fn apply(&mut self, op: &Op) -> Outcome {
         match *op {
             Op::Begin { owner, start, end } => {
-                let r = match span(start, end, MAX_GFN) {
+                let r = match gfn_span(start, end) {
                     Ok(r) => r,
                     Err(e) => return e.into(),
                 };
@@ -405,7 +418,7 @@ impl Model {
                 self.begin(r).map(|()| Value::Unit).into()
             }
             Op::AddRange { owner, start, end } => {
-                let r = match span(start, end, MAX_GFN) {
+                let r = match gfn_span(start, end) {
                     Ok(r) => r,
                     Err(e) => return e.into(),
                 };
@@ -426,7 +439,7 @@ impl Model {
                 }
                 Outcome::Ok(self.state())
             }
-            Op::Open { start, end } => match span(start, end, MAX_GFN) {
+            Op::Open { start, end } => match gfn_span(start, end) {
                 Err(e) => e.into(),
                 Ok(r) => {
                     let began = self.begin(r);
@@ -440,7 +453,7 @@ impl Model {
                 if pick(guard, self.open_guards).is_none() {
                     return Skip::NothingKept.into();
                 }
-                match span(start, end, MAX_GFN) {
+                match gfn_span(start, end) {
                     Err(e) => e.into(),
                     Ok(r) => self.add_range(r).map(|()| Value::Unit).into(),
                 }
@@ -465,8 +478,8 @@ impl Model {
                 Outcome::Ok(Value::Snapshot(seq))
             }
             Op::Retry { lock, snap } => self.retry(Some(lock), snap, None),
-            Op::RetryGfn { lock, snap, gfn } => self.retry(Some(lock), snap, Some(gfn.0)),
-            Op::RetryGfnUnsafe { snap, gfn } => self.retry(None, snap, Some(gfn.0)),
+            Op::RetryGfn { lock, snap, gfn } => self.retry(Some(lock), snap, Some(Gfn(gfn.0))),
+            Op::RetryGfnUnsafe { snap, gfn } => self.retry(None, snap, Some(Gfn(gfn.0))),
             Op::RetryLockless { snap } => self.retry(None, snap, None),
             Op::ActiveStart => match self.active.checked_add(1) {
                 Some(n) => {
@@ -476,15 +489,15 @@ impl Model {
                 None => Error::CountOverflow.into(),
             },
             Op::ActiveEnd => self.active_end().map(Value::Flag).into(),
-            Op::NotifierStart { start, end } => match span(start, end, MAX_HVA) {
+            Op::NotifierStart { start, end } => match hva_span(start, end) {
                 Err(e) => e.into(),
                 Ok(h) => self.notifier_start(h).map(Value::Mmu).into(),
             },
-            Op::NotifierEnd { start, end } => match span(start, end, MAX_HVA) {
+            Op::NotifierEnd { start, end } => match hva_span(start, end) {
                 Err(e) => e.into(),
                 Ok(h) => self.notifier_end(h).map(|()| Value::Unit).into(),
             },
-            Op::NotifierOpen { start, end } => match span(start, end, MAX_HVA) {
+            Op::NotifierOpen { start, end } => match hva_span(start, end) {
                 Err(e) => e.into(),
                 Ok(h) => {
                     let started = self.notifier_start(h);
@@ -505,12 +518,14 @@ impl Model {
                 self.notifier_end(h).map(|()| Value::Unit).into()
             }
             Op::CreateSlot { id, base_gfn, npages, hva } => {
-                let new = match slot(id.0, base_gfn.0, npages.0, hva.0) {
+                let config =
+                    MemslotConfig { id: id.0, base_gfn: Gfn(base_gfn.0), npages: npages.0, hva: Hva(hva.0) };
+                let new = match slot(config) {
                     Ok(s) => s,
                     Err(e) => return e.into(),
                 };
-                if self.slots.iter().any(|s| s.id == new.id || overlaps(s.gfns, new.gfns)) {
-                    return Error::SlotOverlap.into();
+                if let Some(existing) = self.first_slot(|s| s.id == new.id || overlaps(s.gfns, new.gfns)) {
+                    return Error::SlotOverlap { slot: new.id, existing: existing.id }.into();
                 }
                 if self.slots.len() == SLOTS {
                     return Error::SlotsFull.into();
@@ -524,7 +539,7 @@ impl Model {
             }
             Op::DeleteSlot { id } => {
                 let Some(i) = self.slots.iter().position(|s| s.id == id.0) else {
-                    return Error::NoSuchSlot.into();
+                    return Error::NoSuchSlot { slot: id.0 }.into();
                 };
                 if self.update_would_block() {
                     return Skip::WouldBlock.into();
@@ -535,16 +550,22 @@ impl Model {
             }
             Op::MoveSlot { id, base_gfn } => {
                 let Some(i) = self.slots.iter().position(|s| s.id == id.0) else {
-                    return Error::NoSuchSlot.into();
+                    return Error::NoSuchSlot { slot: id.0 }.into();
                 };
                 let old = self.slots[i];
-                let npages = old.gfns.1 - old.gfns.0;
-                let moved = match slot(id.0, base_gfn.0, npages, old.hvas.0) {
+                let (start, end) = old.gfns;
+                let config = MemslotConfig {
+                    id: id.0,
+                    base_gfn: Gfn(base_gfn.0),
+                    npages: end.0 - start.0,
+                    hva: old.hvas.0,
+                };
+                let moved = match slot(config) {
                     Ok(s) => s,
                     Err(e) => return e.into(),
                 };
-                if self.slots.iter().any(|s| s.id != id.0 && overlaps(s.gfns, moved.gfns)) {
-                    return Error::SlotOverlap.into();
+                if let Some(existing) = self.first_slot(|s| s.id != id.0 && overlaps(s.gfns, moved.gfns)) {
+                    return Error::SlotOverlap { slot: id.0, existing: existing.id }.into();
                 }
                 if self.update_would_block() {
                     return Skip::WouldBlock.into();
@@ -554,7 +575,7 @@ impl Model {
                 Outcome::Ok(Value::Mmu(Self::zap_slot(&old)))
             }
             Op::ZapGfnRange { start, end } => {
-                let r = match span(start, end, MAX_GFN) {
+                let r = match gfn_span(start, end) {
                     Ok(r) => r,
                     Err(e) => return e.into(),
                 };
@@ -575,14 +596,14 @@ impl Model {
                 }
             }
             Op::SlotCacheLookup { gfn } => {
-                let generation = self.generation;
+                let (generation, gfn) = (self.generation, Gfn(gfn.0));
                 if let Some((g, f, hva)) = self.slot_cache {
-                    if g == generation && f == gfn.0 {
+                    if g == generation && f == gfn {
                         return Outcome::Ok(Value::Hva(hva));
                     }
                 }
-                let hva = self.slot_hva(gfn.0);
-                self.slot_cache = Some((generation, gfn.0, hva));
+                let hva = self.slot_hva(gfn);
+                self.slot_cache = Some((generation, gfn, hva));
                 Outcome::Ok(Value::Hva(hva))
             }
             Op::SlotCacheFill { in_progress, gfn, hva } => {
@@ -590,21 +611,22 @@ impl Model {
                     self.slot_cache = None;
                     return Error::GenerationInProgress.into();
                 }
-                self.slot_cache = Some((self.generation, gfn.0, hva.map(|h| h.0)));
+                self.slot_cache = Some((self.generation, Gfn(gfn.0), hva.map(|h| Hva(h.0))));
                 Outcome::Ok(Value::Unit)
             }
-            Op::Age { start, end, .. } => match span(start, end, MAX_HVA) {
+            Op::Age { start, end, .. } => match hva_span(start, end) {
                 // The recording MMU has no accessed bits: nothing is young, nothing flushes, and
                 // aging leaves in_progress, seq and the active count alone.
                 Ok(_) => Outcome::Ok(Value::Flag(false)),
                 Err(e) => e.into(),
             },
             Op::SlotCacheGet { gfn } => Outcome::Ok(Value::Cached(match self.slot_cache {
-                Some((g, f, hva)) if g == self.generation && f == gfn.0 => Some(hva),
+                Some((g, f, hva)) if g == self.generation && f == Gfn(gfn.0) => Some(hva),
                 _ => None,
             })),
             Op::FindSlot { gfn } => {
-                let found = self.slots.iter().find(|s| s.gfns.0 <= gfn.0 && gfn.0 < s.gfns.1);
+                let gfn = Gfn(gfn.0);
+                let found = self.slots.iter().find(|s| s.gfns.0 <= gfn && gfn < s.gfns.1);
                 Outcome::Ok(Value::Slot(found.copied()))
             }
             Op::SrcuLock => {
@@ -619,12 +641,13 @@ impl Model {
                 Outcome::Ok(Value::Unit)
             }
             Op::CacheActivate { hva } => {
-                if hva.0 >= MAX_HVA {
+                let hva = Hva(hva.0);
+                if hva >= MAX_HVA {
                     return Error::RangeOverflow.into();
                 }
                 self.cache.active = true;
-                if self.cache.hva != hva.0 {
-                    self.cache.hva = hva.0;
+                if self.cache.hva != hva {
+                    self.cache.hva = hva;
                     self.cache.valid = false;
                 }
                 Outcome::Ok(Value::Unit)
@@ -634,7 +657,7 @@ impl Model {
                 self.cache.valid = false;
                 Outcome::Ok(Value::Unit)
             }
-            Op::CacheCheck { hva } => Outcome::Ok(Value::Pfn(self.cache_check(hva.0))),
+            Op::CacheCheck { hva } => Outcome::Ok(Value::Pfn(self.cache_check(Hva(hva.0)))),
             Op::CacheRefresh { hva, attempts, fail, race } => self.refresh(hva, attempts, fail, race),
             Op::VcpuLoad { vcpu, cpu } => {
                 let v = &mut self.vcpus[usize::from(vcpu.0)];
@@ -747,7 +770,8 @@ impl Model {
         if attempts == 0 && (self.active != 0 || matches!(race, Race::Start { .. })) {
             return Skip::WouldBlock.into();
         }
-        if hva.is_some_and(|h| h.0 >= MAX_HVA) {
+        let hva = hva.map(|h| Hva(h.0));
+        if hva.is_some_and(|h| h >= MAX_HVA) {
             return Error::RangeOverflow.into();
         }
         if !self.cache.active {
@@ -755,8 +779,8 @@ impl Model {
         }
         let mut changed = false;
         if let Some(h) = hva {
-            if self.cache.hva != h.0 {
-                self.cache.hva = h.0;
+            if self.cache.hva != h {
+                self.cache.hva = h;
                 changed = true;
             }
         }
@@ -776,7 +800,7 @@ impl Model {
             }
             if fail {
                 self.cache.valid = false;
-                return Error::NoMapping.into();
+                return Error::Unmapped { hva }.into();
             }
             if self.active == 0 && self.seq == snapshot {
                 self.cache.valid = true;
@@ -797,7 +821,7 @@ impl Model {
             Race::Start { start, end } => (start, end, false),
             Race::StartEnd { start, end } => (start, end, true),
         };
-        let Ok(h) = span(start, end, MAX_HVA) else {
+        let Ok(h) = hva_span(start, end) else {
             return Effects::default();
         };
         let effects = self.notifier_start(h).unwrap_or_default();
@@ -817,7 +841,7 @@ impl Model {
     }
 
     /// `begin`: count up; on 0 → 1 forget the stale range; then widen by `r`.
-    fn begin(&mut self, r: Span) -> Result<(), Error> {
+    fn begin(&mut self, r: GfnSpan) -> Result<(), Error> {
         let next = self.in_progress.checked_add(1).ok_or(Error::CountOverflow)?;
         if self.in_progress == 0 {
             self.range = None;
@@ -827,7 +851,7 @@ impl Model {
     }
 
     /// `add_range`: min/max union into the merged range; refused when nothing is open.
-    fn add_range(&mut self, r: Span) -> Result<(), Error> {
+    fn add_range(&mut self, r: GfnSpan) -> Result<(), Error> {
         if self.in_progress == 0 {
             return Err(Error::Unbalanced);
         }
@@ -858,7 +882,7 @@ impl Model {
 
     /// The retry checks. `lock` is `None` for the lockless forms; `gfn` is `None` for the
     /// unranged forms. Guards are checked before snapshots.
-    fn retry(&self, lock: Option<Lock>, snap: u8, gfn: Option<u64>) -> Outcome {
+    fn retry(&self, lock: Option<Lock>, snap: u8, gfn: Option<Gfn>) -> Outcome {
         let Some(i) = pick(snap, self.snapshots.len()) else {
             return Skip::NothingKept.into();
         };
@@ -875,17 +899,24 @@ impl Model {
     }
 
     /// The host address of `gfn` in the active layout (`gfn_to_hva`), if a slot maps it.
-    fn slot_hva(&self, gfn: u64) -> Option<u64> {
+    fn slot_hva(&self, gfn: Gfn) -> Option<Hva> {
         let s = self.slots.iter().find(|s| s.gfns.0 <= gfn && gfn < s.gfns.1)?;
-        Some(s.hvas.0 + (gfn - s.gfns.0) * PAGE_SIZE)
+        let (base_gfn, base_hva) = (s.gfns.0, s.hvas.0);
+        Some(Hva(base_hva.0 + (gfn.0 - base_gfn.0) * PAGE_SIZE))
     }
 
-    fn hits(&self, hvas: Span) -> impl Iterator<Item = (u16, Span)> + '_ {
+    /// The first slot matching `pred` in gfn order: the order `Memslots` keeps its slots in,
+    /// so the one a [`SlotOverlap`](Error::SlotOverlap) error names as `existing`.
+    fn first_slot(&self, pred: impl Fn(&SlotView) -> bool) -> Option<&SlotView> {
+        self.slots.iter().filter(|s| pred(s)).min_by_key(|s| s.gfns.0)
+    }
+
+    fn hits(&self, hvas: HvaSpan) -> impl Iterator<Item = (SlotId, GfnSpan)> + '_ {
         self.slots.iter().filter_map(move |s| gfns_of(s, hvas).map(|g| (s.id, g)))
     }
 
     /// `Vm::start`: S1 count, S2 caches, S3 begin/add+zap per overlapping slot, S4 flush.
-    fn notifier_start(&mut self, hvas: Span) -> Result<Effects, Error> {
+    fn notifier_start(&mut self, hvas: HvaSpan) -> Result<Effects, Error> {
         self.active = self.active.checked_add(1).ok_or(Error::CountOverflow)?;
         // S2: the translation cache, then the primary MMU may change the range.
         let hit = self.cache.valid && hvas.0 <= self.cache.hva && self.cache.hva < hvas.1;
@@ -911,7 +942,7 @@ impl Model {
     /// `Vm::end`: refuse with `Unbalanced`, changing nothing, when no invalidation is active;
     /// else E1 (if a memslot overlaps) then E2, which runs even when E1 fails (E1's error is
     /// returned after it).
-    fn notifier_end(&mut self, hvas: Span) -> Result<(), Error> {
+    fn notifier_end(&mut self, hvas: HvaSpan) -> Result<(), Error> {
         if self.active == 0 {
             return Err(Error::Unbalanced);
         }
@@ -920,7 +951,7 @@ impl Model {
         e1.and(e2.map(|_| ()))
     }
 
-    fn notifier_end_would_fail(&self, hvas: Span) -> bool {
+    fn notifier_end_would_fail(&self, hvas: HvaSpan) -> bool {
         self.active == 0 || (self.in_progress == 0 && self.hits(hvas).next().is_some())
     }
 

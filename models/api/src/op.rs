@@ -6,20 +6,19 @@
 //! harness in lists and named by a `u8` index taken modulo the list's length.
 
 use arbitrary::{Arbitrary, Unstructured};
-use mmusync::memslot::PAGE_SIZE;
-use mmusync::range::{MAX_GFN, MAX_HVA};
+use mmusync::{MAX_GFN, MAX_HVA, PAGE_SIZE};
 
 /// Values that sit on an edge of some check: the gfn and hva limits and their neighbours, and
 /// the top of `u64` (where `start + len` overflows).
 pub const BOUNDARIES: [u64; 12] = [
     0,
     1,
-    MAX_GFN - 1,
-    MAX_GFN,
-    MAX_GFN + 1,
-    MAX_HVA - PAGE_SIZE,
-    MAX_HVA,
-    MAX_HVA + PAGE_SIZE,
+    MAX_GFN.0 - 1,
+    MAX_GFN.0,
+    MAX_GFN.0 + 1,
+    MAX_HVA.0 - PAGE_SIZE,
+    MAX_HVA.0,
+    MAX_HVA.0 + PAGE_SIZE,
     u64::MAX - PAGE_SIZE + 1,
     u64::MAX - 1,
     u64::MAX,
@@ -257,7 +256,8 @@ pub enum Op {
         /// Which kept guard (modulo their number).
         guard: u8,
     },
-    /// `Vm::set_memslot(mmu, SlotChange::Create(Memslot::new(id, base_gfn, npages, hva)?))`.
+    /// `Vm::set_memslot(mmu, SlotChange::Create(Memslot::new(MemslotConfig { id, base_gfn,
+    /// npages, hva })?))`.
     CreateSlot {
         /// The slot id.
         id: SlotKey,
@@ -311,7 +311,9 @@ pub enum Op {
         hva: Option<Val>,
         /// At most this many resolutions, `0` for no bound.
         attempts: u8,
-        /// Whether the resolution fails (the primary MMU has no page there).
+        /// Whether the resolution fails: the primary MMU cannot supply the page, and the
+        /// resolver returns [`Error::Unmapped`](mmusync::Error::Unmapped) for the cache's host
+        /// address (`hva_to_pfn` failing), which the refresh hands back as is.
         fail: bool,
         /// What races with the first resolution.
         race: Race,

@@ -9,17 +9,17 @@
 //! plus the set of table pages that exist; a counting allocator checks that every table page is
 //! freed exactly once, and none is leaked.
 
-use crate::driver::my_cpu;
-use crate::model::Span;
+use crate::driver::{gfn_range, hva_range, my_cpu};
+use crate::model::{gfn_span, hva_span, GfnSpan, HvaSpan};
 use crate::op::Val;
 use arbitrary::Arbitrary;
 use mmusync::hal::std::StdHal;
 use mmusync::hal::PageAlloc;
-use mmusync::memslot::{Memslot, SlotChange, PAGE_SIZE};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange, PAGE_SIZE};
 use mmusync::mmu::{Access, BoxAlloc, FastFault, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
 use mmusync::notifier::Vm;
 use mmusync::vcpu::{Request, Vcpu};
-use mmusync::{Error, GfnRange, HvaRange};
+use mmusync::{Error, Gfn, Hva, Pfn};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
@@ -33,9 +33,9 @@ pub const FANOUT: usize = 4;
 pub const CAPACITY: u64 = (FANOUT as u64).pow(LEVELS as u32);
 /// The memslot of the fault and notifier operations: gfns `SLOT_GFNS`, host pages from
 /// `SLOT_HVA`.
-pub const SLOT_GFNS: Span = (8, 40);
+pub const SLOT_GFNS: GfnSpan = (Gfn(8), Gfn(40));
 /// The memslot's first host address.
-pub const SLOT_HVA: u64 = 0x10_0000;
+pub const SLOT_HVA: Hva = Hva(0x10_0000);
 
 /// How a zap frees the table pages it unlinks.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -214,7 +214,7 @@ pub enum PtOutcome {
     /// `ReferenceMmu::fault_around`: the fault's outcome and how many gfns were prefetched.
     FaultedAround(FaultOutcome, usize),
     /// `ReferenceMmu::prefault`: the pfn installed.
-    Prefaulted(u64),
+    Prefaulted(Pfn),
     /// The hardware's access (`ReferenceMmu::hw_access`): the leaf's bits before it.
     HwAccessed(Option<u64>),
     /// An aging notifier: whether the range was young, and whether the call flushed.
@@ -233,25 +233,51 @@ const WRITABLE: u64 = 2;
 const MMU_WRITABLE: u64 = 4;
 
 /// `Spte::leaf`, from its documentation: pfn from bit 12, present, writable bits.
-fn leaf_bits(pfn: u64, writable: bool, mmu_writable: bool) -> Result<u64, Error> {
-    if pfn > u64::MAX >> 12 {
+fn leaf_bits(pfn: Pfn, writable: bool, mmu_writable: bool) -> Result<u64, Error> {
+    if pfn.0 > u64::MAX >> 12 {
         return Err(Error::RangeOverflow);
     }
     let w = if writable { WRITABLE | MMU_WRITABLE } else { 0 };
     let mw = if mmu_writable { MMU_WRITABLE } else { 0 };
-    Ok(pfn << 12 | PRESENT | w | mw)
+    Ok(pfn.0 << 12 | PRESENT | w | mw)
 }
 
 /// The gfns a table page at `level` (0 = the leaf tables) with index `prefix` covers.
-fn covers(level: usize, prefix: u64) -> Span {
+fn covers(level: usize, prefix: u64) -> GfnSpan {
     let span = (FANOUT as u64).pow(level as u32 + 1);
-    (prefix * span, (prefix + 1) * span)
+    (Gfn(prefix * span), Gfn((prefix + 1) * span))
+}
+
+/// The harness's host: gfn `g` of the memslot resolves to pfn `(SLOT_HVA >> 12) + g - 8`;
+/// `None` for a gfn the memslot does not map.
+fn host_pfn(gfn: Gfn) -> Option<Pfn> {
+    let (start, end) = SLOT_GFNS;
+    (start <= gfn && gfn < end).then(|| Pfn(SLOT_HVA.0 / PAGE_SIZE + (gfn.0 - start.0)))
+}
+
+/// The memslot's gfns whose pages overlap `hvas` (`Memslot::gfns_of`).
+fn slot_gfns_of((s, e): HvaSpan) -> Option<GfnSpan> {
+    let (start, end) = SLOT_GFNS;
+    let slot_end = Hva(SLOT_HVA.0 + (end.0 - start.0) * PAGE_SIZE);
+    let (cs, ce) = (s.max(SLOT_HVA), e.min(slot_end));
+    if cs >= ce {
+        return None;
+    }
+    let first = start.0 + (cs.0 - SLOT_HVA.0) / PAGE_SIZE;
+    let last = start.0 + (ce.0 - SLOT_HVA.0).div_ceil(PAGE_SIZE);
+    Some((Gfn(first), Gfn(last)))
+}
+
+/// The host of the real side's faults: the pfn of a host address is its page number, as
+/// [`host_pfn`] has it.
+fn host(hva: Hva) -> Result<Pfn, Error> {
+    Ok(Pfn(hva.0 / PAGE_SIZE))
 }
 
 /// The model: leaves, and the table pages below the root as `(level, prefix)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PtModel {
-    leaves: BTreeMap<u64, u64>,
+    leaves: BTreeMap<Gfn, u64>,
     tables: BTreeSet<(usize, u64)>,
     /// Whether an epoch zap deferred frees (then the live count is only a lower bound).
     deferred: bool,
@@ -261,7 +287,7 @@ pub struct PtModel {
 
 /// What a [`PageTracker`] was told: `(pfn, dirty)` per report, in order (accessed reports
 /// have `dirty == false`).
-pub type Reported = Vec<(u64, bool)>;
+pub type Reported = Vec<(Pfn, bool)>;
 
 const ACCESSED: u64 = 1 << 4;
 const DIRTY: u64 = 1 << 5;
@@ -274,7 +300,7 @@ impl PtModel {
 
     /// D3: a replaced or zapped leaf's bits go to the tracker (accessed, then dirty).
     fn report(&mut self, old: u64) {
-        let pfn = old >> 12;
+        let pfn = Pfn(old >> 12);
         if old & ACCESSED != 0 {
             self.reported.push((pfn, false));
         }
@@ -284,7 +310,7 @@ impl PtModel {
     }
 
     /// `ReferenceMmu::map` (reports the old leaf's bits).
-    fn mmu_map(&mut self, gfn: u64, bits: u64) -> Option<u64> {
+    fn mmu_map(&mut self, gfn: Gfn, bits: u64) -> Option<u64> {
         let old = self.map(gfn, bits);
         if let Some(o) = old {
             self.report(o);
@@ -293,7 +319,7 @@ impl PtModel {
     }
 
     /// The reference MMU's zap (reports every cleared leaf's bits, in gfn order).
-    fn mmu_zap(&mut self, r: Span) -> (bool, usize) {
+    fn mmu_zap(&mut self, r: GfnSpan) -> (bool, usize) {
         let cleared: Vec<u64> = self.leaves.range(r.0..r.1).map(|(_, &b)| b).collect();
         for b in cleared {
             self.report(b);
@@ -301,17 +327,17 @@ impl PtModel {
         self.zap(r)
     }
 
-    fn map(&mut self, gfn: u64, bits: u64) -> Option<u64> {
+    fn map(&mut self, gfn: Gfn, bits: u64) -> Option<u64> {
         for level in 0..LEVELS - 1 {
-            self.tables.insert((level, gfn / (FANOUT as u64).pow(level as u32 + 1)));
+            self.tables.insert((level, gfn.0 / (FANOUT as u64).pow(level as u32 + 1)));
         }
         self.leaves.insert(gfn, bits)
     }
 
     /// Clears the leaves in `r`, unlinks every table page wholly inside it. Returns whether a
     /// leaf was cleared and how many tables were unlinked.
-    fn zap(&mut self, r: Span) -> (bool, usize) {
-        let cleared: Vec<u64> = self.leaves.range(r.0..r.1).map(|(&g, _)| g).collect();
+    fn zap(&mut self, r: GfnSpan) -> (bool, usize) {
+        let cleared: Vec<Gfn> = self.leaves.range(r.0..r.1).map(|(&g, _)| g).collect();
         for g in &cleared {
             self.leaves.remove(g);
         }
@@ -330,24 +356,16 @@ impl PtModel {
         (!cleared.is_empty(), gone.len())
     }
 
-    /// The harness's host: gfn `g` of the memslot resolves to pfn `(SLOT_HVA >> 12) + g - 8`.
-    fn host_pfn(gfn: u64) -> u64 {
-        (SLOT_HVA >> 12) + gfn - SLOT_GFNS.0
-    }
-
     /// The fault path on `gfn` (no invalidation is ever open between operations): installs.
-    fn fault(&mut self, gfn: u64, writable: bool) -> Result<u64, Error> {
-        if !(SLOT_GFNS.0 <= gfn && gfn < SLOT_GFNS.1) {
-            return Err(Error::NoMapping);
-        }
-        let pfn = Self::host_pfn(gfn);
+    fn fault(&mut self, gfn: Gfn, writable: bool) -> Result<Pfn, Error> {
+        let pfn = host_pfn(gfn).ok_or(Error::NoMapping { gfn })?;
         self.mmu_map(gfn, leaf_bits(pfn, writable, writable)?);
         Ok(pfn)
     }
 
-    fn gfn(&self, gfn: Val) -> Result<u64, Error> {
+    fn gfn(&self, gfn: Val) -> Result<Gfn, Error> {
         if gfn.0 < CAPACITY {
-            Ok(gfn.0)
+            Ok(Gfn(gfn.0))
         } else {
             Err(Error::RangeOverflow)
         }
@@ -364,12 +382,12 @@ impl PtModel {
     fn apply(&mut self, op: &PtOp) -> Result<PtOutcome, Error> {
         Ok(match *op {
             PtOp::Map { gfn, pfn, writable, mmu_writable } => {
-                let bits = leaf_bits(pfn.0, writable, mmu_writable)?;
+                let bits = leaf_bits(Pfn(pfn.0), writable, mmu_writable)?;
                 let gfn = self.gfn(gfn)?;
                 PtOutcome::Previous(self.map(gfn, bits))
             }
             PtOp::Zap { start, end, how } => {
-                let r = crate::model::span(start, end, mmusync::range::MAX_GFN)?;
+                let r = gfn_span(start, end)?;
                 let (cleared, tables) = if how == ZapHow::Retire { self.zap(r) } else { self.mmu_zap(r) };
                 self.deferred |= how == ZapHow::Epoch && tables != 0;
                 let flush = cleared || tables != 0;
@@ -394,10 +412,10 @@ impl PtModel {
                 })
             }
             PtOp::Fault { gfn, writable } => {
-                PtOutcome::Fault(FaultOutcome::Installed(self.fault(gfn.0, writable)?))
+                PtOutcome::Fault(FaultOutcome::Installed(self.fault(Gfn(gfn.0), writable)?))
             }
             PtOp::MmuMap { gfn, pfn, writable, mmu_writable } => {
-                let bits = leaf_bits(pfn.0, writable, mmu_writable)?;
+                let bits = leaf_bits(Pfn(pfn.0), writable, mmu_writable)?;
                 let gfn = self.gfn(gfn)?;
                 let previous = self.mmu_map(gfn, bits);
                 // M2: an MMU-writable leaf that is not writable any more, or another pfn.
@@ -407,22 +425,24 @@ impl PtModel {
                 PtOutcome::Mapped { previous, flushed }
             }
             PtOp::FaultAround { gfn, writable, start, end } => {
-                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_GFN)?;
-                let pfn = self.fault(gfn.0, writable)?;
+                let (s, e) = gfn_span(start, end)?;
+                let gfn = Gfn(gfn.0);
+                let pfn = self.fault(gfn, writable)?;
                 let mut n = 0;
-                for g in s..e.min(CAPACITY) {
-                    if g == gfn.0 || self.leaves.contains_key(&g) || !(SLOT_GFNS.0 <= g && g < SLOT_GFNS.1) {
+                for g in (s.0..e.0.min(CAPACITY)).map(Gfn) {
+                    let Some(prefetched) = host_pfn(g) else { continue };
+                    if g == gfn || self.leaves.contains_key(&g) {
                         continue;
                     }
-                    let bits = leaf_bits(Self::host_pfn(g), false, writable)?;
+                    let bits = leaf_bits(prefetched, false, writable)?;
                     self.map(g, bits);
                     n += 1;
                 }
                 PtOutcome::FaultedAround(FaultOutcome::Installed(pfn), n)
             }
-            PtOp::Prefault { gfn, writable } => PtOutcome::Prefaulted(self.fault(gfn.0, writable)?),
+            PtOp::Prefault { gfn, writable } => PtOutcome::Prefaulted(self.fault(Gfn(gfn.0), writable)?),
             PtOp::ZapGfnRange { start, end } => {
-                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_GFN)?;
+                let (s, e) = gfn_span(start, end)?;
                 let (cs, ce) = (s.max(SLOT_GFNS.0), e.min(SLOT_GFNS.1));
                 let zapped = cs < ce && {
                     let (cleared, tables) = self.mmu_zap((cs, ce));
@@ -431,13 +451,8 @@ impl PtModel {
                 PtOutcome::GfnZapped(zapped)
             }
             PtOp::Invalidate { start, end } => {
-                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_HVA)?;
-                let slot_hvas = (SLOT_HVA, SLOT_HVA + (SLOT_GFNS.1 - SLOT_GFNS.0) * PAGE_SIZE);
-                let (cs, ce) = (s.max(slot_hvas.0), e.min(slot_hvas.1));
-                if cs < ce {
-                    let first = SLOT_GFNS.0 + (cs - SLOT_HVA) / PAGE_SIZE;
-                    let last = SLOT_GFNS.0 + (ce - SLOT_HVA).div_ceil(PAGE_SIZE);
-                    self.mmu_zap((first, last));
+                if let Some(gfns) = slot_gfns_of(hva_span(start, end)?) {
+                    self.mmu_zap(gfns);
                 }
                 PtOutcome::Invalidated
             }
@@ -454,13 +469,8 @@ impl PtModel {
                 }))
             }
             PtOp::Age { how, start, end } => {
-                let (s, e) = crate::model::span(start, end, mmusync::range::MAX_HVA)?;
-                let slot_hvas = (SLOT_HVA, SLOT_HVA + (SLOT_GFNS.1 - SLOT_GFNS.0) * PAGE_SIZE);
-                let (cs, ce) = (s.max(slot_hvas.0), e.min(slot_hvas.1));
                 let mut young = false;
-                if cs < ce {
-                    let first = SLOT_GFNS.0 + (cs - SLOT_HVA) / PAGE_SIZE;
-                    let last = SLOT_GFNS.0 + (ce - SLOT_HVA).div_ceil(PAGE_SIZE);
+                if let Some((first, last)) = slot_gfns_of(hva_span(start, end)?) {
                     for (_, b) in self.leaves.range_mut(first..last) {
                         young |= *b & ACCESSED != 0;
                         if how != AgeHow::Test {
@@ -511,11 +521,11 @@ type Mmu<'v> = ReferenceMmu<'v, StdHal, CountingAlloc, LEVELS, FANOUT>;
 struct Tracker(std::sync::Mutex<Reported>);
 
 impl PageTracker for Tracker {
-    fn mark_accessed(&self, pfn: u64) {
+    fn mark_accessed(&self, pfn: Pfn) {
         self.0.lock().expect("not poisoned").push((pfn, false));
     }
 
-    fn mark_dirty(&self, pfn: u64) {
+    fn mark_dirty(&self, pfn: Pfn) {
         self.0.lock().expect("not poisoned").push((pfn, true));
     }
 }
@@ -534,7 +544,9 @@ pub fn run_page_table(ops: &[PtOp]) {
         mmu.set_page_tracker(&tracker);
         let handle = mmu.reclaimer().register();
         let vm: Vm<StdHal, 1> = Vm::new(StdHal);
-        let slot = Memslot::new(0, SLOT_GFNS.0, SLOT_GFNS.1 - SLOT_GFNS.0, SLOT_HVA).expect("slot");
+        let (base_gfn, end) = SLOT_GFNS;
+        let slot = Memslot::new(MemslotConfig { id: 0, base_gfn, npages: end.0 - base_gfn.0, hva: SLOT_HVA })
+            .expect("slot");
         vm.set_memslot(&mmu, SlotChange::Create(slot)).expect("create slot");
         let mut model = PtModel::default();
         for (i, op) in ops.iter().enumerate() {
@@ -542,7 +554,8 @@ pub fn run_page_table(ops: &[PtOp]) {
             let got = step(&mmu, &vm, &vcpus[0], &handle, op);
             check_pt(ops, i, "result", &want, &got);
             let g = vm.invalidation().mmu_lock().read();
-            let leaves: BTreeMap<u64, u64> = (0..CAPACITY)
+            let leaves: BTreeMap<Gfn, u64> = (0..CAPACITY)
+                .map(Gfn)
                 .filter_map(|gfn| mmu.table().walk(&g, gfn).expect("in range").map(|s| (gfn, s.bits())))
                 .collect();
             check_pt(ops, i, "leaves", &model.leaves, &leaves);
@@ -580,12 +593,12 @@ fn step(
     let r: Result<PtOutcome, Error> = (|| {
         Ok(match *op {
             PtOp::Map { gfn, pfn, writable, mmu_writable } => {
-                let spte = Spte::leaf(pfn.0, writable, mmu_writable)?;
-                let prev = mmu.table().map(&lock.write(), gfn.0, spte)?;
+                let spte = Spte::leaf(Pfn(pfn.0), writable, mmu_writable)?;
+                let prev = mmu.table().map(&lock.write(), Gfn(gfn.0), spte)?;
                 PtOutcome::Previous(prev.map(Spte::bits))
             }
             PtOp::Zap { start, end, how } => {
-                let r = GfnRange::new(start.0, end.0)?;
+                let r = gfn_range(start, end)?;
                 let g = lock.write();
                 match how {
                     ZapHow::Ipi => PtOutcome::Zapped { flush: Some(mmu.zap_ipi(&g, r)?), tables: None },
@@ -611,7 +624,7 @@ fn step(
                 }
             }
             PtOp::Walk { gfn, proof } => {
-                let g = gfn.0;
+                let g = Gfn(gfn.0);
                 let leaf = match proof {
                     Proof::Read => mmu.table().walk(&lock.read(), g)?,
                     Proof::Write => mmu.table().walk(&lock.write(), g)?,
@@ -626,33 +639,31 @@ fn step(
             PtOp::FastFault { gfn, write } => {
                 let walk = vcpu.walk_lockless_begin().expect("loaded, outside");
                 let access = if write { Access::Write } else { Access::Read };
-                PtOutcome::Fast(mmu.fast_fault(&walk, gfn.0, access)?)
+                PtOutcome::Fast(mmu.fast_fault(&walk, Gfn(gfn.0), access)?)
             }
             PtOp::MmuMap { gfn, pfn, writable, mmu_writable } => {
-                let spte = Spte::leaf(pfn.0, writable, mmu_writable)?;
+                let spte = Spte::leaf(Pfn(pfn.0), writable, mmu_writable)?;
                 // Requests left by earlier flushes (zaps, invalidations) are not this call's.
                 vcpu.check_request(Request::TLB_FLUSH);
-                let prev = mmu.map(&lock.write(), gfn.0, spte)?;
+                let prev = mmu.map(&lock.write(), Gfn(gfn.0), spte)?;
                 let flushed = vcpu.check_request(Request::TLB_FLUSH);
                 PtOutcome::Mapped { previous: prev.map(Spte::bits), flushed }
             }
             PtOp::FaultAround { gfn, writable, start, end } => {
-                let around = GfnRange::new(start.0, end.0)?;
-                let host = |hva: u64| Ok(hva >> 12);
-                let (out, n) = mmu.fault_around(vm, gfn.0, writable, around, host)?;
+                let around = gfn_range(start, end)?;
+                let (out, n) = mmu.fault_around(vm, Gfn(gfn.0), writable, around, host)?;
                 PtOutcome::FaultedAround(out, n)
             }
             PtOp::Prefault { gfn, writable } => {
-                let host = |hva: u64| Ok(hva >> 12);
-                PtOutcome::Prefaulted(mmu.prefault(vm, gfn.0, writable, host)?)
+                PtOutcome::Prefaulted(mmu.prefault(vm, Gfn(gfn.0), writable, host)?)
             }
             PtOp::HwAccess { gfn, write } => {
                 let access = if write { Access::Write } else { Access::Read };
-                let old = mmu.hw_access(&lock.read(), gfn.0, access)?;
+                let old = mmu.hw_access(&lock.read(), Gfn(gfn.0), access)?;
                 PtOutcome::HwAccessed(old.map(Spte::bits))
             }
             PtOp::Age { how, start, end } => {
-                let h = HvaRange::new(start.0, end.0)?;
+                let h = hva_range(start, end)?;
                 vcpu.check_request(Request::TLB_FLUSH);
                 let young = match how {
                     AgeHow::ClearFlush => vm.clear_flush_young(mmu, h),
@@ -662,17 +673,14 @@ fn step(
                 PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
             }
             PtOp::ZapGfnRange { start, end } => {
-                let r = GfnRange::new(start.0, end.0)?;
+                let r = gfn_range(start, end)?;
                 let zapped = vm.zap_gfn_range(mmu, r)?;
                 vcpu.check_request(Request::TLB_FLUSH);
                 PtOutcome::GfnZapped(zapped)
             }
-            PtOp::Fault { gfn, writable } => {
-                let host = |hva: u64| Ok(hva >> 12);
-                PtOutcome::Fault(mmu.fault(vm, gfn.0, writable, host)?)
-            }
+            PtOp::Fault { gfn, writable } => PtOutcome::Fault(mmu.fault(vm, Gfn(gfn.0), writable, host)?),
             PtOp::Invalidate { start, end } => {
-                let h = HvaRange::new(start.0, end.0)?;
+                let h = hva_range(start, end)?;
                 drop(vm.invalidate_range_start(mmu, h)?);
                 PtOutcome::Invalidated
             }

@@ -18,7 +18,7 @@ fn val() -> impl Strategy<Value = Val> {
         6 => 0..CAPACITY + 2,
         1 => select(&BOUNDARIES[..]),
         1 => any::<u64>(),
-        2 => (0..48u64).prop_map(|k| SLOT_HVA + k * 4096),
+        2 => (0..48u64).prop_map(|k| SLOT_HVA.0 + k * 4096),
     ]
     .prop_map(Val)
 }
@@ -75,6 +75,11 @@ proptest! {
 
 fn v(x: u64) -> Val {
     Val(x)
+}
+
+/// The host address of page `page` of the memslot.
+fn slot_page(page: u64) -> Val {
+    Val(SLOT_HVA.0 + page * 4096)
 }
 
 fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
@@ -140,14 +145,14 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
                 PtOp::HwAccess { gfn: v(8), write: true },
                 PtOp::HwAccess { gfn: v(9), write: true },
                 PtOp::HwAccess { gfn: v(10), write: false },
-                PtOp::Age { how: AgeHow::Test, start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
-                PtOp::Age { how: AgeHow::Clear, start: v(SLOT_HVA), end: v(SLOT_HVA + 4096) },
-                PtOp::Age { how: AgeHow::ClearFlush, start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
-                PtOp::Age { how: AgeHow::ClearFlush, start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
+                PtOp::Age { how: AgeHow::Test, start: slot_page(0), end: slot_page(2) },
+                PtOp::Age { how: AgeHow::Clear, start: slot_page(0), end: slot_page(1) },
+                PtOp::Age { how: AgeHow::ClearFlush, start: slot_page(0), end: slot_page(2) },
+                PtOp::Age { how: AgeHow::ClearFlush, start: slot_page(0), end: slot_page(2) },
                 PtOp::Age { how: AgeHow::Test, start: v(0), end: v(4096) },
                 PtOp::MmuMap { gfn: v(8), pfn: v(5), writable: false, mmu_writable: true },
                 PtOp::HwAccess { gfn: v(9), write: false },
-                PtOp::Invalidate { start: v(SLOT_HVA), end: v(SLOT_HVA + 2 * 4096) },
+                PtOp::Invalidate { start: slot_page(0), end: slot_page(2) },
                 PtOp::Age { how: AgeHow::Clear, start: v(9), end: v(3) },
             ],
         ),
@@ -157,7 +162,7 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
                 PtOp::Fault { gfn: v(8), writable: true },
                 PtOp::Fault { gfn: v(39), writable: false },
                 PtOp::Fault { gfn: v(40), writable: false },
-                PtOp::Invalidate { start: v(SLOT_HVA), end: v(SLOT_HVA + 4096) },
+                PtOp::Invalidate { start: slot_page(0), end: slot_page(1) },
                 PtOp::Walk { gfn: v(8), proof: Proof::Read },
                 PtOp::Invalidate { start: v(0), end: v(u64::MAX) },
             ],

@@ -13,11 +13,11 @@ use mmusync::hal::std::StdHal;
 use mmusync::hal::{Cpus, IrqState};
 use mmusync::invalidation::Invalidation;
 use mmusync::lock::MmuLock;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{BoxAlloc, PageTable, Spte};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::vcpu::Vcpu;
-use mmusync::{Error, GfnRange, HvaRange};
+use mmusync::{Error, Gfn, GfnRange, Hva, HvaRange, Pfn};
 use std::path::PathBuf;
 
 fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -55,8 +55,14 @@ fn page_table_corpus_and_regressions_replay() {
     }
 }
 
+/// The gfn range `[s, e)`.
 fn gfns(s: u64, e: u64) -> GfnRange {
-    GfnRange::new(s, e).unwrap()
+    GfnRange::new(Gfn(s), Gfn(e)).unwrap()
+}
+
+/// The first host page, `[0, 0x1000)`.
+fn first_page() -> HvaRange {
+    HvaRange::new(Hva(0), Hva(0x1000)).unwrap()
 }
 
 /// A secondary MMU that does nothing.
@@ -90,7 +96,7 @@ fn open_guard_dropped_after_an_unguarded_end_does_not_panic() {
 #[test]
 fn notifier_guard_dropped_after_an_unguarded_end_does_not_panic() {
     let vm: Vm<StdHal, 2> = Vm::new(StdHal);
-    let h = HvaRange::new(0, 0x1000).unwrap();
+    let h = first_page();
     let open = vm.invalidate_range_start(&NoMmu, h).unwrap();
     vm.end(h).unwrap();
     drop(open);
@@ -102,9 +108,10 @@ fn notifier_guard_dropped_after_an_unguarded_end_does_not_panic() {
 #[test]
 fn a_failing_notifier_end_changes_nothing() {
     let vm: Vm<StdHal, 2> = Vm::new(StdHal);
-    vm.set_memslot(&NoMmu, SlotChange::Create(Memslot::new(0, 0, 4, 0).unwrap())).unwrap();
+    let slot = Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 4, hva: Hva(0) }).unwrap();
+    vm.set_memslot(&NoMmu, SlotChange::Create(slot)).unwrap();
     vm.invalidation().begin(&vm.invalidation().mmu_lock().write(), gfns(0, 1)).unwrap();
-    assert_eq!(vm.end(HvaRange::new(0, 0x1000).unwrap()), Err(Error::Unbalanced));
+    assert_eq!(vm.end(first_page()), Err(Error::Unbalanced));
     let g = vm.invalidation().mmu_lock().read();
     assert_eq!(vm.invalidation().seq(&g), Ok(0), "seq moved although end failed");
     assert_eq!(vm.invalidation().in_progress(&g), Ok(1), "in_progress moved although end failed");
@@ -155,8 +162,8 @@ fn page_table_refuses_a_foreign_guard() {
     let mine = MmuLock::<StdHal>::new();
     let other = MmuLock::<StdHal>::new();
     let table: PageTable<StdHal, BoxAlloc, 3, 4> = PageTable::new(BoxAlloc).unwrap();
-    table.map(&mine.write(), 1, Spte::leaf(1, false, false).unwrap()).unwrap();
-    assert_eq!(table.walk(&other.read(), 1), Err(Error::Foreign));
+    table.map(&mine.write(), Gfn(1), Spte::leaf(Pfn(1), false, false).unwrap()).unwrap();
+    assert_eq!(table.walk(&other.read(), Gfn(1)), Err(Error::Foreign));
 }
 
 /// F6 (fixed): `PageTable::zap` used to build each entry's covered range with `GfnRange::new`
@@ -168,14 +175,14 @@ fn zap_of_everything_clears_a_large_table() {
     let lock = MmuLock::<StdHal>::new();
     let g = lock.write();
     let table: PageTable<StdHal, BoxAlloc, 13, 8> = PageTable::new(BoxAlloc).unwrap();
-    table.map(&g, 5, Spte::leaf(1, false, false).unwrap()).unwrap();
+    table.map(&g, Gfn(5), Spte::leaf(Pfn(1), false, false).unwrap()).unwrap();
     let mut retired = Vec::new();
     assert_eq!(
-        table.zap(&g, gfns(0, mmusync::range::MAX_GFN), &mut |p| retired.push(p)),
+        table.zap(&g, gfns(0, mmusync::MAX_GFN.0), &mut |p| retired.push(p)),
         Ok(true),
         "no flush reported"
     );
-    assert_eq!(table.walk(&g, 5), Ok(None), "the leaf survived a zap of every gfn");
+    assert_eq!(table.walk(&g, Gfn(5)), Ok(None), "the leaf survived a zap of every gfn");
     for page in retired {
         // SAFETY: unlinked under the write lock, handed over once, from BoxAlloc; no walker.
         unsafe { mmusync::hal::PageAlloc::free(&BoxAlloc, page) };
@@ -189,7 +196,7 @@ fn zap_of_everything_clears_a_large_table() {
 fn map_refuses_gfns_beyond_capacity() {
     let lock = MmuLock::<StdHal>::new();
     let table: PageTable<StdHal, BoxAlloc, 4, 512> = PageTable::new(BoxAlloc).unwrap();
-    let spte = Spte::leaf(1, false, false).unwrap();
-    assert!(table.capacity() <= mmusync::range::MAX_GFN);
-    assert_eq!(table.map(&lock.write(), table.capacity(), spte), Err(Error::RangeOverflow));
+    let spte = Spte::leaf(Pfn(1), false, false).unwrap();
+    assert!(table.capacity() <= mmusync::MAX_GFN.0);
+    assert_eq!(table.map(&lock.write(), Gfn(table.capacity()), spte), Err(Error::RangeOverflow));
 }

@@ -32,10 +32,10 @@ use mmusync::hal::x86::X86Hal;
 use mmusync::hal::{CpuId, CpuSet, Cpus, Hal};
 use mmusync::invalidation::Invalidation;
 use mmusync::lock::MmuLock;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{ReferenceMmu, Spte, Table};
 use mmusync::notifier::Vm;
-use mmusync::range::{GfnRange, HvaRange};
+use mmusync::range::{Gfn, GfnRange, Hva, HvaRange, Pfn};
 use mmusync::vcpu::Vcpu;
 use mmusync::FenceKind;
 use mmusync_hw::hal::X86Threads;
@@ -98,11 +98,11 @@ fn fault_check_for<H: Hal>(
         b.iter(|| black_box(&inv).retry_lockless(black_box(&snap)))
     });
     g.bench_function(format!("retry_gfn_unsafe/{name}"), |b| {
-        b.iter(|| black_box(&inv).retry_gfn_unsafe(black_box(&snap), black_box(5)))
+        b.iter(|| black_box(&inv).retry_gfn_unsafe(black_box(&snap), black_box(Gfn(5))))
     });
     let guard = inv.mmu_lock().read();
     g.bench_function(format!("retry_gfn_locked/{name}"), |b| {
-        b.iter(|| black_box(&inv).retry_gfn(black_box(&guard), black_box(&snap), black_box(5)))
+        b.iter(|| black_box(&inv).retry_gfn(black_box(&guard), black_box(&snap), black_box(Gfn(5))))
     });
 }
 
@@ -320,7 +320,7 @@ fn ipi_round_trip(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------------------
 // Invalidations against faults.
 
-const HVA_BASE: u64 = 0x10_0000;
+const HVA_BASE: Hva = Hva(0x10_0000);
 
 fn invalidate(c: &mut Criterion) {
     let mut g = c.benchmark_group("invalidate");
@@ -332,7 +332,8 @@ fn invalidate(c: &mut Criterion) {
                 let mmu: ReferenceMmu<'_, StdHal, PoisonAlloc<Table<StdHal, 4>>, 2, 4> =
                     ReferenceMmu::new(StdHal, PoisonAlloc::new(), &none).expect("an MMU");
                 let vm: Vm<StdHal, 1> = Vm::new(StdHal);
-                let slot = Memslot::new(0, 0, 16, HVA_BASE).expect("a memslot");
+                let config = MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 16, hva: HVA_BASE };
+                let slot = Memslot::new(config).expect("a memslot");
                 vm.set_memslot(&mmu, SlotChange::Create(slot)).expect("create the memslot");
                 let stop = AtomicBool::new(false);
                 let faults = AtomicU64::new(0);
@@ -342,8 +343,8 @@ fn invalidate(c: &mut Criterion) {
                         s.spawn(move || {
                             let mut i = t as u64;
                             while !stop.load(Ordering::Relaxed) {
-                                let gfn = i % 16;
-                                let _ = mmu.fault(vm, gfn, true, |hva| Ok((hva >> 12) + 1));
+                                let gfn = Gfn(i % 16);
+                                let _ = mmu.fault(vm, gfn, true, |hva| Ok(Pfn((hva.0 >> 12) + 1)));
                                 i += 1;
                             }
                             faults.fetch_add(i, Ordering::Relaxed);
@@ -353,8 +354,8 @@ fn invalidate(c: &mut Criterion) {
                     let _reg = StdHal::register_cpu().expect("a free CPU slot");
                     let start = Instant::now();
                     for i in 0..iters {
-                        let first = HVA_BASE + (i % 16) * 4096;
-                        let range = HvaRange::new(first, first + 4096).expect("a range");
+                        let first = HVA_BASE.0 + (i % 16) * 4096;
+                        let range = HvaRange::new(Hva(first), Hva(first + 4096)).expect("a range");
                         drop(black_box(vm.invalidate_range_start(&mmu, range).expect("start")));
                     }
                     let took = start.elapsed();
@@ -376,8 +377,8 @@ type StormMmu<'v> = ReferenceMmu<'v, StdHal, PoisonAlloc<Table<StdHal, 8>>, 3, 8
 fn map_all(mmu: &StormMmu<'_>, lock: &MmuLock<StdHal>) {
     let g = lock.write();
     for gfn in 0..mmu.table().capacity() {
-        let spte = Spte::leaf(gfn + 1, true, true).expect("a leaf");
-        mmu.table().map(&g, gfn, spte).expect("map");
+        let spte = Spte::leaf(Pfn(gfn + 1), true, true).expect("a leaf");
+        mmu.table().map(&g, Gfn(gfn), spte).expect("map");
     }
 }
 
@@ -398,7 +399,7 @@ fn zap_storms(epoch: bool, storms: u64) -> Storms {
     let mmu: StormMmu<'_> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("an MMU");
     let lock = MmuLock::<StdHal>::new();
     let stop = AtomicBool::new(false);
-    let all = GfnRange::new(0, mmu.table().capacity()).expect("a range");
+    let all = GfnRange::new(Gfn(0), Gfn(mmu.table().capacity())).expect("a range");
     let out = std::thread::scope(|s| {
         let (mmu, vcpus, reclaimer, stop) = (&mmu, &vcpus, mmu.reclaimer(), &stop);
         s.spawn(move || {
@@ -410,10 +411,10 @@ fn zap_storms(epoch: bool, storms: u64) -> Storms {
             while !stop.load(Ordering::Relaxed) {
                 if epoch {
                     let w = handle.walk_begin();
-                    black_box(mmu.walk(&w, gfn).expect("walk"));
+                    black_box(mmu.walk(&w, Gfn(gfn)).expect("walk"));
                 } else {
                     let w = vcpus[0].walk_lockless_begin().expect("walk");
-                    black_box(mmu.walk(&w, gfn).expect("walk"));
+                    black_box(mmu.walk(&w, Gfn(gfn)).expect("walk"));
                 }
                 gfn = (gfn + 61) % 512;
             }

@@ -12,7 +12,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mmusync::active::ActiveInvalidations;
 use mmusync::hal::std::StdHal;
-use mmusync::memslot::{Memslot, Memslots, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, Memslots, SlotChange};
+use mmusync::range::{Gfn, Hva};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -24,7 +25,13 @@ fn full<const N: usize>() -> Memslots<StdHal, N> {
     let n = N as u64;
     for k in 0..n {
         let b = (k * (n - 1)) % n;
-        let slot = match Memslot::new(b as u16, b * 4, 4, 0x1000_0000 + b * 0x4000) {
+        let config = MemslotConfig {
+            id: b as u16,
+            base_gfn: Gfn(b * 4),
+            npages: 4,
+            hva: Hva(0x1000_0000 + b * 0x4000),
+        };
+        let slot = match Memslot::new(config) {
             Ok(slot) => slot,
             Err(e) => panic!("slot {b}: {e}"),
         };
@@ -36,14 +43,14 @@ fn full<const N: usize>() -> Memslots<StdHal, N> {
 }
 
 /// 4096 gfns below `4 * n`, from a fixed xorshift sequence.
-fn gfns(n: usize) -> Vec<u64> {
+fn gfns(n: usize) -> Vec<Gfn> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     (0..4096)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x % (4 * n as u64)
+            Gfn(x % (4 * n as u64))
         })
         .collect()
 }

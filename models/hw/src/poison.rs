@@ -17,17 +17,18 @@
 
 use mmusync::hal::{Atomic, Hal, Ordering::Relaxed, PageAlloc};
 use mmusync::mmu::{Spte, Table};
+use mmusync::range::Pfn;
 use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The pfn of [`POISON_SPTE`]; no guest page has it.
-pub const POISON_PFN: u64 = 0xdead_beef;
+pub const POISON_PFN: Pfn = Pfn(0xdead_beef);
 
 /// What every entry of a freed table page holds: a present, read-only leaf mapping
 /// [`POISON_PFN`] (bit 0 present, no table bit).
-pub const POISON_SPTE: u64 = POISON_PFN << 12 | 1;
+pub const POISON_SPTE: u64 = POISON_PFN.0 << 12 | 1;
 
 /// What every word of a freed guest page holds.
 pub const POISON_WORD: u64 = 0xdead_beef_dead_beef;
@@ -233,17 +234,17 @@ impl GuestPages {
         }
     }
 
-    fn page(&self, pfn: u64) -> Option<&GuestPage> {
-        usize::try_from(pfn).ok().and_then(|i| i.checked_sub(1)).and_then(|i| self.pages.get(i))
+    fn page(&self, pfn: Pfn) -> Option<&GuestPage> {
+        usize::try_from(pfn.0).ok().and_then(|i| i.checked_sub(1)).and_then(|i| self.pages.get(i))
     }
 
     /// Hands out a fresh page (its words hold its pfn), or `None` when the pool is used up.
-    pub fn alloc(&self) -> Option<u64> {
+    pub fn alloc(&self) -> Option<Pfn> {
         let i = self.next.fetch_add(1, SeqCst);
         let page = self.pages.get(i)?;
-        let pfn = i as u64 + 1;
+        let pfn = Pfn(i as u64 + 1);
         for w in &page.words {
-            w.store(pfn, Relaxed);
+            w.store(pfn.0, Relaxed);
         }
         Some(pfn)
     }
@@ -253,7 +254,7 @@ impl GuestPages {
     /// # Panics
     ///
     /// If `pfn` is not a handed-out page, or is freed twice.
-    pub fn free(&self, pfn: u64) {
+    pub fn free(&self, pfn: Pfn) {
         let page = self.page(pfn).unwrap_or_else(|| panic!("guest pages: pfn {pfn} is not a page"));
         assert!(!page.freed.swap(true, SeqCst), "guest pages: pfn {pfn} freed twice");
         for w in &page.words {
@@ -262,14 +263,14 @@ impl GuestPages {
     }
 
     /// Whether `pfn` has been freed (ghost state).
-    pub fn is_freed(&self, pfn: u64) -> bool {
+    pub fn is_freed(&self, pfn: Pfn) -> bool {
         self.page(pfn).is_some_and(|p| p.freed.load(SeqCst))
     }
 
     /// Reads page `pfn` as a guest access through a translation would.
-    pub fn read(&self, pfn: u64) -> GuestRead {
+    pub fn read(&self, pfn: Pfn) -> GuestRead {
         let Some(page) = self.page(pfn) else { return GuestRead::NotAPage };
-        if page.words.iter().any(|w| w.load(Relaxed) != pfn) {
+        if page.words.iter().any(|w| w.load(Relaxed) != pfn.0) {
             GuestRead::Freed
         } else {
             GuestRead::Ok
@@ -294,7 +295,7 @@ mod tests {
     fn freed_table_pages_are_poisoned_and_kept() {
         let a = PoisonAlloc::<Table<StdHal, 4>>::new();
         let t = Table::<StdHal, 4>::empty();
-        t.entry(2).unwrap().store(Spte::leaf(7, true, true).unwrap().bits(), Relaxed);
+        t.entry(2).unwrap().store(Spte::leaf(Pfn(7), true, true).unwrap().bits(), Relaxed);
         let page = a.alloc(t).ok().unwrap();
         assert_eq!(a.live(), 1);
         // SAFETY: from `a`, freed once; we read it below only because the allocator keeps it.
@@ -329,7 +330,7 @@ mod tests {
         g.free(p);
         assert!(g.is_freed(p));
         assert_eq!(g.read(p), GuestRead::Freed);
-        assert_eq!(g.read(0), GuestRead::NotAPage);
+        assert_eq!(g.read(Pfn(0)), GuestRead::NotAPage);
         assert_eq!(g.read(POISON_PFN), GuestRead::NotAPage);
         assert!(g.alloc().is_some() && g.alloc().is_none(), "pfns are never reused");
     }

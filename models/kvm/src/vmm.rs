@@ -46,10 +46,10 @@ use crate::error::KvmError;
 use crate::vm::{End, Limits, RunSpec, Vm as KvmVm};
 use mmusync::hal::std::StdHal;
 use mmusync::lock::MmuWriteGuard;
-use mmusync::memslot::{Memslot, SlotCache, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotCache, SlotChange};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::pfncache::TranslationCache;
-use mmusync::{GfnRange, HvaRange};
+use mmusync::{Gfn, GfnRange, Hva, HvaRange, Pfn};
 use mmusync_kvm_shared::{WORKLOAD, WORKLOAD_GPA, WORKLOAD_GUEST_BYTES, WORKLOAD_PAGES};
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -214,7 +214,7 @@ impl Drop for HostMem {
 
 /// One device queue: a guest page and the translation cache of its host page.
 struct Queue {
-    gfn: u64,
+    gfn: Gfn,
     /// Which churn base its gfn lies in, if it is a churn queue.
     churn: Option<usize>,
     cache: TranslationCache<StdHal>,
@@ -289,7 +289,7 @@ impl World {
     /// Takes `[hva, hva + len)` away from the guest through the notifier path (unless the
     /// `no-notifier` bug skips it): start, madvise, ghost epochs bumped, end.
     fn balloon(&self, mem: &HostMem, hva: u64, len: u64) -> Result<(), String> {
-        let range = HvaRange::new(hva, hva + len).map_err(|e| format!("range: {e}"))?;
+        let range = HvaRange::new(Hva(hva), Hva(hva + len)).map_err(|e| format!("range: {e}"))?;
         let open = if self.bug == Some(Bug::NoNotifier) {
             None
         } else {
@@ -337,8 +337,8 @@ impl SecondaryMmu<StdHal> for World {
 struct QueueState {
     slot_cache: SlotCache,
     /// The gfn → hva answer kept by the `ignore-memslot-generation` bug.
-    kept_hva: Option<u64>,
-    active_hva: Option<u64>,
+    kept_hva: Option<Hva>,
+    active_hva: Option<Hva>,
     /// The page's ghost epoch when the entry now cached was resolved.
     resolved_epoch: u64,
     counter: u64,
@@ -372,7 +372,7 @@ fn device_thread(w: &World, d: usize) -> Result<(), String> {
         }
         if s.active_hva != Some(hva) {
             q.cache.activate(hva).map_err(|e| format!("activate: {e}"))?;
-            q.hva.store(hva, SeqCst);
+            q.hva.store(hva.0, SeqCst);
             s.active_hva = Some(hva);
         }
         // Invalid (never resolved, or invalidated since): refresh, then use it at once.
@@ -380,12 +380,12 @@ fn device_thread(w: &World, d: usize) -> Result<(), String> {
             let mut epoch = 0;
             let refreshed =
                 q.cache.try_refresh(None, attempts, w.vm.invalidation(), w.vm.active_invalidations(), |h| {
-                    epoch = w.epoch(h);
+                    epoch = w.epoch(h.0);
                     // hva_to_pfn: fault the page in; the "pfn" is its host address.
                     // SAFETY: `h` is the hva this queue activated: a page of the data or churn
                     // mapping, mapped for the whole run.
-                    unsafe { std::ptr::read_volatile(h as *const u64) };
-                    Ok(h)
+                    unsafe { std::ptr::read_volatile(h.0 as *const u64) };
+                    Ok(Pfn(h.0))
                 });
             match refreshed {
                 Ok(Some(_)) => {
@@ -400,12 +400,12 @@ fn device_thread(w: &World, d: usize) -> Result<(), String> {
         }
         if let Some(read) = q.cache.check(hva) {
             w.stats.device_uses.fetch_add(1, Relaxed);
-            let now = w.epoch(hva);
+            let now = w.epoch(hva.0);
             if now != s.resolved_epoch {
                 w.stale_use(format!(
                     "STALE: device {d} queue {qi} used gpa {:#x} -> host page {hva:#x} resolved at epoch {}, \
                      but the page was invalidated and dropped since (epoch {now})",
-                    q.gfn * PAGE,
+                    q.gfn.0 * PAGE,
                     s.resolved_epoch
                 ));
             }
@@ -415,14 +415,14 @@ fn device_thread(w: &World, d: usize) -> Result<(), String> {
                     w.stale_use(format!(
                         "STALE: device {d} queue {qi} used gpa {:#x} -> hva {hva:#x}, but that memslot \
                          was moved or deleted (ghost clock {}) before this use began (clock {t0})",
-                        q.gfn * PAGE,
+                        q.gfn.0 * PAGE,
                         l.retired_at[base]
                     ));
                 }
             }
             s.counter += 1;
             let value = ((d as u64) << 56) | ((qi as u64) << 48) | (s.counter & 0xffff_ffff_ffff);
-            let word = read.pfn() + WORKLOAD_GUEST_BYTES + 8 * (d * DEVICE_QUEUES + qi) as u64;
+            let word = read.pfn().0 + WORKLOAD_GUEST_BYTES + 8 * (d * DEVICE_QUEUES + qi) as u64;
             // SAFETY: `read.pfn()` is the host address of a page of the data or churn mapping
             // (the only hvas the memslots name), which stays mapped for the whole run, and the
             // word lies in the device part of that page (past the guest's bytes; one word per
@@ -435,7 +435,7 @@ fn device_thread(w: &World, d: usize) -> Result<(), String> {
                 w.stale_use(format!(
                     "STALE: device {d} queue {qi} wrote {value:#x} through its cached translation of gpa {:#x} \
                      and read back {back:#x}: the page was dropped while in use",
-                    q.gfn * PAGE
+                    q.gfn.0 * PAGE
                 ));
             }
             drop(read);
@@ -466,7 +466,7 @@ fn balloon_thread(w: &World) -> Result<(), String> {
         // Every other time, aim at a page a queue has cached now; else a random data page.
         let q = &w.queues[(k / 2) % w.queues.len()];
         let cached = q.hva.load(SeqCst);
-        let hva = if k % 2 == 0 && cached != 0 && q.cache.check(cached).is_some() {
+        let hva = if k % 2 == 0 && cached != 0 && q.cache.check(Hva(cached)).is_some() {
             cached
         } else {
             w.data.base + rng.below(WORKLOAD_PAGES) * PAGE
@@ -525,14 +525,19 @@ fn memslot_thread(w: &World, ctl: &crate::vm::MemslotControl) -> Result<(), Stri
             s.retire(at);
             w.balloon(&w.churn, w.churn.base, size)?;
             s.live(to);
-            let slot = Memslot::new(CHURN_SLOT, CHURN_GPAS[to] / PAGE, CHURN_PAGES, w.churn.base)
-                .map_err(|e| format!("memslot: {e}"))?;
+            let slot = Memslot::new(MemslotConfig {
+                id: CHURN_SLOT,
+                base_gfn: Gfn(CHURN_GPAS[to] / PAGE),
+                npages: CHURN_PAGES,
+                hva: Hva(w.churn.base),
+            })
+            .map_err(|e| format!("memslot: {e}"))?;
             s.mmusync(SlotChange::Create(slot))?;
             s.kvm(CHURN_GPAS[to], size)?;
         } else {
             s.live(to);
             s.kvm(CHURN_GPAS[to], size)?;
-            s.mmusync(SlotChange::Move { id: CHURN_SLOT, base_gfn: CHURN_GPAS[to] / PAGE })?;
+            s.mmusync(SlotChange::Move { id: CHURN_SLOT, base_gfn: Gfn(CHURN_GPAS[to] / PAGE) })?;
             s.retire(at);
         }
         at = to;
@@ -560,7 +565,7 @@ pub fn run(cfg: &Config) -> Result<Report, KvmError> {
                 0 | 1 => (WORKLOAD_GPA / PAGE + (d * 2 + qi as u64) * 5 % WORKLOAD_PAGES, None),
                 c => (CHURN_GPAS[c - 2] / PAGE + (d * 3 + 1) % CHURN_PAGES, Some(c - 2)),
             };
-            Queue { gfn, churn, cache: TranslationCache::new(StdHal), hva: AtomicU64::new(0) }
+            Queue { gfn: Gfn(gfn), churn, cache: TranslationCache::new(StdHal), hva: AtomicU64::new(0) }
         })
         .collect();
     let w = World {
@@ -578,10 +583,20 @@ pub fn run(cfg: &Config) -> Result<Report, KvmError> {
         stats: Stats::default(),
     };
     let setup = |e: String| KvmError::Vmm(format!("setup: {e}"));
-    let data_slot = Memslot::new(DATA_SLOT, WORKLOAD_GPA / PAGE, WORKLOAD_PAGES, w.data.base)
-        .map_err(|e| setup(e.to_string()))?;
-    let churn_slot = Memslot::new(CHURN_SLOT, CHURN_GPAS[0] / PAGE, CHURN_PAGES, w.churn.base)
-        .map_err(|e| setup(e.to_string()))?;
+    let data_slot = Memslot::new(MemslotConfig {
+        id: DATA_SLOT,
+        base_gfn: Gfn(WORKLOAD_GPA / PAGE),
+        npages: WORKLOAD_PAGES,
+        hva: Hva(w.data.base),
+    })
+    .map_err(|e| setup(e.to_string()))?;
+    let churn_slot = Memslot::new(MemslotConfig {
+        id: CHURN_SLOT,
+        base_gfn: Gfn(CHURN_GPAS[0] / PAGE),
+        npages: CHURN_PAGES,
+        hva: Hva(w.churn.base),
+    })
+    .map_err(|e| setup(e.to_string()))?;
     w.vm.set_memslot(&w, SlotChange::Create(data_slot)).map_err(|e| setup(e.to_string()))?;
     w.vm.set_memslot(&w, SlotChange::Create(churn_slot)).map_err(|e| setup(e.to_string()))?;
     // SAFETY: both are this process's read-write mappings, alive until the slots are deleted

@@ -3,7 +3,7 @@
 //! version (refresher with two attempts, invalidator, consumer) took 215,000 executions and
 //! five minutes at preemption bound 2, and each target needs only two of the roles.
 
-use super::{page_hvas, setup, Host, Sptes};
+use super::{page_hvas, page_slot, setup, Host, Sptes};
 use crate::exec::{violated, Executor, Invariant, Role};
 use crate::ghost::Pfn;
 use crate::scenario::ScenarioHal;
@@ -42,7 +42,7 @@ impl<H: ScenarioHal, X: Executor> SecondaryMmu<H> for CacheMmu<H, X> {
 /// not freed and that the primary MMU mapped there (pfn 1 before the invalidation, 2 after).
 fn check_entry<X: Executor>(x: &X, pfn: Pfn, freed: bool, who: &str) {
     x.step(format_args!("{who}: cache valid for hva {:#x} -> pfn {pfn}", page_hvas(0).start()));
-    if freed || !(pfn == 1 || pfn == 2) {
+    if freed || !(pfn == Pfn(1) || pfn == Pfn(2)) {
         violated(
             Invariant::CacheStale,
             format_args!(
@@ -65,16 +65,14 @@ impl<H: ScenarioHal, X: Executor> RefreshWorld<H, X> {
     fn new(hal: &H, x: &X) -> Arc<Self> {
         let w = Arc::new(RefreshWorld {
             vm: Vm::new(hal.clone()),
-            host: Host::new([1]),
+            host: Host::new([Pfn(1)]),
             mmu: CacheMmu {
                 sptes: Sptes::new(x.clone()),
                 cache: TranslationCache::new(hal.clone()),
                 exec: x.clone(),
             },
         });
-        setup(
-            w.vm.set_memslot(&w.mmu, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))),
-        );
+        setup(w.vm.set_memslot(&w.mmu, SlotChange::Create(page_slot(0))));
         setup(w.mmu.cache.activate(page_hvas(0).start()));
         w
     }
@@ -102,7 +100,7 @@ impl<H: ScenarioHal, X: Executor> RefreshWorld<H, X> {
         x.step(format_args!("{who}invalidate_range_start({:#x})", hvas.start()));
         setup(self.vm.start(&self.mmu, hvas));
         if remap {
-            self.host.remap_and_free(x, 0, 2);
+            self.host.remap_and_free(x, 0, Pfn(2));
         }
         x.step(format_args!("{who}invalidate_range_end"));
         setup(self.vm.end(hvas));
@@ -159,7 +157,7 @@ pub fn cache_hva_change_vs_consumer<H: ScenarioHal, X: Executor>(hal: &H, x: &X)
     }
     let w = Arc::new(World {
         vm: Vm::new(hal.clone()),
-        host: Host::new([1, 3]),
+        host: Host::new([Pfn(1), Pfn(3)]),
         cache: TranslationCache::new(hal.clone()),
     });
     setup(w.cache.activate(page_hvas(1).start()));

@@ -45,7 +45,7 @@
 //! | [`mmu_clear_flush_young_vs_guest`] | 1 level | vcpu (two writes) vs ager (`Vm::clear_flush_young`) |
 //! | [`mmu_map_write_protect_vs_guest`] | 1 level | vcpu (guest run writing through a writable TLB entry) vs write-protector (`ReferenceMmu::map` to read-only) |
 
-use super::{page_hvas, setup, Host};
+use super::{page_hvas, page_slot, setup, Host};
 use crate::exec::{violated, Executor, Invariant, Role};
 use crate::ghost::{Flag, Pages, Pfn};
 use crate::scenario::ScenarioHal;
@@ -57,7 +57,7 @@ use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use mmusync::hal::{Atomic, AtomicInt, CpuId, Hal, Ordering::Acquire, Ordering::Relaxed, PageAlloc};
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::SlotChange;
 use mmusync::mmu::{Access, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::range::{Gfn, GfnRange, HvaRange};
@@ -68,7 +68,7 @@ pub const FANOUT: usize = 2;
 
 /// The pfn every entry of a freed table page maps (a present, read-only leaf). No page of the
 /// primary MMU has it.
-pub const POISON_PFN: u64 = 0xdead_beef;
+pub const POISON_PFN: Pfn = Pfn(0xdead_beef);
 
 /// The most table pages one scenario allocates (a 2-level table of fanout 2 has 3).
 const MAX_TABLES: usize = 4;
@@ -148,7 +148,7 @@ impl<H: Hal> GhostTables<H> {
 
     /// Whether the page at `page` was freed.
     fn is_freed(&self, page: NonNull<ScenarioTable<H>>) -> bool {
-        self.0.freed.is_freed(self.index(page) as Pfn + 1)
+        self.0.freed.is_freed(table_pfn(self.index(page)))
     }
 
     /// The root: the first page handed out ([`mmusync::mmu::PageTable::new`] allocates it
@@ -162,8 +162,13 @@ impl<H: Hal> GhostTables<H> {
 
     /// How many pages were freed.
     fn frees(&self) -> usize {
-        (1..=MAX_TABLES as Pfn).filter(|&p| self.0.freed.is_freed(p)).count()
+        (0..MAX_TABLES).filter(|&i| self.0.freed.is_freed(table_pfn(i))).count()
     }
+}
+
+/// Table page `i` in the ghost liveness of a [`GhostTables`].
+fn table_pfn(i: usize) -> Pfn {
+    Pfn(i as u64 + 1)
 }
 
 impl<H: Hal> Default for GhostTables<H> {
@@ -196,12 +201,12 @@ unsafe impl<H: Hal> PageAlloc<ScenarioTable<H>> for GhostTables<H> {
         if self.0.teardown.get() {
             // A teardown after a violation runs without joining the roles, so the page table's
             // drop may still see (relaxed) a link a role already unlinked and freed.
-            if !self.0.freed.is_freed(i as Pfn + 1) {
-                self.0.freed.free(i as Pfn + 1);
+            if !self.0.freed.is_freed(table_pfn(i)) {
+                self.0.freed.free(table_pfn(i));
             }
             return;
         }
-        self.0.freed.free(i as Pfn + 1);
+        self.0.freed.free(table_pfn(i));
         // SAFETY: the page came from `alloc`, and its memory lives until the last handle drops.
         let table = unsafe { page.as_ref() };
         let poison = poison_bits();
@@ -251,28 +256,33 @@ pub struct GhostPages {
 }
 
 impl GhostPages {
-    fn flag(flags: &[Flag; 8], pfn: u64) -> Option<&Flag> {
-        flags.get((pfn as usize).wrapping_sub(1))
+    fn flag(flags: &[Flag; 8], pfn: Pfn) -> Option<&Flag> {
+        flags.get(pfn_index(pfn))
     }
 
     /// Whether the primary MMU was told that `pfn` is dirty.
-    fn is_dirty(&self, pfn: u64) -> bool {
+    fn is_dirty(&self, pfn: Pfn) -> bool {
         Self::flag(&self.dirty, pfn).is_some_and(Flag::get)
     }
 }
 
 impl PageTracker for GhostPages {
-    fn mark_accessed(&self, pfn: u64) {
+    fn mark_accessed(&self, pfn: Pfn) {
         if let Some(f) = Self::flag(&self.accessed, pfn) {
             f.set();
         }
     }
 
-    fn mark_dirty(&self, pfn: u64) {
+    fn mark_dirty(&self, pfn: Pfn) {
         if let Some(f) = Self::flag(&self.dirty, pfn) {
             f.set();
         }
     }
+}
+
+/// The index of `pfn` in a per-pfn array of pfns `1..`: `usize::MAX` (no element) for pfn 0.
+fn pfn_index(pfn: Pfn) -> usize {
+    (pfn.0 as usize).wrapping_sub(1)
 }
 
 /// A value leaked for the life of a world and reclaimed when the world drops: the vCPUs, which
@@ -378,9 +388,8 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
 
     /// Memslot `i`: gfn `i` <- host page `i`.
     fn add_slots(&self) {
-        for i in 0..N as u64 {
-            let slot = setup(Memslot::new(i as u16, i, 1, page_hvas(i).start()));
-            setup(self.vm.set_memslot(&*self.mmu, SlotChange::Create(slot)));
+        for i in 0..N as u16 {
+            setup(self.vm.set_memslot(&*self.mmu, SlotChange::Create(page_slot(i))));
         }
     }
 
@@ -404,7 +413,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     /// conflict between the use and a revocation and would never explore the use after it.
     /// Relaxed accesses to a word nobody else reads add no ordering, only that conflict.
     fn touch(&self, pfn: Pfn, write: bool) {
-        if let Some(word) = self.uses.get((pfn as usize).wrapping_sub(1)) {
+        if let Some(word) = self.uses.get(pfn_index(pfn)) {
             if write {
                 word.store(1, Relaxed);
             } else {
@@ -414,7 +423,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     }
 
     fn is_revoked(&self, pfn: Pfn) -> bool {
-        self.revoked.get((pfn as usize).wrapping_sub(1)).is_some_and(Flag::get)
+        self.revoked.get(pfn_index(pfn)).is_some_and(Flag::get)
     }
 
     /// Ghost: the translations to `pfns` were removed and the flush that removed them from
@@ -422,7 +431,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     fn revoke(&self, pfns: &[Pfn]) {
         for &p in pfns {
             self.touch(p, true);
-            self.revoked[p as usize - 1].set();
+            self.revoked[pfn_index(p)].set();
         }
         self.x.step(format_args!("ghost: translations to pfns {pfns:?} revoked (the flush returned)"));
     }
@@ -464,7 +473,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
 
     /// The root index of `gfn` in a 2-level table.
     fn top(gfn: Gfn) -> usize {
-        (gfn as usize / FANOUT) % FANOUT
+        (gfn.0 as usize / FANOUT) % FANOUT
     }
 
     /// One guest access of `gfn` by the vCPU, inside its guest-mode section: a TLB hit, or the
@@ -473,8 +482,8 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     /// translation (the guest would take an EPT violation).
     fn guest_access(&self, gfn: Gfn) -> Option<Pfn> {
         let x = &self.x;
-        let cached = self.tlb.tlb[gfn as usize].load(SeqCst);
-        if cached != 0 {
+        let cached = Pfn(self.tlb.tlb[gfn.0 as usize].load(SeqCst));
+        if cached != Pfn(0) {
             self.touch(cached, false);
             x.step(format_args!("guest: TLB hit gfn {gfn} -> pfn {cached}"));
             if self.is_revoked(cached) {
@@ -500,14 +509,14 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
             }
         }
         loop {
-            let index = (gfn as usize >> (FANOUT.trailing_zeros() as usize * level)) % FANOUT;
+            let index = (gfn.0 as usize >> (FANOUT.trailing_zeros() as usize * level)) % FANOUT;
             let bits = self.hw_read(who, page, index);
             if bits & SPTE_PRESENT == 0 {
                 x.step(format_args!("guest: gfn {gfn} not present (EPT violation)"));
                 return None;
             }
             if level == 0 {
-                let pfn = bits >> 12;
+                let pfn = Pfn(bits >> 12);
                 self.touch(pfn, false);
                 if self.host.pages.is_freed(pfn) {
                     violated(
@@ -523,8 +532,8 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
                         ),
                     );
                 }
-                self.tlb.tlb[gfn as usize].store(pfn, SeqCst);
-                self.tlb.writable[gfn as usize].store(bits & SPTE_WRITABLE != 0, SeqCst);
+                self.tlb.tlb[gfn.0 as usize].store(pfn.0, SeqCst);
+                self.tlb.writable[gfn.0 as usize].store(bits & SPTE_WRITABLE != 0, SeqCst);
                 x.step(format_args!("guest: TLB fill gfn {gfn} -> pfn {pfn}"));
                 return Some(pfn);
             }
@@ -560,9 +569,9 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     /// `clear_flush_young` aged the page violates [`Invariant::AccessNotRecorded`].
     fn guest_write(&self, gfn: Gfn) -> bool {
         let x = &self.x;
-        let g = gfn as usize;
-        let cached = self.tlb.tlb[g].load(SeqCst);
-        let hit = cached != 0 && self.tlb.writable[g].load(SeqCst);
+        let g = gfn.0 as usize;
+        let cached = Pfn(self.tlb.tlb[g].load(SeqCst));
+        let hit = cached != Pfn(0) && self.tlb.writable[g].load(SeqCst);
         let (pfn, recorded) = if hit && self.tlb.dirty[g].load(SeqCst) {
             x.step(format_args!("guest: write through its dirty TLB entry gfn {gfn} -> pfn {cached}"));
             (cached, false)
@@ -581,14 +590,14 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
                 ));
                 return false;
             }
-            let pfn = pre >> 12;
-            self.tlb.tlb[g].store(pfn, SeqCst);
+            let pfn = Pfn(pre >> 12);
+            self.tlb.tlb[g].store(pfn.0, SeqCst);
             self.tlb.writable[g].store(true, SeqCst);
             self.tlb.dirty[g].store(true, SeqCst);
             (pfn, true)
         };
         self.touch(pfn, false);
-        if self.write_protected.get((pfn as usize).wrapping_sub(1)).is_some_and(Flag::get) {
+        if self.write_protected.get(pfn_index(pfn)).is_some_and(Flag::get) {
             violated(
                 Invariant::WriteAfterWriteProtect,
                 format_args!(
@@ -596,7 +605,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
                 ),
             );
         }
-        if !recorded && self.aged.get((pfn as usize).wrapping_sub(1)).is_some_and(Flag::get) {
+        if !recorded && self.aged.get(pfn_index(pfn)).is_some_and(Flag::get) {
             // The checker's look at the SPTE (the hardware does not read it on a TLB hit): a
             // TLB entry filled after the aging set the accessed bit again when it was filled.
             // SAFETY: table pages' memory lives as long as `self.tables` (see `GhostTables`).
@@ -610,7 +619,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
                 );
             }
         }
-        if let Some(w) = self.written.get((pfn as usize).wrapping_sub(1)) {
+        if let Some(w) = self.written.get(pfn_index(pfn)) {
             w.set();
         }
         x.step(format_args!("guest: wrote gfn {gfn} (pfn {pfn})"));
@@ -620,7 +629,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     /// D1: the hardware ORs `bits` into the leaf of `gfn` (one level) and gets the old value.
     fn hw_set_bits(&self, gfn: Gfn, bits: u64) -> u64 {
         // SAFETY: table pages' memory lives as long as `self.tables` (see `GhostTables`).
-        let entry = match unsafe { self.tables.root().as_ref() }.entry(gfn as usize % FANOUT) {
+        let entry = match unsafe { self.tables.root().as_ref() }.entry(gfn.0 as usize % FANOUT) {
             Some(e) => e,
             None => panic!("scenario bug: gfn {gfn} out of the root table"),
         };
@@ -650,19 +659,19 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     /// that no write used yet, and the SPTE's accessed bit is set.
     fn prefill_read(&self, gfn: Gfn) {
         let pre = self.hw_set_bits(gfn, Spte::ACCESSED);
-        self.tlb.tlb[gfn as usize].store(pre >> 12, SeqCst);
-        self.tlb.writable[gfn as usize].store(pre & SPTE_WRITABLE != 0, SeqCst);
+        self.tlb.tlb[gfn.0 as usize].store(pre >> 12, SeqCst);
+        self.tlb.writable[gfn.0 as usize].store(pre & SPTE_WRITABLE != 0, SeqCst);
     }
 
     /// I5.7 at the end: every pfn the guest wrote is dirty in the primary MMU's state or still
     /// in its SPTE's dirty bit (gfns `0..n`, one level).
-    fn check_dirty(&self, n: Gfn) {
+    fn check_dirty(&self, n: u64) {
         let g = self.vm.invalidation().mmu_lock().read();
-        for pfn in 1..=P as Pfn {
-            if !self.written[pfn as usize - 1].get() || self.pages.get().is_dirty(pfn) {
+        for pfn in (1..=P as u64).map(Pfn) {
+            if !self.written[pfn_index(pfn)].get() || self.pages.get().is_dirty(pfn) {
                 continue;
             }
-            let in_spte = (0..n).any(|gfn| {
+            let in_spte = (0..n).map(Gfn).any(|gfn| {
                 setup(self.mmu.table().walk(&g, gfn)).is_some_and(|s| s.pfn() == Some(pfn) && s.is_dirty())
             });
             if !in_spte {
@@ -734,9 +743,9 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
 
     /// I2.1 at the end, under `mmu_lock`: no SPTE of gfns `0..n` maps a freed or revoked pfn, or
     /// is poison (read through a freed table page).
-    fn check_sptes(&self, n: Gfn) {
+    fn check_sptes(&self, n: u64) {
         let g = self.vm.invalidation().mmu_lock().read();
-        for gfn in 0..n {
+        for gfn in (0..n).map(Gfn) {
             let Some(pfn) = setup(self.mmu.table().walk(&g, gfn)).and_then(Spte::pfn) else { continue };
             if pfn == POISON_PFN {
                 violated(
@@ -790,18 +799,18 @@ impl core::fmt::Display for DisplayVcpu {
 /// Invariants: once start has returned, the guest never uses a TLB entry for pfn 1, and no SPTE
 /// maps pfn 1 (checked by the hardware walker and at the end).
 pub fn mmu_fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [1]));
+    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [Pfn(1)]));
     w.add_slots();
     let (wv, wi) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            if wv.fault(0) == FaultOutcome::Retry {
+            if wv.fault(Gfn(0)) == FaultOutcome::Retry {
                 return;
             }
-            wv.run_guest(&[0]);
-            wv.run_guest(&[0]);
+            wv.run_guest(&[Gfn(0)]);
+            wv.run_guest(&[Gfn(0)]);
         }),
-        Role::new("invalidator", move || wi.invalidate(page_hvas(0), &[1], &[(0, 2)])),
+        Role::new("invalidator", move || wi.invalidate(page_hvas(0), &[Pfn(1)], &[(0, Pfn(2))])),
     ]);
     w.check_sptes(1);
 }
@@ -809,10 +818,10 @@ pub fn mmu_fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// The zap scenarios' world: two levels, gfn 0 -> pfn 1 and gfn 1 -> pfn 2 in leaf table T0,
 /// and a guest that already accessed gfn 0 (its TLB and paging-structure cache hold it).
 fn zap_world<H: ScenarioHal, X: Executor>(hal: &H, x: &X) -> Arc<World<H, X, 2, 1, 2>> {
-    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [1]));
-    w.install(0, 1);
-    w.install(1, 2);
-    w.prefill(&[0]);
+    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [Pfn(1)]));
+    w.install(Gfn(0), Pfn(1));
+    w.install(Gfn(1), Pfn(2));
+    w.prefill(&[Gfn(0)]);
     w
 }
 
@@ -837,19 +846,19 @@ pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
         Role::new("vcpu", move || {
             let walk = setup(wv.vcpu().walk_lockless_begin().map_err(DisplayVcpu));
             wv.x.step(format_args!("walk_shadow_page_lockless_begin"));
-            let fast = setup(wv.mmu.fast_fault(&walk, 1, Access::Write));
+            let fast = setup(wv.mmu.fast_fault(&walk, Gfn(1), Access::Write));
             wv.x.step(format_args!("fast_page_fault(gfn 1) -> {fast:?}"));
-            let spte = setup(wv.mmu.walk(&walk, 1));
-            wv.check_walk("lockless walk", 1, spte);
+            let spte = setup(wv.mmu.walk(&walk, Gfn(1)));
+            wv.check_walk("lockless walk", Gfn(1), spte);
             drop(walk);
             wv.x.step(format_args!("walk_shadow_page_lockless_end"));
-            wv.run_guest(&[1, 0]);
+            wv.run_guest(&[Gfn(1), Gfn(0)]);
         }),
         Role::new("zapper", move || {
             let x = &wz.x;
             let g = wz.vm.invalidation().mmu_lock().write();
             x.step(format_args!("zap_ipi(gfns 0..2) under mmu_lock"));
-            let flush = setup(wz.mmu.zap_ipi(&g, setup(GfnRange::new(0, 2))));
+            let flush = setup(wz.mmu.zap_ipi(&g, setup(GfnRange::new(Gfn(0), Gfn(2)))));
             x.step(format_args!(
                 "zap_ipi returned (flush owed: {flush}); table pages freed: {}",
                 wz.tables.frees()
@@ -858,10 +867,10 @@ pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
                 wz.mmu.flush_remote_tlbs();
             }
             drop(g);
-            wz.revoke(&[1, 2]);
+            wz.revoke(&[Pfn(1), Pfn(2)]);
         }),
     ]);
-    w.check_sptes(MAX_GFNS as Gfn);
+    w.check_sptes(MAX_GFNS as u64);
 }
 
 /// `mmu-zap-epoch-vs-walk`: the same tables and guest as [`mmu_zap_ipi_vs_walk`], the epoch way.
@@ -885,29 +894,29 @@ pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             let handle = wv.mmu.reclaimer().register();
             {
                 let pin = handle.walk_begin();
-                let spte = setup(wv.mmu.walk(&pin, 1));
-                wv.check_walk("epoch walk", 1, spte);
+                let spte = setup(wv.mmu.walk(&pin, Gfn(1)));
+                wv.check_walk("epoch walk", Gfn(1), spte);
             }
             for _ in 0..2 {
                 handle.collect();
             }
             wv.x.step(format_args!("RCU callbacks: 2 collects; table pages freed: {}", wv.tables.frees()));
-            wv.run_guest(&[1, 0]);
+            wv.run_guest(&[Gfn(1), Gfn(0)]);
         }),
         Role::new("zapper", move || {
             let x = &wz.x;
             let handle = wz.mmu.reclaimer().register();
             let g = wz.vm.invalidation().mmu_lock().write();
             x.step(format_args!("zap_epoch(gfns 0..2) under mmu_lock"));
-            let n = setup(wz.mmu.zap_epoch(&g, setup(GfnRange::new(0, 2)), &handle));
+            let n = setup(wz.mmu.zap_epoch(&g, setup(GfnRange::new(Gfn(0), Gfn(2))), &handle));
             drop(g);
             x.step(format_args!("zap_epoch returned: {n} table page(s) deferred"));
-            wz.revoke(&[1, 2]);
+            wz.revoke(&[Pfn(1), Pfn(2)]);
             drop(handle);
             x.step(format_args!("zapper's reclaim handle dropped (deferred frees go global)"));
         }),
     ]);
-    w.check_sptes(MAX_GFNS as Gfn);
+    w.check_sptes(MAX_GFNS as u64);
 }
 
 /// `mmu-invalidate-two-slots`: one invalidation across two memslots (gfn 0 <- host page 0,
@@ -922,20 +931,20 @@ pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// Invariant: once start has returned, the guest uses neither TLB entry, and no SPTE maps
 /// pfn 1 or 2.
 pub fn mmu_invalidate_two_slots<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 2, 4>::new(hal, x, [1, 2]));
+    let w = Arc::new(World::<H, X, 1, 2, 4>::new(hal, x, [Pfn(1), Pfn(2)]));
     w.add_slots();
     for gfn in 0..2 {
-        if w.fault(gfn) != FaultOutcome::Installed(gfn + 1) {
+        if w.fault(Gfn(gfn)) != FaultOutcome::Installed(Pfn(gfn + 1)) {
             panic!("scenario setup: fault on gfn {gfn} did not install");
         }
     }
-    w.prefill(&[0, 1]);
+    w.prefill(&[Gfn(0), Gfn(1)]);
     let (wv, wi) = (w.clone(), w.clone());
     x.run(vec![
-        Role::new("vcpu", move || wv.run_guest(&[0, 1])),
+        Role::new("vcpu", move || wv.run_guest(&[Gfn(0), Gfn(1)])),
         Role::new("invalidator", move || {
             let hvas = page_hvas(0).union(&page_hvas(1));
-            wi.invalidate(hvas, &[1, 2], &[(0, 3), (1, 4)]);
+            wi.invalidate(hvas, &[Pfn(1), Pfn(2)], &[(0, Pfn(3)), (1, Pfn(4))]);
         }),
     ]);
     w.check_sptes(2);
@@ -954,26 +963,26 @@ pub fn mmu_invalidate_two_slots<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// Invariants: once the delete has returned, the guest uses no translation of gfn 0, and no
 /// SPTE maps gfn 0 (I3.2, checked at the end).
 pub fn mmu_memslot_delete_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [1]));
+    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [Pfn(1)]));
     w.add_slots();
-    if w.fault(0) != FaultOutcome::Installed(1) {
+    if w.fault(Gfn(0)) != FaultOutcome::Installed(Pfn(1)) {
         panic!("scenario setup: fault on gfn 0 did not install");
     }
-    w.prefill(&[0]);
+    w.prefill(&[Gfn(0)]);
     let (wv, wu) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            wv.run_guest(&[0]);
-            let out = wv.mmu.fault(&wv.vm, 0, true, |hva| Ok(wv.host.gup_fast(&wv.x, hva)));
+            wv.run_guest(&[Gfn(0)]);
+            let out = wv.mmu.fault(&wv.vm, Gfn(0), true, |hva| Ok(wv.host.gup_fast(&wv.x, hva)));
             wv.x.step(format_args!("ReferenceMmu::fault(gfn 0) -> {out:?}"));
         }),
         Role::new("memslot-updater", move || {
             wu.x.step(format_args!("set_memslot(DELETE slot 0)"));
             setup(wu.vm.set_memslot(&*wu.mmu, SlotChange::Delete(0)));
-            wu.revoke(&[1]);
+            wu.revoke(&[Pfn(1)]);
         }),
     ]);
-    w.check_no_spte(0);
+    w.check_no_spte(Gfn(0));
 }
 
 /// `mmu-map-write-protect-vs-guest`: M1-M2 on core's [`ReferenceMmu::map`] against a guest that
@@ -989,22 +998,22 @@ pub fn mmu_memslot_delete_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) 
 /// Invariant I5.6: no guest write to pfn 1 after the map returned. Without M2's flush
 /// (`MapFlushesLostWrite`) the guest keeps writing through its writable TLB entry.
 pub fn mmu_map_write_protect_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
-    w.map_writable(0, 1);
-    if !w.guest_write(0) {
+    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [Pfn(1)]));
+    w.map_writable(Gfn(0), Pfn(1));
+    if !w.guest_write(Gfn(0)) {
         panic!("scenario setup: gfn 0 is not writable");
     }
     let (wv, wp) = (w.clone(), w.clone());
     x.run(vec![
-        Role::new("vcpu", move || wv.run_guest_writing(&[0])),
+        Role::new("vcpu", move || wv.run_guest_writing(&[Gfn(0)])),
         Role::new("write-protector", move || {
             let x = &wp.x;
             let g = wp.vm.invalidation().mmu_lock().write();
             x.step(format_args!("map(gfn 0 -> pfn 1, read-only) under mmu_lock"));
-            let old = setup(wp.mmu.map(&g, 0, setup(Spte::leaf(1, false, true))));
+            let old = setup(wp.mmu.map(&g, Gfn(0), setup(Spte::leaf(Pfn(1), false, true))));
             drop(g);
             x.step(format_args!("map returned (old leaf {:?})", old.map(Spte::bits)));
-            wp.touch(1, true);
+            wp.touch(Pfn(1), true);
             wp.write_protected[0].set();
             x.step(format_args!("ghost: pfn 1 write-protected"));
         }),
@@ -1026,17 +1035,18 @@ pub fn mmu_map_write_protect_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &
 /// `PrefetchSkipsWhileInvalidating` it resolves gfn 1 between start and the remap and installs
 /// the page the primary MMU then frees.
 pub fn mmu_prefetch_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 2, 3>::new(hal, x, [1, 2]));
+    let w = Arc::new(World::<H, X, 1, 2, 3>::new(hal, x, [Pfn(1), Pfn(2)]));
     w.add_slots();
     let (wv, wi) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            let around = setup(GfnRange::new(0, 2));
-            let out =
-                setup(wv.mmu.fault_around(&wv.vm, 0, true, around, |hva| Ok(wv.host.gup_fast(&wv.x, hva))));
+            let around = setup(GfnRange::new(Gfn(0), Gfn(2)));
+            let out = setup(
+                wv.mmu.fault_around(&wv.vm, Gfn(0), true, around, |hva| Ok(wv.host.gup_fast(&wv.x, hva))),
+            );
             wv.x.step(format_args!("ReferenceMmu::fault_around(gfn 0, gfns 0..2) -> {out:?}"));
         }),
-        Role::new("invalidator", move || wi.invalidate(page_hvas(1), &[2], &[(1, 3)])),
+        Role::new("invalidator", move || wi.invalidate(page_hvas(1), &[Pfn(2)], &[(1, Pfn(3))])),
     ]);
     w.check_sptes(2);
 }
@@ -1056,12 +1066,12 @@ pub fn mmu_prefetch_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X)
 /// retries on the invalid slot for ever inside that read section (the 2024 KVM bug), and the
 /// checkers report a livelock. Safety (I3.2): once the delete returned, no SPTE maps gfn 0.
 pub fn prefault_vs_memslot_delete<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [1]));
+    let w = Arc::new(World::<H, X, 1, 1, 2>::new(hal, x, [Pfn(1)]));
     w.add_slots();
     let (wv, wu) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            let out = wv.mmu.prefault(&wv.vm, 0, true, |hva| Ok(wv.host.gup_fast(&wv.x, hva)));
+            let out = wv.mmu.prefault(&wv.vm, Gfn(0), true, |hva| Ok(wv.host.gup_fast(&wv.x, hva)));
             wv.x.step(format_args!("ReferenceMmu::prefault(gfn 0) -> {out:?}"));
         }),
         Role::new("memslot-updater", move || {
@@ -1070,7 +1080,7 @@ pub fn prefault_vs_memslot_delete<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             wu.x.step(format_args!("delete returned"));
         }),
     ]);
-    w.check_no_spte(0);
+    w.check_no_spte(Gfn(0));
 }
 
 /// `mmu-dirty-bit-vs-write-protect`: D1-D3 on core's [`ReferenceMmu::map`]: the hardware sets
@@ -1087,16 +1097,16 @@ pub fn prefault_vs_memslot_delete<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// Without the atomic exchange (`SpteUpdateIsAtomic`), a dirty bit set between the update's
 /// load and store is overwritten and never reported.
 pub fn mmu_dirty_bit_vs_write_protect<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
-    w.map_writable(0, 1);
-    w.prefill_read(0);
+    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [Pfn(1)]));
+    w.map_writable(Gfn(0), Pfn(1));
+    w.prefill_read(Gfn(0));
     let (wv, wp) = (w.clone(), w.clone());
     x.run(vec![
-        Role::new("vcpu", move || wv.run_guest_writing(&[0])),
+        Role::new("vcpu", move || wv.run_guest_writing(&[Gfn(0)])),
         Role::new("write-protector", move || {
             let g = wp.vm.invalidation().mmu_lock().write();
             wp.x.step(format_args!("map(gfn 0 -> pfn 1, read-only) under mmu_lock"));
-            let old = setup(wp.mmu.map(&g, 0, setup(Spte::leaf(1, false, true))));
+            let old = setup(wp.mmu.map(&g, Gfn(0), setup(Spte::leaf(Pfn(1), false, true))));
             drop(g);
             wp.x.step(format_args!("map returned (old leaf {:?})", old.map(Spte::bits)));
         }),
@@ -1119,19 +1129,19 @@ pub fn mmu_dirty_bit_vs_write_protect<H: ScenarioHal, X: Executor>(hal: &H, x: &
 /// I5.7, the dirty bit survives the accessed-bit clear (without the atomic AND,
 /// `SpteUpdateIsAtomic`, a dirty bit set in between is lost).
 pub fn mmu_clear_flush_young_vs_guest<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [1]));
+    let w = Arc::new(World::<H, X, 1, 1, 1>::new(hal, x, [Pfn(1)]));
     w.add_slots();
-    w.map_writable(0, 1);
-    w.prefill_read(0);
+    w.map_writable(Gfn(0), Pfn(1));
+    w.prefill_read(Gfn(0));
     let (wv, wa) = (w.clone(), w.clone());
     x.run(vec![
-        Role::new("vcpu", move || wv.run_guest_writing(&[0, 0])),
+        Role::new("vcpu", move || wv.run_guest_writing(&[Gfn(0), Gfn(0)])),
         Role::new("ager", move || {
             wa.x.step(format_args!("clear_flush_young(host page 0)"));
             let young = wa.vm.clear_flush_young(&*wa.mmu, page_hvas(0));
             wa.x.step(format_args!("clear_flush_young returned young: {young}"));
             if young {
-                wa.touch(1, true);
+                wa.touch(Pfn(1), true);
                 wa.aged[0].set();
             }
         }),

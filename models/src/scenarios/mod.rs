@@ -16,20 +16,26 @@ use crate::exec::{violated, Executor, Invariant};
 use crate::ghost::{Pages, Pfn};
 use mmusync::hal::{Atomic, Hal, Ordering::Relaxed};
 use mmusync::lock::{MmuWriteGuard, SpinLock};
-use mmusync::memslot::Memslot;
+use mmusync::memslot::{Memslot, MemslotConfig, SlotId};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::range::{Gfn, GfnRange, Hva, HvaRange};
 use mmusync::Rule;
 
 /// Host address of the first host page the scenarios use; page `i` is at `HVA0 + i * 4096`.
-pub const HVA0: Hva = 0x1000;
+pub const HVA0: Hva = Hva(0x1000);
 
 /// The host range of page `i`.
 pub fn page_hvas(i: u64) -> HvaRange {
-    match HvaRange::new(HVA0 + i * 0x1000, HVA0 + (i + 1) * 0x1000) {
+    match HvaRange::new(Hva(HVA0.0 + i * 0x1000), Hva(HVA0.0 + (i + 1) * 0x1000)) {
         Ok(r) => r,
         Err(e) => panic!("scenario setup: {e}"),
     }
+}
+
+/// Memslot `i` of the scenarios' layout: the one page gfn `i` <- host page `i`.
+pub fn page_slot(i: SlotId) -> Memslot {
+    let page = u64::from(i);
+    setup(Memslot::new(MemslotConfig { id: i, base_gfn: Gfn(page), npages: 1, hva: page_hvas(page).start() }))
 }
 
 /// Unwraps a result that only a scenario bug can make an error.
@@ -53,16 +59,20 @@ pub struct Host<H: Hal, const N: usize, const P: usize> {
 impl<H: Hal, const N: usize, const P: usize> Host<H, N, P> {
     /// Host page `i` maps `pfns[i]`.
     pub fn new(pfns: [Pfn; N]) -> Self {
-        Host { pte: pfns.map(H::AtomicU64::new), pte_lock: SpinLock::<H, ()>::new(()), pages: Pages::new() }
+        Host {
+            pte: pfns.map(|pfn| H::AtomicU64::new(pfn.0)),
+            pte_lock: SpinLock::<H, ()>::new(()),
+            pages: Pages::new(),
+        }
     }
 
     fn index(hva: Hva) -> usize {
-        ((hva - HVA0) / 0x1000) as usize
+        ((hva.0 - HVA0.0) / 0x1000) as usize
     }
 
     /// GUP-fast: a lockless read of the host PTE (`READ_ONCE`), as `hva_to_pfn` does.
     pub fn gup_fast<X: Executor>(&self, x: &X, hva: Hva) -> Pfn {
-        let pfn = self.pte[Self::index(hva)].load(Relaxed);
+        let pfn = Pfn(self.pte[Self::index(hva)].load(Relaxed));
         x.step(format_args!("GUP-fast: host PTE of hva {hva:#x} -> pfn {pfn}"));
         pfn
     }
@@ -72,12 +82,12 @@ impl<H: Hal, const N: usize, const P: usize> Host<H, N, P> {
     pub fn remap_and_free<X: Executor>(&self, x: &X, i: usize, new: Pfn) {
         let old = {
             let _pte = self.pte_lock.lock();
-            let old = self.pte[i].load(Relaxed);
-            self.pte[i].store(new, Relaxed);
+            let old = Pfn(self.pte[i].load(Relaxed));
+            self.pte[i].store(new.0, Relaxed);
             old
         };
         x.step(format_args!("primary MMU: host page {i} pfn {old} -> {new} (PTE lock released)"));
-        if old != 0 {
+        if old != Pfn(0) {
             self.pages.free(old);
             x.step(format_args!("primary MMU: freed pfn {old}"));
         }
@@ -105,25 +115,25 @@ impl<H: Hal, X: Executor, const N: usize> Sptes<H, X, N> {
 
     /// Installs `gfn -> pfn`. The caller holds the lock that orders SPTE changes.
     pub fn install(&self, gfn: Gfn, pfn: Pfn) {
-        self.spte[gfn as usize].store(pfn, Relaxed);
+        self.spte[gfn.0 as usize].store(pfn.0, Relaxed);
         self.exec.step(format_args!("install SPTE gfn {gfn} -> pfn {pfn}"));
     }
 
     /// Clears the SPTE of `gfn`; returns whether it was present.
     pub fn zap(&self, gfn: Gfn) -> bool {
-        let old = self.spte[gfn as usize].swap(0, Relaxed);
+        let old = self.spte[gfn.0 as usize].swap(0, Relaxed);
         self.exec.step(format_args!("zap SPTE gfn {gfn} (was pfn {old})"));
         old != 0
     }
 
     /// The SPTE of `gfn`, for the final checks (after every role has finished).
     pub fn get(&self, gfn: Gfn) -> Pfn {
-        self.spte[gfn as usize].load(Relaxed)
+        Pfn(self.spte[gfn.0 as usize].load(Relaxed))
     }
 
     /// Final check of I2.1: no SPTE maps a freed page.
     pub fn assert_no_freed<const P: usize>(&self, pages: &Pages<P>) {
-        for gfn in 0..N as Gfn {
+        for gfn in (0..N as u64).map(Gfn) {
             let pfn = self.get(gfn);
             if pages.is_freed(pfn) {
                 violated(
@@ -138,7 +148,7 @@ impl<H: Hal, X: Executor, const N: usize> Sptes<H, X, N> {
 impl<H: Hal, X: Executor, const N: usize> SecondaryMmu<H> for Sptes<H, X, N> {
     fn unmap_gfn_range(&self, _guard: &MmuWriteGuard<'_, H>, _slot: &Memslot, gfns: GfnRange) -> bool {
         let mut flush = false;
-        for gfn in gfns.start()..gfns.end().min(N as Gfn) {
+        for gfn in gfns.iter().take_while(|gfn| gfn.0 < N as u64) {
             flush |= self.zap(gfn);
         }
         flush
@@ -181,7 +191,7 @@ pub fn x86_fault<H: Hal, X: Executor, const N: usize, const S: usize, const HN: 
     }
     let Some(hva) = slot.gfn_to_hva(gfn) else { return false };
     let pfn = host.gup_fast(x, hva);
-    if pfn == 0 {
+    if pfn == Pfn(0) {
         return false;
     }
     let guard = inv.mmu_lock().write();

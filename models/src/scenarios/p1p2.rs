@@ -6,16 +6,16 @@
 //! maps a freed page. (Nothing zaps after `start`, so a stale install is still there at the
 //! end; the final check sees every violation.)
 
-use super::{page_hvas, setup, x86_fault, Host, Sptes};
+use super::{page_hvas, page_slot, setup, x86_fault, Host, Sptes};
 use crate::exec::{Executor, Role};
 use crate::ghost::Pfn;
 use crate::scenario::ScenarioHal;
 use alloc::sync::Arc;
 use alloc::vec;
 use mmusync::invalidation::Invalidation;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::SlotChange;
 use mmusync::notifier::Vm;
-use mmusync::range::GfnRange;
+use mmusync::range::{Gfn, GfnRange};
 
 /// A VM with `N` memslots' worth of state: the notifier side (`Vm`), the primary MMU's `N`
 /// host pages (initially mapping `pfns`, with `P` pfns in all), and the secondary MMU's SPTEs.
@@ -43,7 +43,7 @@ impl<H: ScenarioHal, X: Executor, const P: usize> InvWorld<H, X, P> {
     fn new(hal: &H, x: &X) -> Arc<Self> {
         Arc::new(InvWorld {
             inv: Invalidation::new(hal.clone()),
-            host: Host::new([1]),
+            host: Host::new([Pfn(1)]),
             sptes: Sptes::new(x.clone()),
         })
     }
@@ -52,20 +52,20 @@ impl<H: ScenarioHal, X: Executor, const P: usize> InvWorld<H, X, P> {
 /// F0-F14 vs. S1-S5/E1-E2: the x86 fault path against `invalidate_range_start`/`end` through the memslot
 /// layer. Needs both halves of MP-2 and every retry check.
 pub fn fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = VmWorld::<H, X, 1, 2>::new(hal, x, [1]);
-    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
+    let w = VmWorld::<H, X, 1, 2>::new(hal, x, [Pfn(1)]);
+    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(page_slot(0))));
 
     let (wv, xv) = (w.clone(), x.clone());
     let (wi, xi) = (w.clone(), x.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, Gfn(0));
         }),
         Role::new("invalidator", move || {
             let hvas = page_hvas(0);
             xi.step(format_args!("invalidate_range_start({:#x})", hvas.start()));
             setup(wi.vm.start(&wi.sptes, hvas));
-            wi.host.remap_and_free(&xi, 0, 2);
+            wi.host.remap_and_free(&xi, 0, Pfn(2));
             xi.step(format_args!("invalidate_range_end"));
             setup(wi.vm.end(hvas));
         }),
@@ -90,19 +90,19 @@ pub fn mp1_lockless_retry<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             let stale = setup(wv.inv.retry_lockless(&snap));
             xv.step(format_args!("retry_lockless(seq {}) under the HPTE lock -> {stale}", snap.seq()));
             if !stale {
-                wv.sptes.install(0, pfn);
+                wv.sptes.install(Gfn(0), pfn);
             }
         }),
         Role::new("invalidator", move || {
-            let range = setup(GfnRange::single(0));
+            let range = setup(GfnRange::single(Gfn(0)));
             {
                 let g = wi.inv.mmu_lock().write();
                 setup(wi.inv.begin(&g, range));
                 xi.step(format_args!("begin: in_progress++"));
                 let _hpte = wi.sptes.hpte_lock.lock();
-                wi.sptes.zap(0);
+                wi.sptes.zap(Gfn(0));
             }
-            wi.host.remap_and_free(&xi, 0, 2);
+            wi.host.remap_and_free(&xi, 0, Pfn(2));
             let g = wi.inv.mmu_lock().write();
             setup(wi.inv.end(&g));
             xi.step(format_args!("end: seq++, in_progress--"));
@@ -126,24 +126,24 @@ pub fn mp2_snapshot_placement<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             let snap = wv.inv.snapshot();
             xv.step(format_args!("snapshot seq = {}", snap.seq()));
             let pfn = wv.host.gup_fast(&xv, page_hvas(0).start());
-            if pfn == 0 {
+            if pfn == Pfn(0) {
                 return;
             }
             let g = wv.inv.mmu_lock().read();
             let stale = setup(wv.inv.retry(&g, &snap));
             xv.step(format_args!("retry(seq {}) under mmu_lock (read) -> {stale}", snap.seq()));
             if !stale {
-                wv.sptes.install(0, pfn);
+                wv.sptes.install(Gfn(0), pfn);
             }
         }),
         Role::new("invalidator", move || {
             {
                 let g = wi.inv.mmu_lock().write();
-                setup(wi.inv.begin(&g, setup(GfnRange::single(0))));
+                setup(wi.inv.begin(&g, setup(GfnRange::single(Gfn(0)))));
                 xi.step(format_args!("begin: in_progress++"));
-                wi.sptes.zap(0);
+                wi.sptes.zap(Gfn(0));
             }
-            wi.host.remap_and_free(&xi, 0, 0);
+            wi.host.remap_and_free(&xi, 0, Pfn(0));
             let g = wi.inv.mmu_lock().write();
             setup(wi.inv.end(&g));
             xi.step(format_args!("end: seq++, in_progress--"));
@@ -156,17 +156,16 @@ pub fn mp2_snapshot_placement<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// twice in one critical section; the merged range must cover both. A fault on the first
 /// slot's gfn while the invalidation is open must retry.
 pub fn multi_slot_range_merge<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = VmWorld::<H, X, 2, 4>::new(hal, x, [1, 2]);
+    let w = VmWorld::<H, X, 2, 4>::new(hal, x, [Pfn(1), Pfn(2)]);
     for i in 0..2 {
-        let slot = setup(Memslot::new(i as u16, i, 1, page_hvas(i).start()));
-        setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(slot)));
+        setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(page_slot(i))));
     }
 
     let (wv, xv) = (w.clone(), x.clone());
     let (wi, xi) = (w.clone(), x.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, Gfn(0));
         }),
         Role::new("invalidator", move || {
             let hvas = page_hvas(0).union(&page_hvas(1));
@@ -176,8 +175,8 @@ pub fn multi_slot_range_merge<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
                 hvas.end()
             ));
             setup(wi.vm.start(&wi.sptes, hvas));
-            wi.host.remap_and_free(&xi, 0, 3);
-            wi.host.remap_and_free(&xi, 1, 4);
+            wi.host.remap_and_free(&xi, 0, Pfn(3));
+            wi.host.remap_and_free(&xi, 1, Pfn(4));
             xi.step(format_args!("invalidate_range_end"));
             setup(wi.vm.end(hvas));
         }),
@@ -200,23 +199,23 @@ pub fn multi_slot_range_merge<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// zap (`ZapGfnRangeInvalidates`), a fault that read pfn 1 before the change installs it after
 /// the zap returned: `seq` never moved.
 pub fn zap_gfn_range_vs_fault<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = VmWorld::<H, X, 1, 2>::new(hal, x, [1]);
-    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
+    let w = VmWorld::<H, X, 1, 2>::new(hal, x, [Pfn(1)]);
+    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(page_slot(0))));
 
     let (wv, xv) = (w.clone(), x.clone());
     let (wz, xz) = (w.clone(), x.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, Gfn(0));
         }),
         Role::new("zapper", move || {
             // The change itself (no MMU notifier), then the zap; only then is pfn 1 dead.
-            let old = {
+            let old = Pfn({
                 let _pte = wz.host.pte_lock.lock();
                 mmusync::hal::Atomic::swap(&wz.host.pte[0], 2, mmusync::hal::Ordering::Relaxed)
-            };
+            });
             xz.step(format_args!("KVM changes gfn 0's backing: host page 0 pfn {old} -> 2 (no notifier)"));
-            let flushed = setup(wz.vm.zap_gfn_range(&wz.sptes, setup(GfnRange::single(0))));
+            let flushed = setup(wz.vm.zap_gfn_range(&wz.sptes, setup(GfnRange::single(Gfn(0)))));
             xz.step(format_args!("zap_gfn_range(gfn 0) returned (flushed: {flushed})"));
             wz.host.pages.free(old);
             xz.step(format_args!("pfn {old} freed: no translation may use it any more"));

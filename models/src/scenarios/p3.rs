@@ -1,14 +1,15 @@
 //! P3: memslot updates against invalidations and faults.
 
-use super::{page_hvas, setup, x86_fault, Host, Sptes};
+use super::{page_hvas, page_slot, setup, x86_fault, Host, Sptes};
 use crate::exec::{violated, Executor, Invariant, Role};
 use crate::ghost::Flag;
 use crate::scenario::ScenarioHal;
 use alloc::sync::Arc;
 use alloc::vec;
 use mmusync::lock::SpinLock;
-use mmusync::memslot::{Memslot, SlotCache, SlotChange};
+use mmusync::memslot::{SlotCache, SlotChange};
 use mmusync::notifier::Vm;
+use mmusync::range::{Gfn, Pfn};
 use mmusync::Error;
 
 /// P3's swap (W1-W8): an invalidation of hva page 0 runs start → end while the memslot updater creates a
@@ -31,10 +32,7 @@ pub fn memslot_swap_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X)
                 "KVM_SET_USER_MEMORY_REGION: create slot 0 at hva {:#x}",
                 page_hvas(0).start()
             ));
-            setup(wu.vm.set_memslot(
-                &wu.sptes,
-                SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start()))),
-            ));
+            setup(wu.vm.set_memslot(&wu.sptes, SlotChange::Create(page_slot(0))));
             xu.step(format_args!("memslot published"));
         }),
         Role::new("invalidator", move || {
@@ -73,17 +71,17 @@ pub fn memslot_delete_vs_fault<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     }
     let w = Arc::new(World {
         vm: Vm::new(hal.clone()),
-        host: Host::new([1]),
+        host: Host::new([Pfn(1)]),
         sptes: Sptes::new(x.clone()),
         deleted: Flag::new(),
     });
-    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start())))));
+    setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(page_slot(0))));
 
     let (wv, xv) = (w.clone(), x.clone());
     let (wu, xu) = (w.clone(), x.clone());
     x.run(vec![
         Role::new("vcpu", move || {
-            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, 0);
+            x86_fault(&xv, &wv.vm, &wv.host, &wv.sptes, Gfn(0));
         }),
         Role::new("memslot-updater", move || {
             xu.step(format_args!("KVM_SET_USER_MEMORY_REGION: delete slot 0"));
@@ -92,8 +90,8 @@ pub fn memslot_delete_vs_fault<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             xu.step(format_args!("delete returned"));
         }),
     ]);
-    let pfn = w.sptes.get(0);
-    if w.deleted.get() && pfn != 0 {
+    let pfn = w.sptes.get(Gfn(0));
+    if w.deleted.get() && pfn != Pfn(0) {
         violated(
             Invariant::SpteMapsDeletedSlot,
             format_args!("SPTE gfn 0 -> pfn {pfn} after slot 0 was deleted"),
@@ -130,26 +128,23 @@ pub fn memslot_generation_vs_cache<H: ScenarioHal, X: Executor>(hal: &H, x: &X) 
     x.run(vec![
         Role::new("vcpu", move || {
             let slots = wv.vm.memslots().read();
-            let hva = slots.find(0).and_then(|s| s.gfn_to_hva(0));
+            let hva = slots.find(Gfn(0)).and_then(|s| s.gfn_to_hva(Gfn(0)));
             xv.step(format_args!("lookup gfn 0 -> {hva:?}"));
             let generation = wv.vm.memslots().read().generation();
-            let filled = wv.cache.lock().fill(generation, 0, hva);
+            let filled = wv.cache.lock().fill(generation, Gfn(0), hva);
             xv.step(format_args!("cache gfn 0 -> {hva:?} under generation {generation:#x}: {filled:?}"));
             drop(slots);
         }),
         Role::new("memslot-updater", move || {
             xu.step(format_args!("KVM_SET_USER_MEMORY_REGION: create slot 0"));
-            setup(wu.vm.set_memslot(
-                &wu.sptes,
-                SlotChange::Create(setup(Memslot::new(0, 0, 1, page_hvas(0).start()))),
-            ));
+            setup(wu.vm.set_memslot(&wu.sptes, SlotChange::Create(page_slot(0))));
             xu.step(format_args!("create returned"));
         }),
     ]);
     let slots = w.vm.memslots().read();
     let generation = slots.generation();
-    let truth = slots.find(0).and_then(|s| s.gfn_to_hva(0));
-    let cached = w.cache.lock().get(generation, 0);
+    let truth = slots.find(Gfn(0)).and_then(|s| s.gfn_to_hva(Gfn(0)));
+    let cached = w.cache.lock().get(generation, Gfn(0));
     if let Some(cached) = cached {
         if cached != truth {
             violated(

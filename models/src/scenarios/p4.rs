@@ -7,6 +7,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use mmusync::hal::{Atomic, Ordering::Relaxed};
 use mmusync::lock::MmuLock;
+use mmusync::range::Gfn;
 use mmusync::unsync::{ShadowPages, SpIndex};
 use mmusync::FenceKind;
 
@@ -37,8 +38,8 @@ pub fn unsync_vs_guest_write<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     let sp = ShadowPages::new(hal.clone());
     let (root, leaf) = {
         let g = mmu_lock.write();
-        let root = setup(sp.alloc_root(&g, 2, 100));
-        (root, setup(sp.alloc_child(&g, root, 0, 5)))
+        let root = setup(sp.alloc_root(&g, 2, Gfn(100)));
+        (root, setup(sp.alloc_child(&g, root, 0, Gfn(5))))
     };
     let w = Arc::new(World {
         mmu_lock,
@@ -105,8 +106,8 @@ pub fn unsync_two_markers<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
     let sp = ShadowPages::new(hal.clone());
     let leaves = {
         let g = mmu_lock.write();
-        let root = setup(sp.alloc_root(&g, 2, 100));
-        [setup(sp.alloc_child(&g, root, 0, 5)), setup(sp.alloc_child(&g, root, 1, 6))]
+        let root = setup(sp.alloc_root(&g, 2, Gfn(100)));
+        [setup(sp.alloc_child(&g, root, 0, Gfn(5))), setup(sp.alloc_child(&g, root, 1, Gfn(6)))]
     };
     let w = Arc::new(World { mmu_lock, sp, leaves });
     let roles = (0..2)

@@ -45,12 +45,12 @@ pub struct Tables {
 impl Tables {
     fn new(n: usize) -> Self {
         assert!((1..=MAX_PAGES).contains(&n), "scenario setup: 1..={MAX_PAGES} table pages");
-        Tables { pages: (1..=n as Pfn).map(|pfn| TablePage { pfn }).collect(), freed: Pages::new() }
+        Tables { pages: (1..=n as u64).map(|pfn| TablePage { pfn: Pfn(pfn) }).collect(), freed: Pages::new() }
     }
 
     /// Table page `pfn` (1-based).
     fn ptr(&self, pfn: Pfn) -> NonNull<TablePage> {
-        NonNull::from(&self.pages[pfn as usize - 1])
+        NonNull::from(&self.pages[pfn.0 as usize - 1])
     }
 
     /// A read of table page `pfn` by `who`; `inv` names what a freed page means here.
@@ -113,7 +113,7 @@ impl<H: ScenarioHal> Shadow<H> {
         let mut list = ZapList::<TablePage, 1>::new();
         // SAFETY: the page was just unlinked under mmu_lock, belongs to `self.alloc`, is
         // queued once, and the list is committed with the VM's only vCPU.
-        setup(unsafe { list.push(self.alloc.0.ptr(1)) }.map_err(|_| "zap list full"));
+        setup(unsafe { list.push(self.alloc.0.ptr(Pfn(1))) }.map_err(|_| "zap list full"));
         let freed = list.commit(hal, &self.vcpus, &self.alloc);
         x.step(format_args!("kvm_mmu_commit_zap_page: flushed, freed {freed} page(s)"));
     }
@@ -123,13 +123,13 @@ impl<H: ScenarioHal> Shadow<H> {
     /// the TLB, or through the root if the TLB was flushed. Two tries at entry.
     fn run_guest<X: Executor>(&self, x: &X) {
         let vcpu = &self.vcpus[0];
-        let mut tlb: Option<Pfn> = Some(1);
+        let mut tlb: Option<Pfn> = Some(Pfn(1));
         for _ in 0..2 {
             match vcpu.enter_guest() {
                 Ok(guest) => {
                     x.step(format_args!("VM entry (IN_GUEST_MODE), TLB caches {tlb:?}"));
-                    let pfn = tlb.unwrap_or_else(|| self.root.load(Relaxed));
-                    if pfn != 0 {
+                    let pfn = tlb.unwrap_or_else(|| Pfn(self.root.load(Relaxed)));
+                    if pfn != Pfn(0) {
                         for _ in 0..2 {
                             self.alloc.0.read(x, "hw walker (guest)", pfn, Invariant::StaleTlbAfterFlush);
                         }
@@ -175,9 +175,9 @@ pub fn sb_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
         Role::new("walker", move || {
             let walk = setup(ww.vcpus[0].walk_lockless_begin().map_err(DisplayVcpu));
             xw.step(format_args!("walk_shadow_page_lockless_begin"));
-            let pfn = ww.root.load(Relaxed);
+            let pfn = Pfn(ww.root.load(Relaxed));
             xw.step(format_args!("walker reads root SPTE -> pfn {pfn}"));
-            if pfn != 0 {
+            if pfn != Pfn(0) {
                 for _ in 0..2 {
                     ww.alloc.0.read(&xw, "walker", pfn, Invariant::WalkerReadFreedTable);
                 }
@@ -240,7 +240,7 @@ pub fn epoch_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
                         xz.step(format_args!(
                             "unlink table page pfn 1 (pinned); zap list: pfns 1..={EPOCH_ZAP_PAGES}"
                         ));
-                        list.extend((1..=EPOCH_ZAP_PAGES as Pfn).map(|pfn| s.alloc.0.ptr(pfn)));
+                        list.extend((1..=EPOCH_ZAP_PAGES as u64).map(|pfn| s.alloc.0.ptr(Pfn(pfn))));
                     },
                     || {
                         let targets = flush_remote_tlbs(&hz, &s.vcpus);
@@ -254,9 +254,9 @@ pub fn epoch_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             let handle = wv.reclaimer.register();
             {
                 let _walk = handle.walk_begin();
-                let pfn = wv.shadow.root.load(Relaxed);
+                let pfn = Pfn(wv.shadow.root.load(Relaxed));
                 xv.step(format_args!("epoch walk (pinned): root SPTE -> pfn {pfn}"));
-                if pfn != 0 {
+                if pfn != Pfn(0) {
                     wv.shadow.alloc.0.read(&xv, "epoch walker", pfn, Invariant::WalkerReadFreedTable);
                 }
             }
@@ -265,7 +265,7 @@ pub fn epoch_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
             }
             xv.step(format_args!(
                 "RCU callbacks: 2 collects, freed so far: pfn 1 {}",
-                if wv.shadow.alloc.0.freed.is_freed(1) { "yes" } else { "no" }
+                if wv.shadow.alloc.0.freed.is_freed(Pfn(1)) { "yes" } else { "no" }
             ));
             wv.shadow.run_guest(&xv);
         }),

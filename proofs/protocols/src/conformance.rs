@@ -46,7 +46,7 @@ use crate::models::fault::{FaultAction, FaultModel, FaultState, InvPc, VcpuPc};
 use crate::models::walk::{Reclaim, WStep, WalkAction, WalkModel, WalkMutant, WalkState, ZStep};
 use crate::tso::Memory;
 use mmusync::hal::CpuId;
-use mmusync::{RetryCheck, Step};
+use mmusync::{Gfn, Pfn, RetryCheck, Step};
 use stateright::Model;
 use std::collections::HashSet;
 use std::fmt;
@@ -82,7 +82,7 @@ pub struct FaultSetup {
     pub cpus: Vec<FaultThread>,
     /// `pfns[g][k]`: the pfn that gfn `g` maps to in the primary MMU in generation `k` (the
     /// model's `gen[g]`; each invalidation's remap makes the next generation).
-    pub pfns: Vec<Vec<u64>>,
+    pub pfns: Vec<Vec<Pfn>>,
 }
 
 impl FaultSetup {
@@ -93,7 +93,7 @@ impl FaultSetup {
         FaultSetup {
             model: FaultModel { vcpus: 1, gfns: 1, ranges: vec![(0, 1)], mutant: model_mutant },
             cpus: vec![FaultThread::Vcpu(0), FaultThread::Inv(0)],
-            pfns: vec![vec![1, 2]],
+            pfns: vec![vec![Pfn(1), Pfn(2)]],
         }
     }
 }
@@ -246,8 +246,13 @@ fn fault_label(a: &FaultAction) -> Option<(&'static str, FaultThread)> {
 }
 
 /// A gfn of the trace as a model gfn.
-fn gfn(g: u64) -> Result<u8, String> {
-    u8::try_from(g).map_err(|_| format!("gfn {g:#x} is outside the model's gfns"))
+fn gfn(g: Gfn) -> Result<u8, String> {
+    u8::try_from(g.0).map_err(|_| format!("gfn {g:#x} is outside the model's gfns"))
+}
+
+/// A model gfn as a gfn of the trace.
+fn trace_gfn(g: u8) -> Gfn {
+    Gfn(u64::from(g))
 }
 
 fn expect<T: PartialEq + fmt::Debug>(what: &str, model: T, trace: T) -> Result<(), String> {
@@ -259,7 +264,7 @@ fn expect<T: PartialEq + fmt::Debug>(what: &str, model: T, trace: T) -> Result<(
 }
 
 /// The pfn of `g`'s generation `k` in `setup`.
-fn pfn_of(setup: &FaultSetup, g: u8, k: u8) -> Result<u64, String> {
+fn pfn_of(setup: &FaultSetup, g: u8, k: u8) -> Result<Pfn, String> {
     setup
         .pfns
         .get(g as usize)
@@ -310,7 +315,7 @@ fn fault_check_action(
         }
         (Step::InvalidateBegin { in_progress, start, end }, _) => {
             expect("in_progress", u64::from(after.in_progress), in_progress)?;
-            let range = after.range.map(|(a, b)| (u64::from(a), u64::from(b)));
+            let range = after.range.map(|(a, b)| (trace_gfn(a), trace_gfn(b)));
             expect("merged range", range, Some((start, end)))
         }
         (Step::InvalidateFlush, _) => Ok(()),
@@ -336,7 +341,7 @@ fn fault_check_observe(
                 return Err(format!("S3c: inv{i} is at {:?}, not inside S3", inv.pc));
             }
             let (a, b) = setup.model.ranges[i];
-            expect("zapped range", (u64::from(a), u64::from(b)), (start, end))?;
+            expect("zapped range", (trace_gfn(a), trace_gfn(b)), (start, end))?;
             expect("flush needed", inv.need_flush, flush)
         }
         (step, thread) => Err(format!("{thread} cannot report {step:?}")),
@@ -417,7 +422,7 @@ impl Projection for FaultSetup {
 
     fn reports(&self, a: &FaultAction, label: &str, thread: FaultThread, step: &Step) -> bool {
         if let (FaultAction::F1 { gfn: g, .. }, Step::FaultSlot { gfn: t, .. }) = (a, step) {
-            if u64::from(*g) != *t {
+            if trace_gfn(*g) != *t {
                 return false;
             }
         }

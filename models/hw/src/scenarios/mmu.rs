@@ -24,10 +24,10 @@ use super::{Batch, Recorder, Tuning};
 use crate::exec::{ScopedRole, ThreadExec};
 use crate::poison::{is_poison, GuestPages, GuestRead, PoisonAlloc};
 use mmusync::hal::{Atomic, Ordering};
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{ReferenceMmu, Spte, Table};
 use mmusync::notifier::Vm;
-use mmusync::range::HvaRange;
+use mmusync::range::{Gfn, Hva, HvaRange, Pfn};
 use mmusync::vcpu::Vcpu;
 use mmusync_models::{Invariant, ScenarioHal};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -35,18 +35,18 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 const F: usize = 4;
 const LEVELS: usize = 2;
 const GFNS: u64 = 16;
-const HVA_BASE: u64 = 0x10_0000;
+const HVA_BASE: Hva = Hva(0x10_0000);
 const PAGE: u64 = 4096;
 
 fn hvas(first: u64, pages: u64) -> HvaRange {
-    match HvaRange::new(HVA_BASE + first * PAGE, HVA_BASE + (first + pages) * PAGE) {
+    match HvaRange::new(Hva(HVA_BASE.0 + first * PAGE), Hva(HVA_BASE.0 + (first + pages) * PAGE)) {
         Ok(r) => r,
         Err(e) => unreachable!("the scenario's ranges are valid: {e}"),
     }
 }
 
 /// Checks one SPTE read inside a lockless walk (or after the run).
-fn check(rec: &Recorder, guest: &GuestPages, gfn: u64, spte: Spte, when: &str) {
+fn check(rec: &Recorder, guest: &GuestPages, gfn: Gfn, spte: Spte, when: &str) {
     if is_poison(spte) {
         rec.violation(
             Invariant::WalkerReadFreedTable,
@@ -82,7 +82,8 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
             Err(e) => panic!("mmu-fault-vs-invalidation: building the MMU: {e}"),
         };
     let vm: Vm<H, 1> = Vm::new(hal.clone());
-    let slot = Memslot::new(0, 0, GFNS, HVA_BASE).and_then(|s| vm.set_memslot(&mmu, SlotChange::Create(s)));
+    let config = MemslotConfig { id: 0, base_gfn: Gfn(0), npages: GFNS, hva: HVA_BASE };
+    let slot = Memslot::new(config).and_then(|s| vm.set_memslot(&mmu, SlotChange::Create(s)));
     if let Err(e) = slot {
         panic!("mmu-fault-vs-invalidation: creating the memslot: {e}");
     }
@@ -90,7 +91,7 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
     let guest = GuestPages::new(pool);
     let host: Vec<H::AtomicU64> = (0..GFNS)
         .map(|_| {
-            H::AtomicU64::new(guest.alloc().unwrap_or_else(|| unreachable!("the pool has a page per gfn")))
+            H::AtomicU64::new(guest.alloc().unwrap_or_else(|| unreachable!("the pool has a page per gfn")).0)
         })
         .collect();
     let done = AtomicBool::new(false);
@@ -105,9 +106,10 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
         let mut i = 0u64;
         loop {
             let last = done.load(SeqCst);
-            let gfn = i % GFNS;
+            let gfn = Gfn(i % GFNS);
             let writable = (i / GFNS) % 2 == 0;
-            let gup = |hva: u64| Ok(host[((hva - HVA_BASE) / PAGE) as usize].load(Ordering::Relaxed));
+            let gup =
+                |hva: Hva| Ok(Pfn(host[((hva.0 - HVA_BASE.0) / PAGE) as usize].load(Ordering::Relaxed)));
             if let Err(e) = mmu.fault(&vm, gfn, writable, gup) {
                 panic!("fault on gfn {gfn}: {e}");
             }
@@ -115,7 +117,7 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
                 Ok(w) => w,
                 Err(e) => panic!("walk_lockless_begin: {e}"),
             };
-            for g in 0..GFNS {
+            for g in (0..GFNS).map(Gfn) {
                 match mmu.walk(&walk, g) {
                     Ok(Some(spte)) => check(&rec, &guest, g, spte, "inside a lockless walk"),
                     Ok(None) => {}
@@ -156,7 +158,7 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
             };
             for p in first..first + pages {
                 let new = guest.alloc().unwrap_or_else(|| unreachable!("the pool has 4 pages per round"));
-                let old = host[p as usize].swap(new, Ordering::Relaxed);
+                let old = Pfn(host[p as usize].swap(new.0, Ordering::Relaxed));
                 // The primary MMU frees the old page between start and end, as KVM allows.
                 guest.free(old);
             }
@@ -169,7 +171,7 @@ pub(super) fn fault_vs_invalidation<H: ScenarioHal>(
 
     // Both roles finished: every SPTE must map a live page (I2.1).
     let lock = vm.invalidation().mmu_lock().read();
-    for g in 0..GFNS {
+    for g in (0..GFNS).map(Gfn) {
         match mmu.walk(&lock, g) {
             Ok(Some(spte)) => check(&rec, &guest, g, spte, "after the run"),
             Ok(None) => {}

@@ -24,6 +24,7 @@ use crate::exec::{ScopedRole, ThreadExec};
 use crate::poison::{PoisonAlloc, POISON_SPTE};
 use mmusync::hal::{Atomic, Ordering, PageAlloc};
 use mmusync::mmu::{Spte, Table};
+use mmusync::range::Pfn;
 use mmusync::vcpu::Vcpu;
 use mmusync::walk::ZapList;
 use mmusync_models::{Invariant, ScenarioHal};
@@ -39,7 +40,7 @@ pub(super) fn fresh_page<H: ScenarioHal>(
     round: u64,
 ) -> NonNull<Table<H, F>> {
     let t = Table::<H, F>::empty();
-    let leaf = match Spte::leaf(round % Spte::MAX_PFN + 1, true, true) {
+    let leaf = match Spte::leaf(Pfn(round % Spte::MAX_PFN.0 + 1), true, true) {
         Ok(s) => s.bits(),
         Err(e) => unreachable!("pfn below MAX_PFN: {e}"),
     };

@@ -6,10 +6,11 @@ use crate::exec::{ScopedRole, ShuttleExec};
 use crate::hal::{ShuttleAtomicBool, ShuttleHal};
 use mmusync::hal::{Atomic, Ordering::Relaxed};
 use mmusync::lock::{MmuWriteGuard, SpinLock};
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::pfncache::TranslationCache;
-use mmusync::range::{GfnRange, HvaRange};
+use mmusync::range::{Gfn, GfnRange, HvaRange, Pfn};
+use mmusync::Error;
 use mmusync_models::{violated, Executor, Invariant};
 use shuttle::rand::{thread_rng, Rng};
 
@@ -54,7 +55,7 @@ impl SecondaryMmu<ShuttleHal> for Caches {
 /// The check a consumer (or the final check) makes on a valid cache of host page `page`: while
 /// the read guard is held no invalidation can get past S2 for it, so the pfn is the one the
 /// primary MMU maps there now, and it is not freed.
-fn check_valid<const N: usize>(x: &ShuttleExec, host: &Host<N>, gpc: usize, page: u64, pfn: u64, who: &str) {
+fn check_valid<const N: usize>(x: &ShuttleExec, host: &Host<N>, gpc: usize, page: u64, pfn: Pfn, who: &str) {
     let now = host.pfn(page);
     x.step(format_args!("{who}: cache {gpc} valid for host page {page} -> pfn {pfn} (primary MMU: {now})"));
     if pfn != now || host.pages.is_freed(pfn) {
@@ -84,13 +85,14 @@ fn caches_vs_invalidations(hal: &ShuttleHal, x: &ShuttleExec, slot_pages: u64, c
         gpc_lock: SpinLock::<ShuttleHal, ()>::new(()),
         x: x.clone(),
     };
-    ok(vm.set_memslot(&caches, SlotChange::Create(ok(Memslot::new(0, 0, slot_pages, hva(0))))));
+    let slot = Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: slot_pages, hva: hva(0) });
+    ok(vm.set_memslot(&caches, SlotChange::Create(ok(slot))));
 
     let (vm, host, caches) = (&vm, &host, &caches);
     let mut roles = Vec::new();
     for (i, gpc) in caches.gpcs.iter().enumerate() {
         roles.push(ScopedRole::new("cache-owner", move || {
-            let resolve = |h| host.resolve(x, h);
+            let resolve = |h| host.resolve(x, h).ok_or(Error::Unmapped { hva: h });
             let (inv, active) = (vm.invalidation(), vm.active_invalidations());
             for _round in 0..2 {
                 // list_add before activating: a refresh must not set up a mapping that

@@ -3,7 +3,7 @@
 use super::world::{check_balanced, gfns, hva, ok, Ctx, GhostTables, Host, Mmu, Quiescence};
 use crate::exec::{ScopedRole, ShuttleExec};
 use crate::hal::ShuttleHal;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::ReferenceMmu;
 use mmusync::notifier::Vm;
 use mmusync::range::Gfn;
@@ -27,7 +27,7 @@ const PAGES: usize = 24;
 fn gfns_of_page(page: u64) -> impl Iterator<Item = Gfn> {
     let moved = (8..16).contains(&page).then_some(page + 24);
     let recreated = (0..8).contains(&page).then_some(page + 48);
-    std::iter::once(page).chain(moved).chain(recreated)
+    std::iter::once(page).chain(moved).chain(recreated).map(Gfn)
 }
 
 /// P3 at scale. Three memslots of 8 pages (gfns `0..24`, identity over host pages). A
@@ -48,7 +48,12 @@ pub fn memslot_churn(hal: &ShuttleHal, x: &ShuttleExec) {
     let host: Host<PAGES> = Host::new();
     let quiet = Quiescence::new(INVALIDATORS as u64 + 1);
     for i in 0..3u64 {
-        let slot = ok(Memslot::new(i as u16, 8 * i, 8, hva(8 * i)));
+        let slot = ok(Memslot::new(MemslotConfig {
+            id: i as u16,
+            base_gfn: Gfn(8 * i),
+            npages: 8,
+            hva: hva(8 * i),
+        }));
         ok(vm.set_memslot(&mmu, SlotChange::Create(slot)));
     }
 
@@ -58,10 +63,11 @@ pub fn memslot_churn(hal: &ShuttleHal, x: &ShuttleExec) {
         ok(cx.vm.set_memslot(cx.mmu, SlotChange::Delete(0)));
         cx.check_unmapped(gfns(0, 8));
         x.step(format_args!("KVM_SET_USER_MEMORY_REGION: move slot 1 (gfns 8..16) to gfn 32"));
-        ok(cx.vm.set_memslot(cx.mmu, SlotChange::Move { id: 1, base_gfn: 32 }));
+        ok(cx.vm.set_memslot(cx.mmu, SlotChange::Move { id: 1, base_gfn: Gfn(32) }));
         cx.check_unmapped(gfns(8, 16));
         x.step(format_args!("KVM_SET_USER_MEMORY_REGION: create slot 3 (gfns 48..56 <- host pages 0..8)"));
-        ok(cx.vm.set_memslot(cx.mmu, SlotChange::Create(ok(Memslot::new(3, 48, 8, hva(0))))));
+        let slot = ok(Memslot::new(MemslotConfig { id: 3, base_gfn: Gfn(48), npages: 8, hva: hva(0) }));
+        ok(cx.vm.set_memslot(cx.mmu, SlotChange::Create(slot)));
         cx.quiet.finished(x);
     })];
     for _ in 0..VCPUS {

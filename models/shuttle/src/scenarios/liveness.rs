@@ -17,7 +17,7 @@ use crate::exec::{ScopedRole, ShuttleExec};
 use crate::hal::{ShuttleHal, ShuttleRawRwLock};
 use mmusync::hal::Hal;
 use mmusync::lock::SpinLock;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{FaultOutcome, ReferenceMmu};
 use mmusync::notifier::Vm;
 use mmusync::range::Gfn;
@@ -40,13 +40,13 @@ fn prefault_holding_srcu<const HN: usize, const N: usize>(cx: Ctx<'_, HN, N>, gf
     let _srcu = vm.memslots().read();
     x.step(format_args!("prefault gfn {gfn}: srcu_read_lock, retry until done"));
     loop {
-        match mmu.fault(vm, gfn, true, |h| host.resolve(x, h)) {
+        match mmu.fault(vm, gfn, true, |h| host.resolve(x, h).ok_or(Error::NoMapping { gfn })) {
             Ok(FaultOutcome::Installed(pfn)) => return x.step(format_args!("prefault gfn {gfn}: pfn {pfn}")),
             Ok(FaultOutcome::Retry) => {
                 x.step(format_args!("prefault gfn {gfn}: RET_PF_RETRY, retry holding SRCU"));
                 hal.spin_hint();
             }
-            Err(Error::NoMapping) => return x.step(format_args!("prefault gfn {gfn}: no memslot")),
+            Err(Error::NoMapping { .. }) => return x.step(format_args!("prefault gfn {gfn}: no memslot")),
             Err(e) => panic!("prefault: {e}"),
         }
     }
@@ -59,12 +59,14 @@ fn prefault_vs_memslot_delete(hal: &ShuttleHal, x: &ShuttleExec, how: Prefault) 
     let host: Host<16> = Host::new();
     let quiet = Quiescence::new(2);
     for i in 0..2u64 {
-        ok(vm.set_memslot(&mmu, SlotChange::Create(ok(Memslot::new(i as u16, 8 * i, 8, hva(8 * i))))));
+        let slot =
+            Memslot::new(MemslotConfig { id: i as u16, base_gfn: Gfn(8 * i), npages: 8, hva: hva(8 * i) });
+        ok(vm.set_memslot(&mmu, SlotChange::Create(ok(slot))));
     }
     let cx = Ctx { x, hal, mmu: &mmu, vm: &vm, host: &host, quiet: &quiet };
     x.run_scoped(vec![
         ScopedRole::new("prefault", move || {
-            for gfn in [1, 9, 2] {
+            for gfn in [1, 9, 2].map(Gfn) {
                 match how {
                     Prefault::HoldsSrcu => prefault_holding_srcu(cx, gfn),
                     Prefault::DropsSrcu => {
@@ -81,7 +83,7 @@ fn prefault_vs_memslot_delete(hal: &ShuttleHal, x: &ShuttleExec, how: Prefault) 
             cx.quiet.finished(x);
         }),
         ScopedRole::new("invalidator", move || {
-            cx.invalidate(8..10, 8..10);
+            cx.invalidate(8..10, (8..10).map(Gfn));
             cx.quiet.finished(x);
         }),
     ]);
@@ -136,7 +138,8 @@ fn notifier_vs_memslot_update(hal: &ShuttleHal, x: &ShuttleExec, design: Notifie
     // around its start..end and another takes between its start and end.
     let rmap: SpinLock<ShuttleHal, ()> = SpinLock::<ShuttleHal, ()>::new(());
     let rwsem: Rwsem = Rwsem::new(());
-    ok(vm.set_memslot(&mmu, SlotChange::Create(ok(Memslot::new(0, 0, 8, hva(0))))));
+    let slot = Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: hva(0) });
+    ok(vm.set_memslot(&mmu, SlotChange::Create(ok(slot))));
     let cx = Ctx { x, hal, mmu: &mmu, vm: &vm, host: &host, quiet: &quiet };
     let (rmap, rwsem) = (&rmap, &rwsem);
     x.run_scoped(vec![
@@ -170,16 +173,17 @@ fn notifier_vs_memslot_update(hal: &ShuttleHal, x: &ShuttleExec, design: Notifie
                 rwsem.write()
             });
             x.step(format_args!("KVM_SET_USER_MEMORY_REGION: create slot 1 (gfns 8..16)"));
-            ok(cx.vm.set_memslot(cx.mmu, SlotChange::Create(ok(Memslot::new(1, 8, 8, hva(8))))));
+            let slot = Memslot::new(MemslotConfig { id: 1, base_gfn: Gfn(8), npages: 8, hva: hva(8) });
+            ok(cx.vm.set_memslot(cx.mmu, SlotChange::Create(ok(slot))));
             drop(held);
             x.step(format_args!("memslot update done"));
             cx.quiet.finished(x);
         }),
         ScopedRole::new("vcpu", move || {
-            cx.fault_until_done(5, true);
+            cx.fault_until_done(Gfn(5), true);
         }),
         ScopedRole::new("vcpu", move || {
-            cx.fault_until_done(9, true);
+            cx.fault_until_done(Gfn(9), true);
         }),
     ]);
 }

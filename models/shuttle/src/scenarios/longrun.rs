@@ -6,9 +6,10 @@ use super::world::{check_balanced, gfns, hva, ok, Ctx, GhostTables, Host, Mmu, Q
 use crate::exec::{ScopedRole, ShuttleExec};
 use crate::hal::ShuttleHal;
 use mmusync::hal::Cpus;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{ReferenceMmu, Spte};
 use mmusync::notifier::{SecondaryMmu, Vm};
+use mmusync::range::Gfn;
 use mmusync::vcpu::{Request, Vcpu, VcpuError};
 use mmusync_models::{violated, Executor, Invariant};
 use shuttle::rand::{thread_rng, Rng};
@@ -31,14 +32,14 @@ fn vcpu_role<const N: usize>(cx: Ctx<'_, PAGES, N>, vcpu: &Vcpu<ShuttleHal>) {
     for _ in 0..OPS {
         match thread_rng().gen_range(0..3) {
             0 => {
-                let gfn = thread_rng().gen_range(0..PAGES as u64);
+                let gfn = Gfn(thread_rng().gen_range(0..PAGES as u64));
                 cx.fault_until_done(gfn, thread_rng().gen_bool(0.5));
             }
             1 => {
                 let walk = ok(vcpu.walk_lockless_begin());
                 x.step(format_args!("walk_shadow_page_lockless_begin"));
                 for _ in 0..3 {
-                    let gfn = thread_rng().gen_range(0..PAGES as u64);
+                    let gfn = Gfn(thread_rng().gen_range(0..PAGES as u64));
                     let spte = ok(mmu.walk(&walk, gfn));
                     if spte.and_then(Spte::pfn) == Some(POISON_PFN) {
                         violated(
@@ -48,7 +49,7 @@ fn vcpu_role<const N: usize>(cx: Ctx<'_, PAGES, N>, vcpu: &Vcpu<ShuttleHal>) {
                     }
                     x.step(format_args!("lockless walk: gfn {gfn} -> {:?}", spte.and_then(Spte::pfn)));
                 }
-                let gfn = thread_rng().gen_range(0..PAGES as u64);
+                let gfn = Gfn(thread_rng().gen_range(0..PAGES as u64));
                 let fast = ok(mmu.fast_fault(&walk, gfn, mmusync::mmu::Access::Write));
                 x.step(format_args!("fast_page_fault gfn {gfn}: {fast:?}"));
                 drop(walk);
@@ -93,7 +94,12 @@ pub fn reference_mmu_long_run(hal: &ShuttleHal, x: &ShuttleExec) {
     let host: Host<PAGES> = Host::new();
     let quiet = Quiescence::new(ZAPPERS as u64 + 1);
     for i in 0..2u64 {
-        let slot = ok(Memslot::new(i as u16, 16 * i, 16, hva(16 * i)));
+        let slot = ok(Memslot::new(MemslotConfig {
+            id: i as u16,
+            base_gfn: Gfn(16 * i),
+            npages: 16,
+            hva: hva(16 * i),
+        }));
         ok(vm.set_memslot(&mmu, SlotChange::Create(slot)));
     }
 
@@ -127,11 +133,11 @@ pub fn reference_mmu_long_run(hal: &ShuttleHal, x: &ShuttleExec) {
         for _ in 0..2 {
             let len = thread_rng().gen_range(1..=8u64);
             let first = thread_rng().gen_range(0..=PAGES as u64 - len);
-            cx.invalidate(first..first + len, first..first + len);
+            cx.invalidate(first..first + len, (first..first + len).map(Gfn));
         }
         cx.quiet.finished(x);
     }));
     x.run_scoped(roles);
-    cx.check_sptes(0..PAGES as u64);
+    cx.check_sptes((0..PAGES as u64).map(Gfn));
     check_balanced(&vm);
 }

@@ -4,9 +4,10 @@
 use super::world::{check_balanced, hva, ok, Ctx, GhostTables, Host, Mmu, Quiescence};
 use crate::exec::{ScopedRole, ShuttleExec};
 use crate::hal::ShuttleHal;
-use mmusync::memslot::{Memslot, SlotChange};
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::ReferenceMmu;
 use mmusync::notifier::Vm;
+use mmusync::range::Gfn;
 use mmusync::vcpu::Vcpu;
 use shuttle::rand::{thread_rng, Rng};
 
@@ -40,7 +41,12 @@ pub fn fault_storm(hal: &ShuttleHal, x: &ShuttleExec) {
     let host: Host<PAGES> = Host::new();
     let quiet = Quiescence::new(INVALIDATORS as u64);
     for i in 0..SLOTS as u64 {
-        let slot = ok(Memslot::new(i as u16, 8 * i, 8, hva(8 * i)));
+        let slot = ok(Memslot::new(MemslotConfig {
+            id: i as u16,
+            base_gfn: Gfn(8 * i),
+            npages: 8,
+            hva: hva(8 * i),
+        }));
         ok(vm.set_memslot(&mmu, SlotChange::Create(slot)));
     }
 
@@ -50,7 +56,7 @@ pub fn fault_storm(hal: &ShuttleHal, x: &ShuttleExec) {
         roles.push(ScopedRole::new("vcpu", move || {
             for _ in 0..FAULTS {
                 let gfn = thread_rng().gen_range(0..PAGES as u64);
-                cx.fault_until_done(gfn, thread_rng().gen_bool(0.5));
+                cx.fault_until_done(Gfn(gfn), thread_rng().gen_bool(0.5));
             }
         }));
     }
@@ -60,12 +66,12 @@ pub fn fault_storm(hal: &ShuttleHal, x: &ShuttleExec) {
                 let len = thread_rng().gen_range(2..=10u64);
                 let first = thread_rng().gen_range(0..=PAGES as u64 - len);
                 // Identity layout: host page p is gfn p.
-                cx.invalidate(first..first + len, first..first + len);
+                cx.invalidate(first..first + len, (first..first + len).map(Gfn));
             }
             cx.quiet.finished(x);
         }));
     }
     x.run_scoped(roles);
-    cx.check_sptes(0..PAGES as u64);
+    cx.check_sptes((0..PAGES as u64).map(Gfn));
     check_balanced(&vm);
 }

@@ -8,9 +8,9 @@ use mmusync::hal::{Atomic, Hal, Ordering::Relaxed, PageAlloc};
 use mmusync::lock::SpinLock;
 use mmusync::mmu::{FaultOutcome, ReferenceMmu, Spte, Table};
 use mmusync::notifier::Vm;
-use mmusync::range::{Gfn, GfnRange, Hva, HvaRange};
+use mmusync::range::{Gfn, GfnRange, Hva, HvaRange, Pfn};
 use mmusync::Error;
-use mmusync_models::ghost::{Counter, Pages, Pfn};
+use mmusync_models::ghost::{Counter, Pages};
 use mmusync_models::{violated, Executor, Invariant};
 use std::collections::BTreeSet;
 use std::ptr::NonNull;
@@ -21,17 +21,17 @@ pub const FANOUT: usize = 8;
 /// Levels of the scenarios' page tables: gfns `0..FANOUT^LEVELS` (64).
 pub const LEVELS: usize = 2;
 /// The gfns a scenario page table maps.
-pub const GFNS: Gfn = (FANOUT * FANOUT) as Gfn;
+pub const GFNS: Gfn = Gfn((FANOUT * FANOUT) as u64);
 
 /// The reference MMU of the scenarios: two levels of eight entries over ghost table pages.
 pub type Mmu<'v> = ReferenceMmu<'v, ShuttleHal, GhostTables, LEVELS, FANOUT>;
 
 /// Host address of host page 0; page `i` is at `HVA0 + i * 4096`.
-pub const HVA0: Hva = 0x10_0000;
+pub const HVA0: Hva = Hva(0x10_0000);
 
 /// The host address of host page `page`.
 pub const fn hva(page: u64) -> Hva {
-    HVA0 + page * 0x1000
+    Hva(HVA0.0 + page * 0x1000)
 }
 
 /// Host pages `first..first + pages`, as an hva range.
@@ -40,8 +40,8 @@ pub fn hvas(first: u64, pages: u64) -> HvaRange {
 }
 
 /// Guest frames `start..end`.
-pub fn gfns(start: Gfn, end: Gfn) -> GfnRange {
-    ok(GfnRange::new(start, end))
+pub fn gfns(start: u64, end: u64) -> GfnRange {
+    ok(GfnRange::new(Gfn(start), Gfn(end)))
 }
 
 /// Unwraps a result that only a scenario bug can make an error.
@@ -83,21 +83,23 @@ impl<const N: usize> Host<N> {
     }
 
     fn page(hva: Hva) -> usize {
-        ((hva - HVA0) / 0x1000) as usize
+        ((hva.0 - HVA0.0) / 0x1000) as usize
     }
 
     /// `hva_to_pfn`: a lockless read of the host PTE, then a yield (the slow path may sleep:
     /// under PCT the faulting CPU drops its priority right inside its resolution window).
-    pub fn resolve(&self, x: &ShuttleExec, hva: Hva) -> Result<Pfn, Error> {
-        let pfn = self.pte.get(Self::page(hva)).ok_or(Error::NoMapping)?.load(Relaxed);
+    /// `None` for an hva beyond the host's pages (the caller names the error: a fault reports
+    /// its gfn).
+    pub fn resolve(&self, x: &ShuttleExec, hva: Hva) -> Option<Pfn> {
+        let pfn = Pfn(self.pte.get(Self::page(hva))?.load(Relaxed));
         x.step(format_args!("GUP: host page {} -> pfn {pfn}", Self::page(hva)));
         shuttle::thread::yield_now();
-        Ok(pfn)
+        Some(pfn)
     }
 
     /// The pfn host page `page` maps now.
     pub fn pfn(&self, page: u64) -> Pfn {
-        self.pte[page as usize].load(Relaxed)
+        Pfn(self.pte[page as usize].load(Relaxed))
     }
 
     /// The primary MMU changes host pages `pages` (between an invalidation's start and end):
@@ -111,7 +113,7 @@ impl<const N: usize> Host<N> {
                 .map(|p| {
                     let fresh = self.next.bump();
                     assert!(fresh as usize <= PFNS, "scenario bug: out of ghost pfns");
-                    self.pte[p as usize].swap(fresh, Relaxed)
+                    Pfn(self.pte[p as usize].swap(fresh, Relaxed))
                 })
                 .collect()
         };
@@ -130,7 +132,7 @@ impl<const N: usize> Default for Host<N> {
 
 /// The pfn stored in every entry of a freed table page. No real page has it, so a walker that
 /// reads it read a freed table.
-pub const POISON_PFN: u64 = 0xdead_beef;
+pub const POISON_PFN: Pfn = Pfn(0xdead_beef);
 
 /// The table pages' allocator, with ghost state: `free` only *poisons* a page (every entry
 /// becomes a leaf mapping [`POISON_PFN`]) and records it; memory is released when the last
@@ -272,7 +274,7 @@ impl<const HN: usize, const N: usize> Ctx<'_, HN, N> {
         let mut late_retries = 0;
         loop {
             let late = quiet.quiet();
-            match mmu.fault(vm, gfn, write, |hva| host.resolve(x, hva)) {
+            match mmu.fault(vm, gfn, write, |hva| host.resolve(x, hva).ok_or(Error::NoMapping { gfn })) {
                 Ok(FaultOutcome::Installed(pfn)) => {
                     x.step(format_args!("fault gfn {gfn}: installed pfn {pfn}"));
                     self.check_sptes([gfn]);
@@ -291,7 +293,7 @@ impl<const HN: usize, const N: usize> Ctx<'_, HN, N> {
                     }
                     hal.spin_hint();
                 }
-                Err(Error::NoMapping) => {
+                Err(Error::NoMapping { .. }) => {
                     x.step(format_args!("fault gfn {gfn}: no memslot (exit to userspace)"));
                     return Faulted::NoSlot;
                 }
@@ -325,7 +327,7 @@ impl<const HN: usize, const N: usize> Ctx<'_, HN, N> {
     /// I3.2 for a deleted or moved slot's old frames, under `mmu_lock` (read): none is mapped.
     pub fn check_unmapped(&self, old: GfnRange) {
         let g = self.vm.invalidation().mmu_lock().read();
-        for gfn in old.start()..old.end() {
+        for gfn in old.iter() {
             if let Some(spte) = ok(self.mmu.table().walk(&g, gfn)) {
                 self.x.step(format_args!("check: gfn {gfn} of a removed slot is still mapped ({spte:?})"));
                 violated(
