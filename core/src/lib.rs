@@ -151,4 +151,4 @@ pub use unsync::{ShadowPages, SpIndex, UnsyncError};
 pub use vcpu::{
     flush_remote_tlbs, flush_remote_tlbs_range, make_all_cpus_request, Request, Vcpu, VcpuError, VcpuMode,
 };
-pub use walk::{LocklessWalk, ZapList, ZapListFull};
+pub use walk::{Committed, LocklessWalk, ZapList, ZapListFull};

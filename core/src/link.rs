@@ -219,7 +219,7 @@ mod tests {
             unsafe { zap.push(page) }.unwrap();
         }
         drop(g);
-        zap.commit(&StdHal, vcpus, alloc)
+        zap.commit(&StdHal, vcpus, alloc).freed()
     }
 
     // No CPU registration, so that Miri runs it whole: links, follows under mmu_lock, the

@@ -964,6 +964,10 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// lockless walk or in the guest. Returns whether an entry was cleared (the caller still
     /// owes a TLB flush for leaves), or [`Error::Foreign`] for another lock's guard.
     ///
+    /// The result means "a leaf was cleared" and does not subtract the flush of the last
+    /// commit: when the zap freed tables, the caller's flush repeats one that already happened
+    /// (see [`Committed`](crate::Committed) for an MMU of your own that wants to skip it).
+    ///
     /// # Examples
     ///
     /// ```

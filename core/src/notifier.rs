@@ -43,7 +43,11 @@ use core::fmt;
 /// What the notifier needs from the secondary MMU.
 pub trait SecondaryMmu<H: Hal> {
     /// S3c: remove every SPTE mapping a gfn of `gfns` (which lie in `slot`). Returns whether
-    /// a TLB flush is needed. Runs under `mmu_lock` held for write.
+    /// a TLB flush is needed: whether an SPTE changed after the last flush of every vCPU's TLB.
+    /// If you free table pages here through a [`ZapList`](crate::ZapList), its
+    /// [`commit`](crate::ZapList::commit) may have been that flush
+    /// ([`Committed::flushed_tlbs`](crate::Committed::flushed_tlbs)). Runs under `mmu_lock`
+    /// held for write.
     fn unmap_gfn_range(&self, guard: &MmuWriteGuard<'_, H>, slot: &Memslot, gfns: GfnRange) -> bool;
 
     /// S4: flush every vCPU's TLB and wait until each has (`kvm_flush_remote_tlbs`). Runs under

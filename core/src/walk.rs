@@ -125,6 +125,38 @@ impl<H: Cpus> Drop for LocklessWalk<'_, H> {
     }
 }
 
+/// What a [`ZapList::commit`] did.
+///
+/// It answers the double-flush question of a [`SecondaryMmu`](crate::SecondaryMmu) that
+/// frees table pages inside [`unmap_gfn_range`](crate::SecondaryMmu::unmap_gfn_range): a
+/// commit that freed pages has flushed every vCPU's TLB and waited, after every SPTE change
+/// made before it, so the MMU owes no further flush for those changes and may return `false`
+/// (unless it changed SPTEs after the commit):
+///
+/// ```
+/// # use mmusync::Committed;
+/// # fn owed(changed_after_commit: bool, changed_before: bool, committed: Committed) -> bool {
+/// changed_after_commit || (changed_before && !committed.flushed_tlbs())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Committed {
+    freed: usize,
+}
+
+impl Committed {
+    /// How many pages were freed.
+    pub const fn freed(self) -> usize {
+        self.freed
+    }
+
+    /// Whether the commit flushed every vCPU's TLB and waited for each ([`flush_remote_tlbs`]):
+    /// it does exactly when it had pages to free (an empty commit does nothing).
+    pub const fn flushed_tlbs(self) -> bool {
+        self.freed != 0
+    }
+}
+
 /// A [`ZapList::push`] on a full list; the page is handed back.
 pub struct ZapListFull<P>(pub NonNull<P>);
 
@@ -222,22 +254,24 @@ impl<P, const N: usize> ZapList<P, N> {
 
     /// Z2, `kvm_mmu_commit_zap_page`: if any page is queued, [`flush_remote_tlbs`] (which
     /// waits for every vCPU in a lockless walk or in the guest), then frees every queued page.
-    /// Returns how many pages were freed. Must be called with interrupts enabled.
+    /// Returns what it did ([`Committed`]): how many pages it freed, and whether it flushed.
+    /// Must be called with interrupts enabled.
     ///
     /// The [`Rule::FreeAfterFlush`] mutant frees before flushing; a model backend that breaks
     /// it must be paired with an allocator that only marks pages freed.
-    pub fn commit<H: Cpus, A: PageAlloc<P>>(mut self, hal: &H, vcpus: &[Vcpu<H>], alloc: &A) -> usize {
+    pub fn commit<H: Cpus, A: PageAlloc<P>>(mut self, hal: &H, vcpus: &[Vcpu<H>], alloc: &A) -> Committed {
         if self.is_empty() {
-            return 0;
+            return Committed { freed: 0 };
         }
-        if hal.keeps(Rule::FreeAfterFlush) {
+        let freed = if hal.keeps(Rule::FreeAfterFlush) {
             flush_remote_tlbs(hal, vcpus);
             self.free_all(hal, alloc)
         } else {
             let freed = self.free_all(hal, alloc);
             flush_remote_tlbs(hal, vcpus);
             freed
-        }
+        };
+        Committed { freed }
     }
 
     /// Frees every queued page and reports Z2 where the frees happened (so that a trace shows
@@ -389,7 +423,7 @@ mod tests {
             // vCPU is in `vcpus`.
             unsafe { zap.push(page) }.unwrap();
             committing.store(true, SeqCst);
-            assert_eq!(zap.commit(&hal, &vcpus, &alloc), 1);
+            assert_eq!(zap.commit(&hal, &vcpus, &alloc).freed(), 1);
             committed.store(true, SeqCst);
             outcome = walker.join().unwrap();
         });
@@ -469,8 +503,10 @@ mod tests {
         assert_eq!((zap.len(), zap.capacity()), (1, 1));
         let reg = StdHal::register_cpu().unwrap();
         let none: [Vcpu<StdHal>; 0] = [];
-        assert_eq!(zap.commit(&StdHal, &none, &alloc), 1);
-        assert_eq!(ZapList::<Page, 1>::new().commit(&StdHal, &none, &alloc), 0);
+        let committed = zap.commit(&StdHal, &none, &alloc);
+        assert_eq!((committed.freed(), committed.flushed_tlbs()), (1, true));
+        let empty = ZapList::<Page, 1>::new().commit(&StdHal, &none, &alloc);
+        assert_eq!((empty.freed(), empty.flushed_tlbs()), (0, false), "an empty commit does not flush");
         assert_eq!(alloc.frees.load(SeqCst), 1);
         drop(reg);
     }

@@ -114,7 +114,7 @@ impl<H: ScenarioHal> Shadow<H> {
         // SAFETY: the page was just unlinked under mmu_lock, belongs to `self.alloc`, is
         // queued once, and the list is committed with the VM's only vCPU.
         setup(unsafe { list.push(self.alloc.0.ptr(Pfn(1))) }.map_err(|_| "zap list full"));
-        let freed = list.commit(hal, &self.vcpus, &self.alloc);
+        let freed = list.commit(hal, &self.vcpus, &self.alloc).freed();
         x.step(format_args!("kvm_mmu_commit_zap_page: flushed, freed {freed} page(s)"));
     }
 
