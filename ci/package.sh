@@ -3,7 +3,9 @@
 #
 #   1. cargo package -p mmusync, then unpack the .crate in a temporary directory outside the
 #      workspace and run its tests and doctests there (default features, then with `x86`), with
-#      the package's own Cargo.lock and its own target directory;
+#      the package's own Cargo.lock and its own target directory; build its model backends as
+#      a downstream user would (feature `shuttle`; `--cfg loom` in a target directory of its
+#      own, as loom users build);
 #   2. cargo publish --dry-run -p mmusync (manifest checks, packaging, verify build);
 #   3. cargo-deny (deny.toml): licenses, bans and sources of the published crate (all
 #      features); licenses and sources of the whole workspace. Advisories need the RustSec
@@ -39,7 +41,10 @@ cargo package -p mmusync --allow-dirty --list > /dev/null
 work="${PACKAGE_CHECK_DIR:-/tmp/mmusync-package-check}"
 rm -rf "$work/mmusync-$version"
 mkdir -p "$work"
-tar -xzf "$crate" -C "$work"
+# -m: the files get the time of extraction. With the archive's times (those of the packaged
+# sources) a build left in $work/target by an earlier run can look newer than changed sources,
+# and cargo would test the old crate.
+tar -m -xzf "$crate" -C "$work"
 unpacked="$work/mmusync-$version"
 # Outside the workspace, a file the crate reads from outside the package (include_str!, a
 # test's fs::read) does not exist, so the build or the tests below fail.
@@ -49,6 +54,9 @@ step "the unpacked crate's tests and doctests (default features, then x86)"
 export CARGO_TARGET_DIR="$work/target"
 (cd "$unpacked" && cargo test --locked && cargo test --locked --features x86)
 (cd "$unpacked" && cargo build --locked --no-default-features)
+step "the unpacked crate's model backends (feature shuttle; --cfg loom)"
+(cd "$unpacked" && cargo build --locked --features shuttle)
+(cd "$unpacked" && RUSTFLAGS="--cfg loom --cfg crossbeam_loom" CARGO_TARGET_DIR="$work/target-loom" cargo build --locked)
 unset CARGO_TARGET_DIR
 echo "unpacked tests passed ($(elapsed))"
 
