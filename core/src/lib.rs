@@ -137,7 +137,9 @@ pub use memslot::{
     PAGE_SIZE,
 };
 #[cfg(feature = "alloc")]
-pub use mmu::{Access, BoxAlloc, FastFault, FaultOutcome, PageTable, PageTracker, ReferenceMmu, Spte};
+pub use mmu::{
+    Access, BoxAlloc, EpochWay, FastFault, FaultOutcome, PageTable, PageTracker, ReferenceMmu, Spte,
+};
 pub use mutant::Mutant;
 pub use notifier::{InvalidateRange, SecondaryMmu, Vm};
 pub use pfncache::{CacheRead, TranslationCache};

@@ -247,6 +247,17 @@ impl LockBinding {
     }
 }
 
+/// One aging walk's parameters ([`PageTable::age`], the lockless ager).
+struct Aging {
+    gfns: GfnRange,
+    /// Clear the accessed bits (or only test them).
+    clear: bool,
+    /// Clear them with an atomic AND (`false`: the `SpteUpdateIsAtomic` mutant).
+    atomic: bool,
+    /// The ordering of table-link loads.
+    links: Ordering,
+}
+
 /// A page table of `LEVELS` levels of `F` entries: it maps gfns `0..F^LEVELS`.
 pub struct PageTable<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
     alloc: A,
@@ -404,33 +415,44 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         atomic: bool,
     ) -> Result<bool, Error> {
         self.lock.check(guard)?;
+        // SAFETY: the root lives as long as `self`; under mmu_lock for write nobody else
+        // unlinks or frees a table below it.
+        Ok(unsafe { self.age_unchecked(gfns, clear, atomic, Ordering::Relaxed) })
+    }
+
+    /// The aging walk itself.
+    ///
+    /// # Safety
+    ///
+    /// Every table reachable from the root during the call stays allocated until it returns:
+    /// the caller holds `mmu_lock`, or is pinned in the epoch domain that defers this table's
+    /// frees (and every free of its tables is deferred there).
+    ///
+    /// `links` orders the loads of table links: `Acquire` for a lockless ager, which may follow
+    /// a link `map` has just published (release) and must see the child's initialized entries;
+    /// `Relaxed` under `mmu_lock`, which orders them already.
+    unsafe fn age_unchecked(&self, gfns: GfnRange, clear: bool, atomic: bool, links: Ordering) -> bool {
+        let how = Aging { gfns, clear, atomic, links };
         // SAFETY: the root lives as long as `self`.
-        Ok(self.age_table(unsafe { self.root.as_ref() }, LEVELS - 1, Gfn(0), gfns, clear, atomic))
+        self.age_table(unsafe { self.root.as_ref() }, LEVELS - 1, Gfn(0), &how)
     }
 
     /// [`age`](Self::age) below `table`, visiting only present tables (as `zap_table`).
-    fn age_table(
-        &self,
-        table: &Table<H, F>,
-        level: usize,
-        base: Gfn,
-        gfns: GfnRange,
-        clear: bool,
-        atomic: bool,
-    ) -> bool {
+    fn age_table(&self, table: &Table<H, F>, level: usize, base: Gfn, how: &Aging) -> bool {
         let span = Self::span(level);
         let mut young = false;
         for (i, entry) in table.entries.iter().enumerate() {
             // No overflow: the whole table spans at most 2^40 gfns (SHAPE_OK).
             let (start, end) = (Gfn(base.0 + i as u64 * span), Gfn(base.0 + (i as u64 + 1) * span));
-            if end <= gfns.start() || gfns.end() <= start {
+            if end <= how.gfns.start() || how.gfns.end() <= start {
                 continue;
             }
-            let spte = Spte(entry.load(Ordering::Relaxed));
+            let spte = Spte(entry.load(if level > 0 { how.links } else { Ordering::Relaxed }));
             if level > 0 {
                 if let Some(child) = spte.table::<H, F>() {
-                    // SAFETY: under mmu_lock for write nobody else unlinks or frees the child.
-                    young |= self.age_table(unsafe { child.as_ref() }, level - 1, start, gfns, clear, atomic);
+                    // SAFETY: `age_unchecked`'s contract: the child, reachable now, stays
+                    // allocated until the walk returns (mmu_lock, or the epoch pin).
+                    young |= self.age_table(unsafe { child.as_ref() }, level - 1, start, how);
                 }
                 continue;
             }
@@ -438,10 +460,10 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
                 continue;
             }
             young = true;
-            if !clear {
+            if !how.clear {
                 continue;
             }
-            if atomic {
+            if how.atomic {
                 entry.fetch_and(!Spte::ACCESSED, Ordering::Relaxed);
             } else {
                 // The mutant: a plain read-modify-write loses a bit set in between.
@@ -660,6 +682,39 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// epoch way with it.
     pub fn reclaimer(&self) -> &EpochReclaimer {
         &self.reclaimer
+    }
+
+    /// Clears (`clear`) or tests the accessed bits of `gfns` **without `mmu_lock`**, the TDP
+    /// MMU's lockless aging (`kvm_tdp_mmu_age_gfn_range` under `rcu_read_lock`): the walk is
+    /// pinned in this MMU's epoch domain (`Rule::LocklessAgingPinsEpoch`), so a table that a
+    /// concurrent [`zap_epoch`](Self::zap_epoch) unlinks stays allocated until the walk ends,
+    /// and it clears bits with an atomic AND, so a bit the hardware, a zap or the fast path
+    /// sets meanwhile is kept (A2). Returns whether the range was young, or [`Error::Foreign`]
+    /// for a handle of another reclaimer.
+    ///
+    /// Sound only while every table of this MMU is freed the epoch way: a [`zap_ipi`](Self::zap_ipi)
+    /// waits for vCPUs, not for epoch pins. [`EpochWay`] is the notifier-side MMU that keeps
+    /// both promises.
+    pub fn age_lockless(&self, handle: &ReclaimHandle, gfns: GfnRange, clear: bool) -> Result<bool, Error> {
+        if handle.domain() != self.reclaimer.id() {
+            return Err(Error::Foreign);
+        }
+        // The mutant walks unpinned: a zap_epoch's deferred free can then run mid-walk (the
+        // models pair it with an allocator that poisons instead of freeing).
+        let pin = self.hal.keeps(Rule::LocklessAgingPinsEpoch).then(|| handle.walk_begin());
+        // SAFETY: pinned in the domain that defers every free of this MMU's tables (the
+        // caller's promise above), from before the first link is read until after the last;
+        // the root lives as long as `self`.
+        let young =
+            unsafe { self.table.age_unchecked(gfns, clear, self.atomic_updates(), Ordering::Acquire) };
+        drop(pin);
+        Ok(young)
+    }
+
+    /// This MMU as the notifier's secondary MMU the TDP MMU's way: invalidations free tables
+    /// the epoch way and the aging notifiers run without `mmu_lock` ([`EpochWay`]).
+    pub fn epoch_way(&self) -> EpochWay<'_, 'v, H, A, LEVELS, F> {
+        EpochWay { mmu: self }
     }
 
     /// Reads the leaf entry for `gfn` (`for_each_shadow_entry_lockless`). `proof` must be a
@@ -1116,6 +1171,65 @@ impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Se
     }
 }
 
+/// A [`ReferenceMmu`] as the notifier's secondary MMU the TDP MMU's way ([`ReferenceMmu::epoch_way`]):
+/// `unmap_gfn_range` zaps with [`ReferenceMmu::zap_epoch`] (tables freed after an epoch, which
+/// its own flush precedes, so it owes no further flush), and the aging notifiers run without
+/// `mmu_lock` through [`ReferenceMmu::age_lockless`]. Every thread that calls the notifier
+/// registers with the MMU's reclaimer for the call.
+pub struct EpochWay<'m, 'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
+    mmu: &'m ReferenceMmu<'v, H, A, LEVELS, F>,
+}
+
+impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> fmt::Debug
+    for EpochWay<'_, '_, H, A, LEVELS, F>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochWay").field("mmu", self.mmu).finish()
+    }
+}
+
+impl<H: Cpus, A, const LEVELS: usize, const F: usize> SecondaryMmu<H> for EpochWay<'_, '_, H, A, LEVELS, F>
+where
+    A: PageAlloc<Table<H, F>> + Clone + Send + 'static,
+    Table<H, F>: Send,
+{
+    /// # Panics
+    ///
+    /// As [`ReferenceMmu`]'s: if the tables belong to another `mmu_lock`.
+    fn unmap_gfn_range(&self, guard: &MmuWriteGuard<'_, H>, _slot: &Memslot, gfns: GfnRange) -> bool {
+        let handle = self.mmu.reclaimer.register();
+        match self.mmu.zap_epoch(guard, gfns, &handle) {
+            // zap_epoch flushed remote TLBs after every change it made (flush before unpin).
+            Ok(_) => false,
+            Err(e) => panic!("ReferenceMmu used with another VM's mmu_lock: {e}"),
+        }
+    }
+
+    fn flush_remote_tlbs(&self) {
+        self.mmu.flush_remote_tlbs();
+    }
+
+    fn flush_remote_tlbs_range(&self, gfns: GfnRange) {
+        self.mmu.flush_remote_tlbs_range(gfns);
+    }
+
+    fn age_gfn_range(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        slot: &Memslot,
+        gfns: GfnRange,
+        clear: bool,
+    ) -> bool {
+        self.mmu.age_gfn_range(guard, slot, gfns, clear)
+    }
+
+    fn age_gfn_range_lockless(&self, _slot: &Memslot, gfns: GfnRange, clear: bool) -> Option<bool> {
+        let handle = self.mmu.reclaimer.register();
+        // Cannot fail: the handle is of this MMU's own reclaimer.
+        self.mmu.age_lockless(&handle, gfns, clear).ok()
+    }
+}
+
 #[cfg(all(test, feature = "std", target_os = "linux"))]
 mod tests {
     use super::*;
@@ -1399,6 +1513,43 @@ mod tests {
         assert!(leaf.is_accessed() && leaf.is_dirty() && leaf.pfn() == Some(Pfn(6)));
         let other = crate::lock::MmuLock::<StdHal>::new();
         assert_eq!(mmu.hw_access(&other.read(), Gfn(2), Access::Read), Err(Error::Foreign));
+    }
+
+    #[test]
+    fn the_epoch_way_ages_without_mmu_lock_and_zaps_the_epoch_way() {
+        let cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        let tdp = mmu.epoch_way();
+        add_slot(&vm, &tdp, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        assert_eq!(mmu.fault(&vm, Gfn(3), true, host), Ok(FaultOutcome::Installed(Pfn(0x103))));
+        vcpus[0].load(cpu.cpu()).unwrap();
+        {
+            let g = vm.invalidation().mmu_lock().read();
+            mmu.hw_access(&g, Gfn(3), Access::Read).unwrap();
+        }
+        let page = crate::HvaRange::new(Hva(0x10_3000), Hva(0x10_4000)).unwrap();
+        {
+            // Held for read on this thread: an ager that took mmu_lock for write would hang.
+            let _held = vm.invalidation().mmu_lock().read();
+            assert!(vm.test_young(&tdp, page), "lockless: the accessed bit is seen");
+            assert!(vm.clear_young(&tdp, page));
+            assert!(!vm.test_young(&tdp, page), "cleared without mmu_lock");
+        }
+        let stranger = crate::epoch::EpochReclaimer::new().register();
+        assert_eq!(
+            mmu.age_lockless(&stranger, GfnRange::new(Gfn(0), Gfn(8)).unwrap(), true),
+            Err(Error::Foreign)
+        );
+        // The invalidation frees the emptied tables the epoch way and owes no flush of its own.
+        drop(
+            vm.invalidate_range_start(&tdp, crate::HvaRange::new(Hva(0x10_0000), Hva(0x10_8000)).unwrap())
+                .unwrap(),
+        );
+        assert_eq!(mmu.walk(&vm.invalidation().mmu_lock().read(), Gfn(3)), Ok(None));
+        vcpus[0].put().unwrap();
     }
 
     #[test]

@@ -73,6 +73,17 @@ pub trait SecondaryMmu<H: Hal> {
         false
     }
 
+    /// A2 without `mmu_lock` (KVM's lockless aging, `kvm_age_gfn` with `range->lockless`, TDP
+    /// MMU only): clear or test the accessed bits of `gfns` walking the tables under an epoch
+    /// (RCU) read side. `None` (the default): this MMU cannot, and the notifier takes
+    /// `mmu_lock` and calls [`age_gfn_range`](Self::age_gfn_range). Return `Some` only if every
+    /// table page this MMU frees is freed after the epoch, so the walk never reads a freed
+    /// page, and if every SPTE update that may race with it is atomic.
+    fn age_gfn_range_lockless(&self, slot: &Memslot, gfns: GfnRange, clear: bool) -> Option<bool> {
+        let _ = (slot, gfns, clear);
+        None
+    }
+
     /// G3, Q6: flush the TLB entries of `gfns` on every vCPU and wait until each has
     /// (`kvm_flush_remote_tlbs_range`). The default flushes everything, as KVM does when the
     /// architecture has no ranged flush. Runs under `mmu_lock`.
@@ -410,8 +421,13 @@ impl<H: Hal, const N: usize, const C: usize> Vm<H, N, C> {
         let mut young = false;
         for slot in slots.overlapping(hvas) {
             let Some(gfns) = slot.gfns_of(&hvas) else { continue };
+            let clear = how != Aging::Test;
+            if let Some(y) = mmu.age_gfn_range_lockless(&slot, gfns, clear) {
+                young |= y;
+                continue;
+            }
             let guard = locked.get_or_insert_with(|| self.invalidation.mmu_lock().write());
-            young |= mmu.age_gfn_range(guard, &slot, gfns, how != Aging::Test);
+            young |= mmu.age_gfn_range(guard, &slot, gfns, clear);
         }
         let flush = young && how == Aging::ClearFlush && self.hal().keeps(Rule::ClearFlushYoungFlushes);
         if flush {

@@ -90,6 +90,9 @@ rules! {
     /// is an atomic exchange or AND that returns the old bits (D2, A2), which go to the primary
     /// MMU (D3).
     SpteUpdateIsAtomic = (P5Walks, "mmu_spte_update_no_track / mmu_spte_clear_track_bits: xchg when spte_has_volatile_bits(), kvm_set_pfn_dirty/accessed from the old SPTE; kvm_age_rmap: atomic clear_bit of the accessed bit"),
+    /// The lockless ager (A2 without `mmu_lock`) walks the tables pinned in the epoch domain that
+    /// defers their frees.
+    LocklessAgingPinsEpoch = (P5Walks, "kvm_tdp_mmu_age_gfn_range: rcu_read_lock() around the lockless walk (table pages are freed by call_rcu)"),
     /// `clear_flush_young` flushes remote TLBs when it cleared an accessed bit (A3).
     ClearFlushYoungFlushes = (P1Invalidation, "kvm_mmu_notifier_clear_flush_young: kvm_handle_hva_range(..., flush_on_ret = true) -> kvm_flush_remote_tlbs when young"),
     /// The prefetch after a fault (F15) is skipped while any invalidation is in progress.
