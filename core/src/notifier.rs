@@ -150,35 +150,46 @@ impl<H: Hal, const N: usize, const C: usize> Vm<H, N, C> {
         self.caches.get(index).ok_or(Error::NoSuchCache { index })
     }
 
-    /// `kvm_gpc_activate_hva` without its refresh: puts cache `index` on the VM's cache list
-    /// (`list_add` under `gpc_lock`), then marks it active for the host page `hva`. In that
-    /// order: a cache that a refresh can make valid is always one that invalidations find.
+    /// `kvm_gpc_activate_hva` without its refresh: holding the cache's refresh lock, puts
+    /// cache `index` on the VM's cache list (`list_add` under `gpc_lock`), then marks it active
+    /// for the host page `hva`. In that order: a cache that a refresh can make valid is always
+    /// one that invalidations find. (The refresh lock already keeps refreshes out of the
+    /// window, as in KVM, so this half of the rule is defence in depth; deactivation's half is
+    /// the one a consumer can observe.)
+    ///
+    /// Lock order: refresh lock, then `gpc_lock`, then the cache lock. Do not call it while
+    /// holding a [`CacheRead`](crate::CacheRead) of this VM (an invalidation holding `gpc_lock`
+    /// may be waiting for that read lock).
     pub fn activate_cache(&self, index: usize, hva: Hva) -> Result<(), Error> {
         let cache = self.translation_cache(index)?;
         HvaRange::single(hva)?;
+        let refresh = cache.lock_refresh();
         if self.hal().keeps(Rule::CacheListedWhileActive) {
             self.list_cache(index, true);
-            cache.mark_active(hva)
+            cache.mark_active(&refresh, hva)
         } else {
-            // Mutant: active before listed. An invalidation in between misses the cache, which
-            // a refresh may already have made valid.
-            cache.mark_active(hva)?;
+            // Mutant: active before listed.
+            cache.mark_active(&refresh, hva)?;
             self.list_cache(index, true);
             Ok(())
         }
     }
 
-    /// `kvm_gpc_deactivate`: marks cache `index` inactive and invalid, then takes it off the
-    /// VM's cache list (`list_del`), in that order.
+    /// `kvm_gpc_deactivate`: holding the cache's refresh lock, marks cache `index` inactive and
+    /// invalid, then takes it off the VM's cache list (`list_del`), in that order: a consumer
+    /// that still finds the cache valid is one an invalidation still reaches. Lock order and
+    /// caveat as [`activate_cache`](Self::activate_cache).
     pub fn deactivate_cache(&self, index: usize) -> Result<(), Error> {
         let cache = self.translation_cache(index)?;
+        let refresh = cache.lock_refresh();
         if self.hal().keeps(Rule::CacheListedWhileActive) {
-            cache.deactivate();
+            cache.mark_inactive(&refresh);
             self.list_cache(index, false);
         } else {
-            // Mutant: unlisted while still valid; an invalidation in between misses it.
+            // Mutant: unlisted while still valid; an invalidation in between misses it while a
+            // consumer goes on using the old pfn.
             self.list_cache(index, false);
-            cache.deactivate();
+            cache.mark_inactive(&refresh);
         }
         Ok(())
     }

@@ -54,7 +54,7 @@ use crate::barrier::Barrier;
 use crate::error::Error;
 use crate::hal::{Atomic, Hal, Ordering::Relaxed};
 use crate::invalidation::Invalidation;
-use crate::lock::SpinLock;
+use crate::lock::{SpinGuard, SpinLock};
 use crate::range::{Hva, HvaRange, Pfn};
 use crate::rule::Rule;
 use crate::step::Step;
@@ -154,13 +154,22 @@ impl<H: Hal> TranslationCache<H> {
         if self.owner != 0 {
             return Err(Error::Foreign);
         }
-        self.mark_active(hva)
+        let refresh = self.refresh_lock.lock();
+        self.mark_active(&refresh, hva)
     }
 
-    /// The activation itself, once the cache is reachable by invalidations.
-    pub(crate) fn mark_active(&self, hva: Hva) -> Result<(), Error> {
+    /// R1's lock, which activation and deactivation hold throughout (KVM holds
+    /// `gpc->refresh_lock` across `kvm_gpc_activate` and `kvm_gpc_deactivate`): a VM's
+    /// activation and deactivation of one cache cannot interleave, and no refresh runs between
+    /// a cache's listing and its marking.
+    pub(crate) fn lock_refresh(&self) -> SpinGuard<'_, H, ()> {
+        self.refresh_lock.lock()
+    }
+
+    /// The activation itself, under the refresh lock, once the cache is reachable by
+    /// invalidations.
+    pub(crate) fn mark_active(&self, _refresh: &SpinGuard<'_, H, ()>, hva: Hva) -> Result<(), Error> {
         HvaRange::single(hva)?;
-        let _refresh = self.refresh_lock.lock();
         let mut st = self.lock.write();
         st.active = true;
         if st.hva != hva {
@@ -175,7 +184,12 @@ impl<H: Hal> TranslationCache<H> {
     /// [`Vm`](crate::Vm) stays on the VM's list (harmless: invalidations skip an invalid cache)
     /// until [`Vm::deactivate_cache`](crate::Vm::deactivate_cache) removes it.
     pub fn deactivate(&self) {
-        let _refresh = self.refresh_lock.lock();
+        let refresh = self.refresh_lock.lock();
+        self.mark_inactive(&refresh);
+    }
+
+    /// The deactivation itself, under the refresh lock.
+    pub(crate) fn mark_inactive(&self, _refresh: &SpinGuard<'_, H, ()>) {
         let mut st = self.lock.write();
         st.valid = false;
         st.active = false;

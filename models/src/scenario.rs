@@ -152,6 +152,7 @@ pub enum Shared {
     PrefaultVsMemslotDelete,
     MmuDirtyBitVsWriteProtect,
     MmuClearFlushYoungVsGuest,
+    CacheDeactivateVsInvalidation,
 }
 
 impl Shared {
@@ -188,6 +189,9 @@ impl Shared {
             Shared::PrefaultVsMemslotDelete => scenarios::mmu::prefault_vs_memslot_delete(hal, exec),
             Shared::MmuDirtyBitVsWriteProtect => scenarios::mmu::mmu_dirty_bit_vs_write_protect(hal, exec),
             Shared::MmuClearFlushYoungVsGuest => scenarios::mmu::mmu_clear_flush_young_vs_guest(hal, exec),
+            Shared::CacheDeactivateVsInvalidation => {
+                scenarios::cache::cache_deactivate_vs_invalidation(hal, exec)
+            }
         }
     }
 }
@@ -836,6 +840,22 @@ pub const SCENARIOS: &[Scenario] = &[
         checkers: &[Checker::Hardware],
         expect: Expect::Pass,
         body: Body::Hardware(HardwareBody::MmuFaultVsInvalidation),
+    },
+    // Shared scenarios added since the `schedule` fuzz target's seeds were written come last:
+    // a seed names its target by its position among shuttle's passing targets
+    // (models/shuttle/tests/bytes.rs), so one inserted earlier would rewrite every later seed.
+    Scenario {
+        name: "cache-deactivate-vs-invalidation",
+        protocol: Protocol::P2Retry,
+        shape: "K2 vs S1-S2, E1-E2: a VM deactivates its own valid translation cache (mark inactive, then unlist) while a vCPU unmaps its page (the VM invalidates its listed caches at S2; the page is freed) and checks the cache",
+        roles: &["cache-owner", "vcpu"],
+        setup: "Vm<_, 1, 1>: one memslot on host page 0 (pfn 1); cache 0 activated and refreshed through the VM (listed, valid, pfn 1); the secondary MMU's cache hook does nothing; the vCPU's invalidation remaps page 0 to pfn 2 and frees pfn 1",
+        invariants: &[Invariant::CacheStale],
+        kills: &[r(R::CacheListedWhileActive)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::CacheDeactivateVsInvalidation),
     },
 ];
 

@@ -3,12 +3,13 @@
 
 use crate::model::{
     pick, primary_pfn, Effects, GfnSpan, HvaSpan, Model, Observed, Outcome, Skip, SlotView, Value, VcpuFault,
-    VcpuView, MAX_SNAPSHOTS, SLOTS, VCPUS,
+    VcpuView, MAX_SNAPSHOTS, SLOTS, VCPUS, VM_CACHES,
 };
-use crate::op::{Lock, Op, Owner, Race, Val, Whose};
+use crate::op::{CacheKey, Counters, Lock, Op, Owner, Race, Val, Whose};
 use crate::page_table::AgeHow;
 use core::cell::RefCell;
 use core::num::NonZeroUsize;
+use mmusync::active::ActiveInvalidations;
 use mmusync::hal::std::{CpuRegistration, StdHal};
 use mmusync::hal::{CpuId, CpuSet, Cpus};
 use mmusync::invalidation::{Invalidation, OpenInvalidation};
@@ -69,12 +70,15 @@ impl SecondaryMmu<StdHal> for Recorder {
     }
 }
 
-/// The objects under test: one VM, a second invalidation object whose guards and snapshots
-/// are foreign to the VM, the recording secondary MMU with its translation cache, and the
-/// vCPUs.
+/// The objects under test: one VM with its own translation caches, a second invalidation
+/// object whose guards and snapshots are foreign to the VM, a second VM and a standalone active
+/// count whose counters are foreign to the VM's caches, the recording secondary MMU with its
+/// translation cache, and the vCPUs.
 pub struct World {
-    vm: Vm<StdHal, SLOTS>,
+    vm: Vm<StdHal, SLOTS, VM_CACHES>,
     foreign: Invalidation<StdHal>,
+    other_vm: Vm<StdHal, 1>,
+    standalone: ActiveInvalidations<StdHal>,
     mmu: Recorder,
     vcpus: [Vcpu<StdHal>; VCPUS],
 }
@@ -91,6 +95,8 @@ impl World {
         World {
             vm: Vm::new(StdHal),
             foreign: Invalidation::new(StdHal),
+            other_vm: Vm::new(StdHal),
+            standalone: ActiveInvalidations::new(StdHal),
             mmu: Recorder::new(),
             vcpus: core::array::from_fn(|_| Vcpu::new(StdHal)),
         }
@@ -164,11 +170,13 @@ pub struct Harness<'w> {
     world: &'w World,
     snapshots: Vec<mmusync::retry::FaultSnapshot>,
     open: Vec<OpenInvalidation<'w, StdHal>>,
-    notifier: Vec<InvalidateRange<'w, StdHal, Recorder, SLOTS>>,
+    notifier: Vec<InvalidateRange<'w, StdHal, Recorder, SLOTS, VM_CACHES>>,
     srcu: Vec<SrcuReadGuard<'w, StdHal>>,
     irq: Vec<IrqHolder<'w>>,
     /// The hva the cache was last pointed at (`gpc->uhva`), tracked from the calls' results.
     cache_hva: Hva,
+    /// The same for each of the VM's own caches.
+    vm_cache_hva: [Hva; VM_CACHES],
     /// The generation-stamped memslot lookup cache.
     slot_cache: SlotCache,
 }
@@ -210,6 +218,7 @@ impl<'w> Harness<'w> {
             srcu: Vec::new(),
             irq: Vec::new(),
             cache_hva: Hva(0),
+            vm_cache_hva: [Hva(0); VM_CACHES],
             slot_cache: SlotCache::new(),
         }
     }
@@ -255,6 +264,10 @@ impl<'w> Harness<'w> {
             generation,
             cache,
             cache_stale: cache.is_some_and(|pfn| pfn != self.world.mmu.primary(self.cache_hva)),
+            vm_caches: core::array::from_fn(|i| self.vm_cache_pfn(i)),
+            vm_caches_stale: core::array::from_fn(|i| {
+                self.vm_cache_pfn(i).is_some_and(|pfn| pfn != self.world.mmu.primary(self.vm_cache_hva[i]))
+            }),
             vcpus: self.world.vcpus.each_ref().map(|v| VcpuView {
                 cpu: v.cpu().map(whose),
                 mode: v.mode(),
@@ -262,6 +275,12 @@ impl<'w> Harness<'w> {
             }),
             irqs_on: irqs_on(),
         }
+    }
+
+    /// What `check` returns for the VM's cache `i` at its own hva.
+    fn vm_cache_pfn(&self, i: usize) -> Option<Pfn> {
+        let cache = self.world.vm.translation_cache(i).expect("one of the VM's caches");
+        cache.check(self.vm_cache_hva[i]).map(|r| r.pfn())
     }
 
     /// How many snapshots, open guards, notifier guards, SRCU sections and walk or guest
@@ -509,6 +528,46 @@ impl<'w> Harness<'w> {
                 let generation = vm.memslots().read().generation();
                 Outcome::Ok(Value::Cached(self.slot_cache.get(generation, Gfn(gfn.0))))
             }
+            Op::VmCacheActivate { index, hva } => {
+                let (i, hva) = (usize::from(index.0), Hva(hva.0));
+                let r = vm.activate_cache(i, hva);
+                if r.is_ok() {
+                    self.vm_cache_hva[i] = hva;
+                }
+                unit(r)
+            }
+            Op::VmCacheDeactivate { index } => unit(vm.deactivate_cache(usize::from(index.0))),
+            Op::VmCacheRefresh { index, fail, race } => {
+                let i = usize::from(index.0);
+                if let Err(e) = vm.translation_cache(i) {
+                    return e.into();
+                }
+                if vm.active_invalidations().count_unlocked() != 0 || matches!(race, Race::Start { .. }) {
+                    return Skip::WouldBlock.into();
+                }
+                let raced = RefCell::new(None);
+                let r = vm.refresh_cache(i, resolver(&self.world.vm, mmu, fail, race, &raced));
+                r.map(|pfn| Value::Refresh { pfn: Some(pfn), race: raced.into_inner().unwrap_or_default() })
+                    .into()
+            }
+            Op::VmCacheCheck { index, hva } => match vm.translation_cache(usize::from(index.0)) {
+                Err(e) => e.into(),
+                Ok(cache) => Outcome::Ok(Value::Pfn(cache.check(Hva(hva.0)).map(|r| r.pfn()))),
+            },
+            Op::VmCacheActivateDirect { index, hva } => match vm.translation_cache(usize::from(index.0)) {
+                Err(e) => e.into(),
+                Ok(cache) => unit(cache.activate(Hva(hva.0))),
+            },
+            Op::VmCacheDeactivateDirect { index } => match vm.translation_cache(usize::from(index.0)) {
+                Err(e) => e.into(),
+                Ok(cache) => {
+                    cache.deactivate();
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::VmCacheRefreshWith { index, counters, hva, attempts, fail, race } => {
+                self.refresh_vm_cache(index, counters, hva, attempts, fail, race)
+            }
         }
     }
 
@@ -527,26 +586,58 @@ impl<'w> Harness<'w> {
             return Skip::WouldBlock.into();
         }
         let raced = RefCell::new(None);
-        let resolve = |at: Hva| {
-            let pfn = mmu.primary(at);
-            if raced.borrow().is_none() {
-                *raced.borrow_mut() = Some(race_with(vm, mmu, race));
-            }
-            if fail {
-                Err(Error::Unmapped { hva: at })
-            } else {
-                Ok(pfn)
-            }
-        };
-        let inv = vm.invalidation();
         let hva = hva.map(|h| Hva(h.0));
-        let r = match (NonZeroUsize::new(usize::from(attempts)), hva) {
-            (None, None) => mmu.cache.refresh(inv, active, resolve).map(Some),
-            (None, Some(h)) => mmu.cache.refresh_hva(h, inv, active, resolve).map(Some),
-            (Some(n), h) => mmu.cache.try_refresh(h, n, inv, active, resolve),
-        };
+        let r = refresh_with(
+            &mmu.cache,
+            hva,
+            attempts,
+            vm.invalidation(),
+            active,
+            resolver(vm, mmu, fail, race, &raced),
+        );
         if let (Some(h), false) = (hva, matches!(r, Err(Error::RangeOverflow | Error::CacheInactive))) {
             self.cache_hva = h;
+        }
+        r.map(|pfn| Value::Refresh { pfn, race: raced.into_inner().unwrap_or_default() }).into()
+    }
+
+    /// A refresh of the VM's own cache `index` made on the cache directly, with the counters
+    /// `counters` names: the VM's own, or another VM's or standalone ones (refused).
+    fn refresh_vm_cache(
+        &mut self,
+        index: CacheKey,
+        counters: Counters,
+        hva: Option<Val>,
+        attempts: u8,
+        fail: bool,
+        race: Race,
+    ) -> Outcome {
+        let world = self.world;
+        let (vm, mmu) = (&world.vm, &world.mmu);
+        let i = usize::from(index.0);
+        let cache = match vm.translation_cache(i) {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        };
+        if attempts == 0
+            && (vm.active_invalidations().count_unlocked() != 0 || matches!(race, Race::Start { .. }))
+        {
+            return Skip::WouldBlock.into();
+        }
+        let (inv, active) = match counters {
+            Counters::Own => (vm.invalidation(), vm.active_invalidations()),
+            Counters::OtherVm => (world.other_vm.invalidation(), world.other_vm.active_invalidations()),
+            Counters::OtherActive => (vm.invalidation(), world.other_vm.active_invalidations()),
+            Counters::StandaloneActive => (vm.invalidation(), &world.standalone),
+            Counters::StandaloneInvalidation => (&world.foreign, vm.active_invalidations()),
+        };
+        let raced = RefCell::new(None);
+        let hva = hva.map(|h| Hva(h.0));
+        let r = refresh_with(cache, hva, attempts, inv, active, resolver(vm, mmu, fail, race, &raced));
+        if let (Some(h), false) =
+            (hva, matches!(r, Err(Error::RangeOverflow | Error::CacheInactive | Error::Foreign)))
+        {
+            self.vm_cache_hva[i] = h;
         }
         r.map(|pfn| Value::Refresh { pfn, race: raced.into_inner().unwrap_or_default() }).into()
     }
@@ -605,8 +696,47 @@ impl<'w> Harness<'w> {
     }
 }
 
+/// `refresh` / `refresh_hva` (`attempts == 0`) or `try_refresh` of `cache` with `inv` and
+/// `active`.
+fn refresh_with(
+    cache: &TranslationCache<StdHal>,
+    hva: Option<Hva>,
+    attempts: u8,
+    inv: &Invalidation<StdHal>,
+    active: &ActiveInvalidations<StdHal>,
+    resolve: impl FnMut(Hva) -> Result<Pfn, Error>,
+) -> Result<Option<Pfn>, Error> {
+    match (NonZeroUsize::new(usize::from(attempts)), hva) {
+        (None, None) => cache.refresh(inv, active, resolve).map(Some),
+        (None, Some(h)) => cache.refresh_hva(h, inv, active, resolve).map(Some),
+        (Some(n), h) => cache.try_refresh(h, n, inv, active, resolve),
+    }
+}
+
+/// The harness's resolver (`hva_to_pfn`): reads the primary MMU, then, the first time, runs the
+/// racing invalidation (its effects go to `raced`); fails with `Unmapped` when `fail`.
+fn resolver<'a>(
+    vm: &'a Vm<StdHal, SLOTS, VM_CACHES>,
+    mmu: &'a Recorder,
+    fail: bool,
+    race: Race,
+    raced: &'a RefCell<Option<Effects>>,
+) -> impl FnMut(Hva) -> Result<Pfn, Error> + 'a {
+    move |at: Hva| {
+        let pfn = mmu.primary(at);
+        if raced.borrow().is_none() {
+            *raced.borrow_mut() = Some(race_with(vm, mmu, race));
+        }
+        if fail {
+            Err(Error::Unmapped { hva: at })
+        } else {
+            Ok(pfn)
+        }
+    }
+}
+
 /// Runs the invalidation a refresh races with; returns what it did to the secondary MMU.
-fn race_with(vm: &Vm<StdHal, SLOTS>, mmu: &Recorder, race: Race) -> Effects {
+fn race_with(vm: &Vm<StdHal, SLOTS, VM_CACHES>, mmu: &Recorder, race: Race) -> Effects {
     let (start, end, and_end) = match race {
         Race::None => return Effects::default(),
         Race::Start { start, end } => (start, end, false),

@@ -5,7 +5,7 @@
 //! little-endian `u32` `x` and takes variant `(x * variants) >> 32`; integers are
 //! little-endian; fields come in declaration order.
 
-use crate::op::{Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES};
+use crate::op::{CacheKey, Counters, Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES};
 use crate::page_table::PtOp;
 use mmusync::memslot::PAGE_SIZE;
 
@@ -51,6 +51,15 @@ fn vcpu(out: &mut Vec<u8>, k: VcpuKey) {
     out.push(k.0);
 }
 
+fn cache(out: &mut Vec<u8>, k: CacheKey) {
+    assert!(k.0 < 4, "cache key {} cannot be encoded: keys decode modulo 4", k.0);
+    out.push(k.0);
+}
+
+fn counters(out: &mut Vec<u8>, c: Counters) {
+    variant(out, c as u64, 5);
+}
+
 fn whose(out: &mut Vec<u8>, w: Whose) {
     variant(out, w as u64, 2);
 }
@@ -72,13 +81,14 @@ fn race(out: &mut Vec<u8>, r: Race) {
 }
 
 /// How many variants [`Op`] has.
-const OPS: u64 = 42;
+const OPS: u64 = 49;
 
 /// The bytes that [`decode`](crate::decode) turns back into `ops`.
 ///
 /// # Panics
 ///
-/// On a [`SlotKey`] of 6 or more or a [`VcpuKey`] of 2 or more, which no input decodes to.
+/// On a [`SlotKey`] of 6 or more, a [`VcpuKey`] of 2 or more or a [`CacheKey`] of 4 or more,
+/// which no input decodes to.
 pub fn encode(ops: &[Op]) -> Vec<u8> {
     let mut out = Vec::new();
     for op in ops {
@@ -268,6 +278,47 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
                 variant(o, how as u64, 3);
                 val(o, start);
                 val(o, end);
+            }
+            Op::VmCacheActivate { index, hva } => {
+                variant(o, 42, OPS);
+                cache(o, index);
+                val(o, hva);
+            }
+            Op::VmCacheDeactivate { index } => {
+                variant(o, 43, OPS);
+                cache(o, index);
+            }
+            Op::VmCacheRefresh { index, fail, race: r } => {
+                variant(o, 44, OPS);
+                cache(o, index);
+                flag(o, fail);
+                race(o, r);
+            }
+            Op::VmCacheCheck { index, hva } => {
+                variant(o, 45, OPS);
+                cache(o, index);
+                val(o, hva);
+            }
+            Op::VmCacheActivateDirect { index, hva } => {
+                variant(o, 46, OPS);
+                cache(o, index);
+                val(o, hva);
+            }
+            Op::VmCacheDeactivateDirect { index } => {
+                variant(o, 47, OPS);
+                cache(o, index);
+            }
+            Op::VmCacheRefreshWith { index, counters: c, hva, attempts, fail, race: r } => {
+                variant(o, 48, OPS);
+                cache(o, index);
+                counters(o, c);
+                flag(o, hva.is_some());
+                if let Some(h) = hva {
+                    val(o, h);
+                }
+                o.push(attempts);
+                flag(o, fail);
+                race(o, r);
             }
         }
     }

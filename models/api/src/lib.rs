@@ -36,9 +36,9 @@ pub use driver::{check, run, Harness, Recorder, World};
 pub use encode::{encode, encode_page_table};
 pub use model::{
     gfn_span, hva_span, primary_pfn, slot, Effects, GfnSpan, HvaSpan, Model, Observed, Outcome, Skip,
-    SlotView, Value, VcpuFault, VcpuView, MAX_SNAPSHOTS, SLOTS, VCPUS,
+    SlotView, Value, VcpuFault, VcpuView, MAX_SNAPSHOTS, SLOTS, VCPUS, VM_CACHES,
 };
-pub use op::{Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES};
+pub use op::{CacheKey, Counters, Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES};
 
 /// At most this many operations are decoded from one input, so that one fuzz input costs a
 /// bounded time.

@@ -1,7 +1,7 @@
 //! The sequential reference model: what each [`Op`] must return and how it changes the state,
 //! written from core/docs/protocols.md without the crate's data structures, locks or atomics.
 
-use crate::op::{Lock, Op, Owner, Race, Val, Whose};
+use crate::op::{CacheKey, Counters, Lock, Op, Owner, Race, Val, Whose};
 use mmusync::{Error, Gfn, Hva, MemslotConfig, Pfn, SlotId, VcpuMode, MAX_GFN, MAX_HVA, PAGE_SIZE};
 
 /// How many memslots the VM under test has room for.
@@ -10,6 +10,8 @@ pub const SLOTS: usize = 4;
 pub const MAX_SNAPSHOTS: usize = 8;
 /// How many vCPUs the harness has.
 pub const VCPUS: usize = 2;
+/// How many translation caches the VM under test owns (`Vm<_, SLOTS, VM_CACHES>`).
+pub const VM_CACHES: usize = 2;
 
 /// A half-open range of guest frames `(start, end)`: what a [`GfnRange`](mmusync::GfnRange)
 /// holds, as plain values.
@@ -201,6 +203,10 @@ pub struct Observed {
     pub cache: Option<Pfn>,
     /// Whether that pfn differs from the primary MMU's (a stale valid cache).
     pub cache_stale: bool,
+    /// What `check` returns for each of the VM's own caches, at the cache's own hva.
+    pub vm_caches: [Option<Pfn>; VM_CACHES],
+    /// Whether each of those pfns differs from the primary MMU's.
+    pub vm_caches_stale: [bool; VM_CACHES],
     /// The vCPUs.
     pub vcpus: [VcpuView; VCPUS],
     /// Whether this thread's interrupts are enabled.
@@ -276,6 +282,24 @@ struct Cache {
     pfn: Pfn,
 }
 
+/// One of the VM's own caches: the cache, and whether it is on the VM's cache list
+/// (`gpc_list`). K1 and K2 keep it listed whenever it is active; a direct `deactivate` leaves
+/// it listed while inactive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct VmCache {
+    cache: Cache,
+    listed: bool,
+}
+
+/// Which translation cache a refresh works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    /// The standalone cache of the harness's secondary MMU.
+    Mmu,
+    /// The VM's own cache of this index.
+    Vm(usize),
+}
+
 /// A vCPU's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct VcpuState {
@@ -307,6 +331,8 @@ pub struct Model {
     notifier_guards: Vec<HvaSpan>,
     srcu_sections: usize,
     cache: Cache,
+    /// The VM's own caches.
+    vm_caches: [VmCache; VM_CACHES],
     /// Host ranges invalidated so far (the primary MMU, see [`primary_pfn`]).
     invalidated: Vec<HvaSpan>,
     vcpus: [VcpuState; VCPUS],
@@ -350,6 +376,11 @@ impl Model {
             cache_stale: self
                 .cache_check(self.cache.hva)
                 .is_some_and(|pfn| pfn != primary_pfn(&self.invalidated, self.cache.hva)),
+            vm_caches: self.vm_caches.map(|c| Self::check(&c.cache, c.cache.hva)),
+            vm_caches_stale: self.vm_caches.map(|c| {
+                Self::check(&c.cache, c.cache.hva)
+                    .is_some_and(|pfn| pfn != primary_pfn(&self.invalidated, c.cache.hva))
+            }),
             vcpus: self.vcpus.map(|v| VcpuView {
                 cpu: v.cpu,
                 mode: v.mode,
@@ -360,13 +391,43 @@ impl Model {
     }
 
     fn cache_check(&self, hva: Hva) -> Option<Pfn> {
-        let c = &self.cache;
+        Self::check(&self.cache, hva)
+    }
+
+    /// `TranslationCache::check`: the pfn if the cache is active, valid and caches `hva`.
+    fn check(c: &Cache, hva: Hva) -> Option<Pfn> {
         (c.active && c.valid && c.hva == hva).then_some(c.pfn)
     }
 
+    fn cache_mut(&mut self, which: Which) -> &mut Cache {
+        match which {
+            Which::Mmu => &mut self.cache,
+            Which::Vm(i) => &mut self.vm_caches[i].cache,
+        }
+    }
+
+    /// `Vm::translation_cache(index)`: the index, or `NoSuchCache`.
+    fn vm_cache(index: CacheKey) -> Result<usize, Error> {
+        let index = usize::from(index.0);
+        if index < VM_CACHES {
+            Ok(index)
+        } else {
+            Err(Error::NoSuchCache { index })
+        }
+    }
+
+    /// `mark_active`: active for `hva`; a new hva makes the cache invalid.
+    fn mark_active(c: &mut Cache, hva: Hva) {
+        c.active = true;
+        if c.hva != hva {
+            c.hva = hva;
+            c.valid = false;
+        }
+    }
+
     /// Values on an edge of the current state, for generators that look at the state: the
-    /// merged range's bounds and the memslots' gfn and host-address bounds, each with its
-    /// neighbours.
+    /// merged range's bounds, the memslots' gfn and host-address bounds and the pages of the
+    /// active translation caches, each with its neighbours.
     pub fn interesting(&self) -> Vec<u64> {
         let mut edges = Vec::new();
         let mut add = |start: u64, end: u64| {
@@ -382,6 +443,11 @@ impl Model {
             add(gfn_start.0, gfn_end.0);
             add(hva_start.0, hva_end.0);
             add(hva_start.0.wrapping_add(PAGE_SIZE), hva_end.0.wrapping_sub(PAGE_SIZE));
+        }
+        // The pages of the active translation caches, so that invalidations hit them.
+        let caches = core::iter::once(&self.cache).chain(self.vm_caches.iter().map(|c| &c.cache));
+        for c in caches.filter(|c| c.active) {
+            add(c.hva.0, c.hva.0.wrapping_add(PAGE_SIZE));
         }
         edges
     }
@@ -645,11 +711,7 @@ impl Model {
                 if hva >= MAX_HVA {
                     return Error::RangeOverflow.into();
                 }
-                self.cache.active = true;
-                if self.cache.hva != hva {
-                    self.cache.hva = hva;
-                    self.cache.valid = false;
-                }
+                Self::mark_active(&mut self.cache, hva);
                 Outcome::Ok(Value::Unit)
             }
             Op::CacheDeactivate => {
@@ -658,7 +720,9 @@ impl Model {
                 Outcome::Ok(Value::Unit)
             }
             Op::CacheCheck { hva } => Outcome::Ok(Value::Pfn(self.cache_check(Hva(hva.0)))),
-            Op::CacheRefresh { hva, attempts, fail, race } => self.refresh(hva, attempts, fail, race),
+            Op::CacheRefresh { hva, attempts, fail, race } => {
+                self.refresh(Which::Mmu, hva, attempts, fail, race)
+            }
             Op::VcpuLoad { vcpu, cpu } => {
                 let v = &mut self.vcpus[usize::from(vcpu.0)];
                 match v.cpu {
@@ -730,6 +794,69 @@ impl Model {
                 Outcome::Ok(Value::Flag(pending))
             }
             Op::Kick { vcpu } => Outcome::Ok(Value::Mode(Self::kick(&mut self.vcpus[usize::from(vcpu.0)]))),
+            Op::VmCacheActivate { index, hva } => {
+                let i = match Self::vm_cache(index) {
+                    Ok(i) => i,
+                    Err(e) => return e.into(),
+                };
+                let hva = Hva(hva.0);
+                if hva >= MAX_HVA {
+                    return Error::RangeOverflow.into();
+                }
+                // K1: listed, then active.
+                let c = &mut self.vm_caches[i];
+                c.listed = true;
+                Self::mark_active(&mut c.cache, hva);
+                Outcome::Ok(Value::Unit)
+            }
+            Op::VmCacheDeactivate { index } => match Self::vm_cache(index) {
+                Err(e) => e.into(),
+                Ok(i) => {
+                    // K2: inactive and invalid, then unlisted.
+                    let c = &mut self.vm_caches[i];
+                    c.cache.active = false;
+                    c.cache.valid = false;
+                    c.listed = false;
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::VmCacheRefresh { index, fail, race } => match Self::vm_cache(index) {
+                Err(e) => e.into(),
+                Ok(i) => self.refresh(Which::Vm(i), None, 0, fail, race),
+            },
+            Op::VmCacheCheck { index, hva } => match Self::vm_cache(index) {
+                Err(e) => e.into(),
+                Ok(i) => Outcome::Ok(Value::Pfn(Self::check(&self.vm_caches[i].cache, Hva(hva.0)))),
+            },
+            // Activation goes through the VM, which lists the cache first.
+            Op::VmCacheActivateDirect { index, .. } => {
+                Self::vm_cache(index).map_or_else(Outcome::from, |_| Error::Foreign.into())
+            }
+            Op::VmCacheDeactivateDirect { index } => match Self::vm_cache(index) {
+                Err(e) => e.into(),
+                Ok(i) => {
+                    let c = &mut self.vm_caches[i].cache;
+                    c.active = false;
+                    c.valid = false;
+                    Outcome::Ok(Value::Unit)
+                }
+            },
+            Op::VmCacheRefreshWith { index, counters, hva, attempts, fail, race } => {
+                let i = match Self::vm_cache(index) {
+                    Ok(i) => i,
+                    Err(e) => return e.into(),
+                };
+                if attempts == 0 && (self.active != 0 || matches!(race, Race::Start { .. })) {
+                    return Skip::WouldBlock.into();
+                }
+                if hva.is_some_and(|h| Hva(h.0) >= MAX_HVA) {
+                    return Error::RangeOverflow.into();
+                }
+                if counters != Counters::Own {
+                    return Error::Foreign.into();
+                }
+                self.refresh(Which::Vm(i), hva, attempts, fail, race)
+            }
             Op::FlushRemoteTlbs => {
                 let mut targets = Vec::new();
                 for v in &mut self.vcpus {
@@ -763,10 +890,10 @@ impl Model {
         old
     }
 
-    /// `try_refresh` (R1–R5), the race run inside the first resolution. The unbounded form
-    /// (`attempts == 0`) is only made when it cannot spin forever: no invalidation active
-    /// before, and none left active by the race.
-    fn refresh(&mut self, hva: Option<Val>, attempts: u8, fail: bool, race: Race) -> Outcome {
+    /// `try_refresh` (R1–R5) of the cache `which` names, the race run inside the first
+    /// resolution. The unbounded form (`attempts == 0`) is only made when it cannot spin
+    /// forever: no invalidation active before, and none left active by the race.
+    fn refresh(&mut self, which: Which, hva: Option<Val>, attempts: u8, fail: bool, race: Race) -> Outcome {
         if attempts == 0 && (self.active != 0 || matches!(race, Race::Start { .. })) {
             return Skip::WouldBlock.into();
         }
@@ -774,21 +901,22 @@ impl Model {
         if hva.is_some_and(|h| h >= MAX_HVA) {
             return Error::RangeOverflow.into();
         }
-        if !self.cache.active {
+        let c = self.cache_mut(which);
+        if !c.active {
             return Error::CacheInactive.into();
         }
         let mut changed = false;
         if let Some(h) = hva {
-            if self.cache.hva != h {
-                self.cache.hva = h;
+            if c.hva != h {
+                c.hva = h;
                 changed = true;
             }
         }
-        if self.cache.valid && !changed {
-            return Outcome::Ok(Value::Refresh { pfn: Some(self.cache.pfn), race: Effects::default() });
+        if c.valid && !changed {
+            return Outcome::Ok(Value::Refresh { pfn: Some(c.pfn), race: Effects::default() });
         }
-        self.cache.valid = false;
-        let hva = self.cache.hva;
+        c.valid = false;
+        let hva = c.hva;
         let mut effects = Effects::default();
         let mut attempt = 0u32;
         loop {
@@ -798,17 +926,19 @@ impl Model {
             if attempt == 1 {
                 effects = self.race(race);
             }
+            let (active, seq) = (self.active, self.seq);
+            let c = self.cache_mut(which);
             if fail {
-                self.cache.valid = false;
+                c.valid = false;
                 return Error::Unmapped { hva }.into();
             }
-            if self.active == 0 && self.seq == snapshot {
-                self.cache.valid = true;
-                self.cache.pfn = pfn;
+            if active == 0 && seq == snapshot {
+                c.valid = true;
+                c.pfn = pfn;
                 return Outcome::Ok(Value::Refresh { pfn: Some(pfn), race: effects });
             }
             if attempt == u32::from(attempts) {
-                self.cache.valid = false;
+                c.valid = false;
                 return Outcome::Ok(Value::Refresh { pfn: None, race: effects });
             }
         }
@@ -918,8 +1048,14 @@ impl Model {
     /// `Vm::start`: S1 count, S2 caches, S3 begin/add+zap per overlapping slot, S4 flush.
     fn notifier_start(&mut self, hvas: HvaSpan) -> Result<Effects, Error> {
         self.active = self.active.checked_add(1).ok_or(Error::CountOverflow)?;
-        // S2: the translation cache, then the primary MMU may change the range.
-        let hit = self.cache.valid && hvas.0 <= self.cache.hva && self.cache.hva < hvas.1;
+        // S2: the VM invalidates the caches on its own list that the range covers (no help
+        // from the secondary MMU's hook), then the hook invalidates the harness's standalone
+        // cache; then the primary MMU may change the range.
+        let covers = |c: &Cache| c.valid && hvas.0 <= c.hva && c.hva < hvas.1;
+        for c in self.vm_caches.iter_mut().filter(|c| c.listed && covers(&c.cache)) {
+            c.cache.valid = false;
+        }
+        let hit = covers(&self.cache);
         if hit {
             self.cache.valid = false;
         }

@@ -141,6 +141,39 @@ pub enum Whose {
     Other,
 }
 
+/// Which of the VM's own translation caches an operation names: `0..4` (decoded modulo 4), so
+/// with [`VM_CACHES`](crate::VM_CACHES) caches some indices name no cache and must be refused
+/// with [`Error::NoSuchCache`](mmusync::Error::NoSuchCache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub u8);
+
+impl<'a> Arbitrary<'a> for CacheKey {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(CacheKey(u8::arbitrary(u)? % 4))
+    }
+
+    fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+        (1, Some(1))
+    }
+}
+
+/// The invalidation state and active count a direct refresh of one of the VM's own caches is
+/// given. Only the VM's own pair is accepted; every other is refused with
+/// [`Error::Foreign`](mmusync::Error::Foreign).
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counters {
+    /// The VM's own invalidation state and active count.
+    Own,
+    /// Another VM's invalidation state and active count.
+    OtherVm,
+    /// The VM's own invalidation state with another VM's active count.
+    OtherActive,
+    /// The VM's own invalidation state with a standalone active count.
+    StandaloneActive,
+    /// A standalone invalidation state with the VM's own active count.
+    StandaloneInvalidation,
+}
+
 /// One public API call.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -401,5 +434,66 @@ pub enum Op {
         start: Val,
         /// Raw host-address end.
         end: Val,
+    },
+    /// `Vm::activate_cache(index, hva)` (K1: put the VM's cache on its list, then mark it
+    /// active).
+    VmCacheActivate {
+        /// Which cache.
+        index: CacheKey,
+        /// The host address (any `u64`).
+        hva: Val,
+    },
+    /// `Vm::deactivate_cache(index)` (K2: mark the cache inactive and invalid, then take it off
+    /// the list).
+    VmCacheDeactivate {
+        /// Which cache.
+        index: CacheKey,
+    },
+    /// `Vm::refresh_cache(index, ..)`, the unbounded refresh against the VM's own counters,
+    /// resolving through the harness's primary MMU.
+    VmCacheRefresh {
+        /// Which cache.
+        index: CacheKey,
+        /// Whether the resolution fails (see [`Op::CacheRefresh`]).
+        fail: bool,
+        /// What races with the first resolution.
+        race: Race,
+    },
+    /// `Vm::translation_cache(index)?.check(hva)`, the guard dropped at once.
+    VmCacheCheck {
+        /// Which cache.
+        index: CacheKey,
+        /// The host address (any `u64`).
+        hva: Val,
+    },
+    /// `TranslationCache::activate(hva)` called on the VM's cache `index` directly, bypassing
+    /// the VM's list (refused with [`Error::Foreign`](mmusync::Error::Foreign)).
+    VmCacheActivateDirect {
+        /// Which cache.
+        index: CacheKey,
+        /// The host address (any `u64`).
+        hva: Val,
+    },
+    /// `TranslationCache::deactivate()` called on the VM's cache `index` directly: inactive
+    /// and invalid, but left on the VM's list until `Vm::deactivate_cache`.
+    VmCacheDeactivateDirect {
+        /// Which cache.
+        index: CacheKey,
+    },
+    /// `TranslationCache::try_refresh` (`attempts == 0`: `refresh` / `refresh_hva`) called on
+    /// the VM's cache `index` directly, with the counters `counters` names.
+    VmCacheRefreshWith {
+        /// Which cache.
+        index: CacheKey,
+        /// Whose invalidation state and active count.
+        counters: Counters,
+        /// A new host address (`refresh_hva`), or none (`refresh`).
+        hva: Option<Val>,
+        /// At most this many resolutions, `0` for no bound.
+        attempts: u8,
+        /// Whether the resolution fails.
+        fail: bool,
+        /// What races with the first resolution.
+        race: Race,
     },
 }

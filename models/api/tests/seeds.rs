@@ -7,7 +7,9 @@
 mod common;
 
 use mmusync::memslot::PAGE_SIZE;
-use mmusync_api_model::{decode, encode, run, Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose};
+use mmusync_api_model::{
+    decode, encode, run, CacheKey, Counters, Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose,
+};
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -174,6 +176,67 @@ fn seeds() -> Vec<(&'static str, Vec<Op>)> {
                 Op::CacheRefresh { hva: Some(v(4 * P)), attempts: 1, fail: true, race: Race::None },
                 Op::CacheDeactivate,
                 Op::CacheCheck { hva: v(4 * P) },
+            ],
+        ),
+        (
+            "vm-caches",
+            vec![
+                create(0, 0x10, 4, 4 * P),
+                Op::VmCacheRefresh { index: CacheKey(0), fail: false, race: Race::None },
+                Op::VmCacheActivate { index: CacheKey(0), hva: v(5 * P) },
+                Op::VmCacheActivate { index: CacheKey(1), hva: v(9 * P) },
+                Op::VmCacheRefresh { index: CacheKey(0), fail: false, race: Race::None },
+                Op::VmCacheRefresh { index: CacheKey(1), fail: false, race: Race::None },
+                // The VM invalidates its listed cache itself: the MMU's hook only sees the range.
+                Op::NotifierStart { start: v(5 * P), end: v(6 * P) },
+                Op::VmCacheCheck { index: CacheKey(0), hva: v(5 * P) },
+                Op::VmCacheRefresh { index: CacheKey(0), fail: false, race: Race::None },
+                Op::NotifierEnd { start: v(5 * P), end: v(6 * P) },
+                Op::VmCacheRefresh {
+                    index: CacheKey(0),
+                    fail: false,
+                    race: Race::StartEnd { start: v(4 * P), end: v(8 * P) },
+                },
+                Op::VmCacheCheck { index: CacheKey(0), hva: v(5 * P) },
+                Op::VmCacheCheck { index: CacheKey(1), hva: v(9 * P) },
+                // Misuse: no such cache, activation around the VM, another VM's counters.
+                Op::VmCacheActivate { index: CacheKey(2), hva: v(5 * P) },
+                Op::VmCacheCheck { index: CacheKey(3), hva: v(5 * P) },
+                Op::VmCacheActivateDirect { index: CacheKey(0), hva: v(5 * P) },
+                Op::VmCacheRefreshWith {
+                    index: CacheKey(1),
+                    counters: Counters::OtherVm,
+                    hva: None,
+                    attempts: 1,
+                    fail: false,
+                    race: Race::None,
+                },
+                Op::VmCacheRefreshWith {
+                    index: CacheKey(1),
+                    counters: Counters::StandaloneActive,
+                    hva: None,
+                    attempts: 0,
+                    fail: false,
+                    race: Race::None,
+                },
+                Op::VmCacheRefreshWith {
+                    index: CacheKey(1),
+                    counters: Counters::Own,
+                    hva: Some(v(10 * P)),
+                    attempts: 2,
+                    fail: false,
+                    race: Race::StartEnd { start: v(10 * P), end: v(11 * P) },
+                },
+                // Deactivated directly: still listed, inactive; then through the VM.
+                Op::VmCacheDeactivateDirect { index: CacheKey(1) },
+                Op::VmCacheRefresh { index: CacheKey(1), fail: false, race: Race::None },
+                Op::VmCacheActivate { index: CacheKey(1), hva: v(10 * P) },
+                Op::VmCacheRefresh { index: CacheKey(1), fail: true, race: Race::None },
+                Op::VmCacheDeactivate { index: CacheKey(0) },
+                Op::NotifierStart { start: v(4 * P), end: v(12 * P) },
+                Op::VmCacheCheck { index: CacheKey(0), hva: v(5 * P) },
+                Op::VmCacheDeactivate { index: CacheKey(1) },
+                Op::VmCacheDeactivate { index: CacheKey(2) },
             ],
         ),
         (

@@ -109,7 +109,8 @@ pub const fn default_bound(body: Shared) -> Option<usize> {
         | Shared::SbWalk
         | Shared::SbEntry
         | Shared::RequestPayload
-        | Shared::MmuInvalidateTwoSlots => None,
+        | Shared::MmuInvalidateTwoSlots
+        | Shared::CacheDeactivateVsInvalidation => None,
     }
 }
 

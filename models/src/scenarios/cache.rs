@@ -1,7 +1,8 @@
-//! P2: the translation cache (`gfn_to_pfn_cache`) against invalidations, and against a consumer
-//! while its hva changes. Two small scenarios rather than one with three roles: the three-role
-//! version (refresher with two attempts, invalidator, consumer) took 215,000 executions and
-//! five minutes at preemption bound 2, and each target needs only two of the roles.
+//! P2: the translation cache (`gfn_to_pfn_cache`) against invalidations, against a consumer
+//! while its hva changes, and a VM's cache list (K1-K2) against an invalidation. The first two
+//! are small scenarios rather than one with three roles: the three-role version (refresher with
+//! two attempts, invalidator, consumer) took 215,000 executions and five minutes at preemption
+//! bound 2, and each target needs only two of the roles.
 
 use super::{page_hvas, page_slot, setup, Host, Sptes};
 use crate::exec::{violated, Executor, Invariant, Role};
@@ -15,6 +16,7 @@ use mmusync::memslot::{Memslot, SlotChange};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::pfncache::TranslationCache;
 use mmusync::range::{GfnRange, HvaRange};
+use mmusync::Error;
 
 /// The SPTEs plus the translation cache that S2 invalidates.
 struct CacheMmu<H: ScenarioHal, X: Executor> {
@@ -223,4 +225,94 @@ pub fn cache_refresh_vs_two_invalidations<H: ScenarioHal, X: Executor>(hal: &H, 
         Role::new("invalidator-b", move || wb.invalidate(&xb, "B: ", 4, false)),
     ]);
     w.final_check(x);
+}
+
+/// The cache-list scenarios' world: a VM with one memslot on host page 0 (pfn 1) and one
+/// translation cache of its own, and a secondary MMU whose cache hook does nothing, so that
+/// only the VM's cache list can make an invalidation reach the cache.
+struct ListWorld<H: ScenarioHal, X: Executor> {
+    vm: Vm<H, 1, 1>,
+    host: Host<H, 1, 2>,
+    sptes: Sptes<H, X, 1>,
+}
+
+impl<H: ScenarioHal, X: Executor> ListWorld<H, X> {
+    fn new(hal: &H, x: &X) -> Arc<Self> {
+        let w = Arc::new(ListWorld {
+            vm: Vm::new(hal.clone()),
+            host: Host::new([Pfn(1)]),
+            sptes: Sptes::new(x.clone()),
+        });
+        setup(w.vm.set_memslot(&w.sptes, SlotChange::Create(page_slot(0))));
+        w
+    }
+
+    /// `Vm::refresh_cache(0)` (R1-R5) through GUP-fast; an inactive cache is refused.
+    fn refresh(&self, x: &X) {
+        match self.vm.refresh_cache(0, |hva| Ok(self.host.gup_fast(x, hva))) {
+            Ok(pfn) => x.step(format_args!("refresh_cache(0) -> pfn {pfn}")),
+            Err(Error::CacheInactive) => x.step(format_args!("refresh_cache(0) -> cache inactive")),
+            Err(e) => panic!("scenario setup failed: refresh_cache: {e}"),
+        }
+    }
+
+    /// A munmap of host page 0 on this CPU: `invalidate_range_start` (S1; S2, where the VM
+    /// invalidates its listed caches; S3 memslot hit: `begin`, zap), the primary MMU remaps
+    /// page 0 from pfn 1 to 2 and frees pfn 1, and the guard's drop ends the invalidation
+    /// (E1, E2). Then a consumer on this CPU checks the cache for page 0 (`kvm_gpc_check`) and
+    /// uses the pfn it finds: pfn 1 is freed by now, and no refresh resolves pfn 2.
+    fn munmap_then_check(&self, x: &X) {
+        let page = page_hvas(0);
+        x.step(format_args!("munmap: invalidate_range_start({:#x})", page.start()));
+        let open = setup(self.vm.invalidate_range_start(&self.sptes, page));
+        self.host.remap_and_free(x, 0, Pfn(2));
+        x.step(format_args!("munmap: invalidate_range_end"));
+        drop(open);
+        self.check(x, "consumer");
+    }
+
+    /// One observation of cache 0 for page 0, and the use of its pfn.
+    fn check(&self, x: &X, who: &str) {
+        if let Some(entry) = setup(self.vm.translation_cache(0)).check(page_hvas(0).start()) {
+            let pfn = entry.pfn();
+            check_entry(x, pfn, self.host.pages.is_freed(pfn), who);
+        } else {
+            x.step(format_args!("{who}: cache not valid for hva {:#x}", page_hvas(0).start()));
+        }
+    }
+}
+
+/// K2 (the VM's cache list, KVM's `gpc_list`): a VM deactivates its own valid cache while the
+/// primary MMU invalidates the cache's page and a consumer then checks it.
+///
+/// * setup: `Vm::activate_cache(0, page 0)` and `Vm::refresh_cache(0)`: the cache is listed,
+///   active and valid, pfn 1.
+/// * cache-owner (CPU 0): `Vm::deactivate_cache(0)`: mark the cache inactive and invalid, then
+///   take it off the VM's list.
+/// * vcpu (CPU 1): a munmap of host page 0 on this CPU (start: the VM invalidates its listed
+///   caches at S2; the primary MMU remaps pfn 1 -> 2 and frees pfn 1; end), then
+///   `translation_cache(0).check` and use of the pfn found.
+///
+/// The invalidation finds the cache on the list (and invalidates it), or the deactivation has
+/// already made it invalid; either way the check finds no pfn 1 after the free.
+///
+/// Kills [`Rule::CacheListedWhileActive`]: with the cache taken off the list before it is
+/// marked inactive, the invalidation walks the list without the still-valid cache, and the
+/// vCPU's check finds pfn 1 after the free, before the deactivation.
+///
+/// [`Rule::CacheListedWhileActive`]: mmusync::Rule::CacheListedWhileActive
+pub fn cache_deactivate_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = ListWorld::new(hal, x);
+    setup(w.vm.activate_cache(0, page_hvas(0).start()));
+    w.refresh(x);
+    let (wo, xo) = (w.clone(), x.clone());
+    let (wv, xv) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("cache-owner", move || {
+            xo.step(format_args!("K2: deactivate_cache(0)"));
+            setup(wo.vm.deactivate_cache(0));
+            xo.step(format_args!("K2: deactivate_cache returned: cache 0 inactive and unlisted"));
+        }),
+        Role::new("vcpu", move || wv.munmap_then_check(&xv)),
+    ]);
 }

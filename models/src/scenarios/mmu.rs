@@ -91,6 +91,9 @@ struct TablePool<H: Hal> {
     next: AtomicUsize,
     /// Page `i` is pfn `i + 1` in the ghost liveness.
     freed: Pages<MAX_TABLES>,
+    /// The entry `free` writes into every entry of a freed page: [`poison_bits`], or, opted
+    /// into by [`GhostTables::poison_young`], the same with the accessed bit set.
+    poison: AtomicU64,
     /// Set when the world is torn down: frees from then on (the page table's drop, deferred
     /// frees run by the collector's drop) are ghost marks only. No role runs any more, and the
     /// teardown may run while a violation unwinds, where loom must not be entered (a loom
@@ -132,6 +135,7 @@ impl<H: Hal> GhostTables<H> {
             addrs: core::array::from_fn(|_| AtomicUsize::new(0)),
             next: AtomicUsize::new(0),
             freed: Pages::new(),
+            poison: AtomicU64::new(poison_bits()),
             teardown: Flag::new(),
             _tables: PhantomData,
         }))
@@ -163,6 +167,34 @@ impl<H: Hal> GhostTables<H> {
     /// How many pages were freed.
     fn frees(&self) -> usize {
         (0..MAX_TABLES).filter(|&i| self.0.freed.is_freed(table_pfn(i))).count()
+    }
+
+    /// The entry every entry of a freed page holds (the poison).
+    fn poison(&self) -> u64 {
+        self.0.poison.load(SeqCst)
+    }
+
+    /// Opt-in, before any page is freed: the poison carries the accessed bit. An ager skips
+    /// entries whose accessed bit is clear, so the default poison is invisible to it; this one
+    /// makes an ager that reads a freed page report it young, and one that clears the bit
+    /// write into the freed page ([`World::check_freed_tables`] finds the write).
+    fn poison_young(&self) {
+        self.0.poison.store(poison_bits() | Spte::ACCESSED, SeqCst);
+    }
+
+    /// Each freed page and entry that no longer holds the poison: something wrote into the
+    /// page after it was freed.
+    fn written_after_free(&self) -> Option<(usize, usize, u64)> {
+        let poison = self.poison();
+        (0..MAX_TABLES).filter(|&i| self.0.freed.is_freed(table_pfn(i))).find_map(|i| {
+            let page = NonNull::new(self.0.addrs[i].load(SeqCst) as *mut ScenarioTable<H>)?;
+            // SAFETY: table pages' memory lives as long as the pool (see `GhostTables`).
+            let table = unsafe { page.as_ref() };
+            (0..FANOUT).find_map(|k| {
+                let bits = table.entry(k).map_or(poison, |e| e.load(Relaxed));
+                (bits != poison).then_some((i, k, bits))
+            })
+        })
     }
 }
 
@@ -209,7 +241,7 @@ unsafe impl<H: Hal> PageAlloc<ScenarioTable<H>> for GhostTables<H> {
         self.0.freed.free(table_pfn(i));
         // SAFETY: the page came from `alloc`, and its memory lives until the last handle drops.
         let table = unsafe { page.as_ref() };
-        let poison = poison_bits();
+        let poison = self.poison();
         for e in (0..FANOUT).filter_map(|k| table.entry(k)) {
             e.store(poison, Relaxed);
         }
@@ -462,7 +494,7 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
         };
         let freed = self.tables.is_freed(page);
         self.x.step(format_args!("{who} reads table page {:p}[{index}] -> {bits:#x} (freed: {freed})", page));
-        if freed || bits == poison_bits() {
+        if freed || bits == self.tables.poison() {
             violated(
                 Invariant::WalkerReadFreedTable,
                 format_args!("{who} read entry {index} of table page {page:p} after it was freed"),

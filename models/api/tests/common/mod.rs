@@ -1,7 +1,9 @@
 //! Proptest strategies for [`Op`], shared by the test files.
 
 use mmusync::memslot::PAGE_SIZE;
-use mmusync_api_model::{Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES};
+use mmusync_api_model::{
+    CacheKey, Counters, Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES,
+};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -40,6 +42,21 @@ fn slot_key() -> impl Strategy<Value = SlotKey> {
 
 fn vcpu() -> impl Strategy<Value = VcpuKey> {
     (0..2u8).prop_map(VcpuKey)
+}
+
+/// One of the VM's caches: mostly a real one, sometimes an index with no cache.
+fn cache_key() -> impl Strategy<Value = CacheKey> {
+    prop_oneof![6 => (0..2u8).prop_map(CacheKey), 1 => (2..4u8).prop_map(CacheKey)]
+}
+
+fn counters() -> impl Strategy<Value = Counters> {
+    prop_oneof![
+        4 => Just(Counters::Own),
+        1 => Just(Counters::OtherVm),
+        1 => Just(Counters::OtherActive),
+        1 => Just(Counters::StandaloneActive),
+        1 => Just(Counters::StandaloneInvalidation),
+    ]
 }
 
 fn whose() -> impl Strategy<Value = Whose> {
@@ -117,5 +134,28 @@ pub fn op(edges: &[u64]) -> impl Strategy<Value = Op> {
             val()
         )
             .prop_map(|(how, start, end)| Op::Age { how, start, end }),
+        2 => (cache_key(), val()).prop_map(|(index, hva)| Op::VmCacheActivate { index, hva }),
+        1 => cache_key().prop_map(|index| Op::VmCacheDeactivate { index }),
+        2 => (cache_key(), proptest::bool::weighted(0.1), race(edges))
+            .prop_map(|(index, fail, race)| Op::VmCacheRefresh { index, fail, race }),
+        1 => (cache_key(), val()).prop_map(|(index, hva)| Op::VmCacheCheck { index, hva }),
+        1 => (cache_key(), val()).prop_map(|(index, hva)| Op::VmCacheActivateDirect { index, hva }),
+        1 => cache_key().prop_map(|index| Op::VmCacheDeactivateDirect { index }),
+        2 => (
+            cache_key(),
+            counters(),
+            proptest::option::of(val()),
+            0..4u8,
+            proptest::bool::weighted(0.1),
+            race(edges)
+        )
+            .prop_map(|(index, counters, hva, attempts, fail, race)| Op::VmCacheRefreshWith {
+                index,
+                counters,
+                hva,
+                attempts,
+                fail,
+                race
+            }),
     ]
 }
