@@ -99,3 +99,23 @@ impl<H: Hal> ActiveInvalidations<H> {
         (self.lock.lock(), &self.count)
     }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::hal::std::StdHal;
+
+    #[test]
+    fn end_reports_when_the_count_reaches_zero() {
+        let active = ActiveInvalidations::new(StdHal);
+        active.start().unwrap();
+        active.start().unwrap();
+        assert_eq!(active.count_unlocked(), 2);
+        assert_eq!(active.end(), Ok(false), "one still active: no wake-up");
+        assert_eq!(active.count_unlocked(), 1);
+        assert_eq!(active.end(), Ok(true), "the last one: wake the memslot writer");
+        assert_eq!(active.count_unlocked(), 0);
+        assert_eq!(active.end(), Err(Error::Unbalanced));
+        assert_eq!(active.count_unlocked(), 0, "an unbalanced end changes nothing");
+    }
+}

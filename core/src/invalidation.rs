@@ -290,4 +290,24 @@ mod tests {
         assert_eq!(inv.in_progress(&g).unwrap(), 0);
         assert_eq!(inv.seq(&g).unwrap(), 1);
     }
+
+    #[test]
+    fn open_guard_end_reports_what_drop_would_swallow() {
+        let inv = Invalidation::new(StdHal);
+        inv.open(r(1, 2)).unwrap().end().unwrap();
+        {
+            let g = inv.mmu_lock().read();
+            assert_eq!((inv.in_progress(&g).unwrap(), inv.seq(&g).unwrap()), (0, 1), "ended once");
+        }
+        let open = inv.open(r(1, 2)).unwrap();
+        // A raw `end` elsewhere consumes the guard's count (a caller bug).
+        inv.end(&inv.mmu_lock().write()).unwrap();
+        assert_eq!(open.end(), Err(Error::Unbalanced));
+        let g = inv.mmu_lock().read();
+        assert_eq!(
+            (inv.in_progress(&g).unwrap(), inv.seq(&g).unwrap()),
+            (0, 2),
+            "the failed end changed nothing"
+        );
+    }
 }

@@ -593,6 +593,24 @@ mod tests {
     }
 
     #[test]
+    fn deleting_or_moving_a_slot_keeps_the_others_sorted_and_found() {
+        let (m, a) = slots();
+        for id in 1..4 {
+            let base_gfn = Gfn(u64::from(id) * 0x100);
+            create(&m, &a, MemslotConfig { id, base_gfn, npages: 16, hva: Hva(u64::from(id) * 0x10_0000) });
+        }
+        let ids = |m: &Memslots<StdHal, 4>| m.read().iter().map(|s| s.id()).collect::<std::vec::Vec<_>>();
+        let found = |m: &Memslots<StdHal, 4>, gfn: u64| m.read().find(Gfn(gfn)).map(|s| s.id());
+        m.update(&a, SlotChange::Delete(1), |_| {}).unwrap();
+        assert_eq!(ids(&m), [2, 3], "the later slots moved down one cell");
+        assert_eq!((found(&m, 0x105), found(&m, 0x205), found(&m, 0x305)), (None, Some(2), Some(3)));
+        m.update(&a, SlotChange::Move { id: 2, base_gfn: Gfn(0x400) }, |_| {}).unwrap();
+        assert_eq!(ids(&m), [3, 2], "sorted by first gfn again");
+        assert_eq!((found(&m, 0x205), found(&m, 0x305), found(&m, 0x405)), (None, Some(3), Some(2)));
+        assert_eq!(m.read().find(Gfn(0x405)).and_then(|s| s.gfn_to_hva(Gfn(0x405))), Some(Hva(0x20_5000)));
+    }
+
+    #[test]
     fn bad_changes_are_typed_errors() {
         let (m, a) = slots();
         let s = Memslot::new(MemslotConfig { id: 1, base_gfn: Gfn(0), npages: 16, hva: Hva(0) }).unwrap();

@@ -1612,4 +1612,219 @@ mod tests {
             "a pin the zaps do not wait for"
         );
     }
+
+    fn gfns(start: u64, end: u64) -> GfnRange {
+        GfnRange::new(Gfn(start), Gfn(end)).unwrap()
+    }
+
+    #[test]
+    fn leaves_hold_their_pfn_and_permissions_in_exact_bits_and_tables_start_empty() {
+        assert_eq!(Spte::MAX_PFN, Pfn((1 << 52) - 1), "a pfn fills bits 12..64");
+        let bits = |pfn, writable, mmu_writable| Spte::leaf(Pfn(pfn), writable, mmu_writable).map(Spte::bits);
+        assert_eq!(bits(0x42, false, false), Ok(0x42_001), "present");
+        assert_eq!(bits(0x42, false, true), Ok(0x42_005), "present, MMU-writable");
+        assert_eq!(bits(0x42, true, false), Ok(0x42_007), "writable implies MMU-writable");
+        assert_eq!(bits(0x42, true, true), Ok(0x42_007));
+        let max = Spte::leaf(Spte::MAX_PFN, true, true).unwrap();
+        assert_eq!((max.pfn(), max.is_writable()), (Some(Spte::MAX_PFN), true), "MAX_PFN itself fits");
+        assert_eq!(bits(1 << 52, false, false), Err(Error::RangeOverflow));
+        assert_eq!(bits(u64::MAX, true, true), Err(Error::RangeOverflow));
+        let table = Table::<StdHal, 4>::empty();
+        assert!((0..4).all(|i| table.entry(i).map(|e| e.load(Ordering::Relaxed)) == Some(0)));
+        assert!(table.entry(4).is_none(), "F entries, no more");
+    }
+
+    #[test]
+    fn page_table_aging_tests_or_clears_accessed_bits_only_inside_the_range() {
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let g = lock.write();
+        // 15 ends one leaf table, 16 starts the next; 20 and 33 are in other tables again.
+        for gfn in [15, 16, 17, 20, 33] {
+            mmu.table().map(&g, Gfn(gfn), Spte::leaf(Pfn(gfn + 100), true, true).unwrap()).unwrap();
+            hw_or(&mmu, Gfn(gfn), Spte::ACCESSED);
+        }
+        hw_or(&mmu, Gfn(17), Spte::DIRTY);
+        let table = mmu.table();
+        assert_eq!(table.age(&g, gfns(18, 20), false), Ok(false), "17 and 20 lie just outside");
+        assert_eq!(table.age(&g, gfns(15, 16), false), Ok(true));
+        assert_eq!(table.age(&g, gfns(16, 32), true), Ok(true));
+        let leaf = |gfn| table.walk(&g, Gfn(gfn)).unwrap().unwrap();
+        let accessed: std::vec::Vec<bool> = [15, 16, 17, 20, 33].map(|gfn| leaf(gfn).is_accessed()).into();
+        assert_eq!(accessed, [true, false, false, false, true], "cleared in 16..32 only");
+        assert!(leaf(17).is_dirty(), "the dirty bit survives");
+        assert_eq!(table.age(&g, gfns(16, 32), false), Ok(false), "nothing young left there");
+        assert_eq!(table.age(&g, gfns(0, 64), false), Ok(true), "15 and 33 still are");
+        let other = crate::lock::MmuLock::<StdHal>::new();
+        assert_eq!(table.age(&other.write(), gfns(0, 64), true), Err(Error::Foreign));
+    }
+
+    /// The pages a [`Counting`] allocator handed out and took back.
+    #[derive(Default)]
+    struct Pages {
+        allocated: core::cell::Cell<usize>,
+        freed: core::cell::Cell<usize>,
+    }
+
+    /// [`BoxAlloc`], counting in a [`Pages`].
+    struct Counting<'a>(&'a Pages);
+
+    // SAFETY: delegates to `BoxAlloc`, which keeps the contract; the counting touches no page.
+    unsafe impl<P> PageAlloc<P> for Counting<'_> {
+        fn alloc(&self, init: P) -> Result<NonNull<P>, P> {
+            self.0.allocated.set(self.0.allocated.get() + 1);
+            BoxAlloc.alloc(init)
+        }
+
+        unsafe fn free(&self, page: NonNull<P>) {
+            self.0.freed.set(self.0.freed.get() + 1);
+            // SAFETY: the caller's promise, passed on; `page` came from `BoxAlloc::alloc`.
+            unsafe { BoxAlloc.free(page) }
+        }
+    }
+
+    #[test]
+    fn zap_unlinks_only_tables_wholly_inside_the_range_and_drop_frees_the_rest() {
+        let pages = Pages::default();
+        let table: PageTable<StdHal, Counting<'_>, 3, 4> = PageTable::new(Counting(&pages)).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let g = lock.write();
+        for gfn in [16, 19, 33] {
+            table.map(&g, Gfn(gfn), Spte::leaf(Pfn(gfn), true, true).unwrap()).unwrap();
+        }
+        assert_eq!(pages.allocated.get(), 5, "the root, two middle tables and two leaf tables");
+        let mut retired = std::vec::Vec::new();
+        assert_eq!(table.zap(&g, gfns(16, 18), &mut |page| retired.push(page)), Ok(true));
+        assert!(retired.is_empty(), "the leaf table of 16..20 still maps 19");
+        assert_eq!(table.walk(&g, Gfn(16)), Ok(None));
+        assert_eq!(table.walk(&g, Gfn(19)).unwrap().and_then(Spte::pfn), Some(Pfn(19)));
+        assert_eq!(table.zap(&g, gfns(20, 32), &mut |page| retired.push(page)), Ok(false), "no leaf there");
+        assert!(retired.is_empty(), "the middle table of 16..32 reaches past 20..32");
+        assert_eq!(table.zap(&g, gfns(16, 32), &mut |page| retired.push(page)), Ok(true));
+        assert_eq!(retired.len(), 2, "the leaf table of 16..20, then its parent");
+        assert_eq!(table.walk(&g, Gfn(19)), Ok(None));
+        assert_eq!(table.walk(&g, Gfn(33)).unwrap().and_then(Spte::pfn), Some(Pfn(33)));
+        for page in retired {
+            // SAFETY: unlinked by the zap under mmu_lock, from this table's allocator, freed
+            // once; no walker of this table exists.
+            unsafe { table.allocator().free(page) }
+        }
+        drop(g);
+        drop(table);
+        assert_eq!((pages.allocated.get(), pages.freed.get()), (5, 5), "every page freed once");
+    }
+
+    #[test]
+    fn walks_this_mmu_does_not_wait_for_are_refused() {
+        let cpu = StdHal::register_cpu().unwrap();
+        let (ours, theirs) = ([Vcpu::new(StdHal)], [Vcpu::new(StdHal)]);
+        theirs[0].load(cpu.cpu()).unwrap();
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &ours).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        mmu.map(&lock.write(), Gfn(1), Spte::leaf(Pfn(5), false, true).unwrap()).unwrap();
+        assert_eq!(mmu.walk(&lock.write(), Gfn(1)).unwrap().and_then(Spte::pfn), Some(Pfn(5)));
+        let other = crate::lock::MmuLock::<StdHal>::new();
+        assert_eq!(mmu.walk(&other.write(), Gfn(1)), Err(Error::Foreign), "another mmu_lock");
+        {
+            let walk = theirs[0].walk_lockless_begin().unwrap();
+            assert_eq!(mmu.walk(&walk, Gfn(1)), Err(Error::Foreign), "a walk on another MMU's vCPU");
+            assert_eq!(mmu.hw_access(&walk, Gfn(1), Access::Read), Err(Error::Foreign));
+            assert_eq!(mmu.fast_fault(&walk, Gfn(1), Access::Write), Err(Error::Foreign));
+        }
+        let leaf = mmu.walk(&lock.read(), Gfn(1)).unwrap().unwrap();
+        assert!(!leaf.is_writable() && !leaf.is_accessed(), "the refused calls changed nothing");
+        theirs[0].put().unwrap();
+    }
+
+    #[test]
+    fn repeated_hardware_accesses_keep_the_bits_already_set() {
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let installed = Spte::leaf(Pfn(6), true, true).unwrap();
+        mmu.map(&lock.write(), Gfn(2), installed).unwrap();
+        let g = lock.read();
+        let now = || mmu.walk(&g, Gfn(2)).unwrap().map(Spte::bits);
+        let (a, ad) = (installed.bits() | Spte::ACCESSED, installed.bits() | Spte::ACCESSED | Spte::DIRTY);
+        assert_eq!(mmu.hw_access(&g, Gfn(2), Access::Read).unwrap().map(Spte::bits), Some(installed.bits()));
+        assert_eq!(mmu.hw_access(&g, Gfn(2), Access::Read).unwrap().map(Spte::bits), Some(a));
+        assert_eq!(now(), Some(a), "a second read keeps A");
+        assert_eq!(mmu.hw_access(&g, Gfn(2), Access::Write).unwrap().map(Spte::bits), Some(a));
+        assert_eq!(mmu.hw_access(&g, Gfn(2), Access::Write).unwrap().map(Spte::bits), Some(ad));
+        assert_eq!(now(), Some(ad), "a second write keeps A and D");
+        mmu.hw_access(&g, Gfn(2), Access::Read).unwrap();
+        assert_eq!(now(), Some(ad), "a read after a write keeps D");
+    }
+
+    #[test]
+    fn map_flushes_only_when_a_writable_translation_may_be_lost() {
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let g = lock.write();
+        let flushed = || vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH);
+        let leaf = |pfn, writable, mmu_writable| Spte::leaf(Pfn(pfn), writable, mmu_writable).unwrap();
+        mmu.map(&g, Gfn(1), leaf(5, false, false)).unwrap();
+        mmu.map(&g, Gfn(1), leaf(5, false, false)).unwrap();
+        assert!(!flushed(), "never MMU-writable: no vCPU can hold a writable translation");
+        mmu.map(&g, Gfn(2), leaf(6, true, true)).unwrap();
+        mmu.map(&g, Gfn(2), leaf(6, true, true)).unwrap();
+        assert!(!flushed(), "still writable, same pfn: nothing is lost");
+        mmu.map(&g, Gfn(2), leaf(6, false, true)).unwrap();
+        assert!(flushed(), "write-protected: flushed");
+    }
+
+    #[test]
+    fn zap_gfn_range_flushes_remote_tlbs_when_it_zapped() {
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        add_slot(&vm, &mmu, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        for gfn in [Gfn(2), Gfn(3)] {
+            assert!(matches!(mmu.fault(&vm, gfn, true, host), Ok(FaultOutcome::Installed(_))));
+        }
+        let flushed = || vcpus[0].check_request(crate::vcpu::Request::TLB_FLUSH);
+        assert!(!flushed());
+        // Only the leaf of 3 goes: no table is freed, so only the range flush (G3) flushes.
+        assert_eq!(vm.zap_gfn_range(&mmu, gfns(3, 4)), Ok(true));
+        assert!(flushed(), "the zapped translation is gone from every TLB before the call returns");
+        assert_eq!(vm.zap_gfn_range(&mmu, gfns(3, 4)), Ok(false));
+        assert!(!flushed(), "nothing zapped: no flush");
+    }
+
+    #[test]
+    fn fault_around_never_prefetches_past_the_table_capacity() {
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let vm: Vm<StdHal, 4> = Vm::new(StdHal);
+        // The memslot reaches past the 64 gfns the table maps.
+        add_slot(&vm, &mmu, MemslotConfig { id: 0, base_gfn: Gfn(56), npages: 16, hva: Hva(0x10_0000) });
+        let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
+        assert_eq!(
+            mmu.fault_around(&vm, Gfn(62), false, gfns(60, 68), host),
+            Ok((FaultOutcome::Installed(Pfn(0x106)), 3)),
+            "60, 61 and 63; the table stops at 64"
+        );
+        let g = vm.invalidation().mmu_lock().read();
+        assert_eq!(mmu.walk(&g, Gfn(63)).unwrap().and_then(Spte::pfn), Some(Pfn(0x107)));
+    }
+
+    #[test]
+    fn the_spte_update_mutant_ages_without_atomicity_but_clears_only_the_accessed_bit() {
+        // The models kill `SpteUpdateIsAtomic` by a hardware update lost between the mutant's
+        // load and store; without a race its aging must do what the atomic AND does.
+        let hal = crate::hal::std::mutant::Breaks(Rule::SpteUpdateIsAtomic);
+        let vcpus = [Vcpu::new(hal)];
+        let mmu: ReferenceMmu<'_, _, BoxAlloc, 3, 4> = ReferenceMmu::new(hal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::new();
+        let installed = Spte::leaf(Pfn(5), true, true).unwrap();
+        mmu.map(&lock.write(), Gfn(1), installed).unwrap();
+        mmu.hw_access(&lock.read(), Gfn(1), Access::Write).unwrap();
+        let handle = mmu.reclaimer().register();
+        assert_eq!(mmu.age_lockless(&handle, gfns(0, 4), true), Ok(true));
+        let now = mmu.walk(&lock.read(), Gfn(1)).unwrap().map(Spte::bits);
+        assert_eq!(now, Some(installed.bits() | Spte::DIRTY));
+    }
 }

@@ -635,6 +635,34 @@ mod tests {
     }
 
     #[test]
+    fn the_guards_end_reports_what_drop_would_swallow() {
+        let vm = vm_with_two_slots();
+        let mmu = Recorder::default();
+        let page = HvaRange::new(Hva(0x1_0000), Hva(0x1_1000)).unwrap();
+        vm.invalidate_range_start(&mmu, page).unwrap().end().unwrap();
+        let open = vm.invalidate_range_start(&mmu, page).unwrap();
+        // A raw `end` elsewhere consumes the guard's count (a caller bug).
+        vm.end(page).unwrap();
+        assert_eq!(open.end(), Err(Error::Unbalanced));
+        let g = vm.invalidation().mmu_lock().read();
+        assert_eq!(vm.invalidation().seq(&g), Ok(2), "two ends, not three");
+        assert_eq!(vm.invalidation().in_progress(&g), Ok(0));
+        assert_eq!(vm.active_invalidations().count_unlocked(), 0);
+    }
+
+    #[test]
+    fn an_mmu_without_accessed_bits_is_never_young() {
+        let vm = vm_with_two_slots();
+        let mmu = Recorder::default();
+        let both = HvaRange::new(Hva(0x1_0000), Hva(0x1_8000)).unwrap();
+        assert!(!vm.test_young(&mmu, both));
+        assert!(!vm.clear_young(&mmu, both));
+        assert!(!vm.clear_flush_young(&mmu, both));
+        assert_eq!(mmu.flushes.get(), 0, "never young: never flushed");
+        assert_eq!(mmu.zapped.get(), 0, "aging zaps nothing");
+    }
+
+    #[test]
     fn unmatched_end_is_an_error() {
         let vm = vm_with_two_slots();
         assert_eq!(vm.end(HvaRange::new(Hva(0x1_0000), Hva(0x1_1000)).unwrap()), Err(Error::Unbalanced));

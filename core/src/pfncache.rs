@@ -540,6 +540,53 @@ mod tests {
         assert_eq!(gpc.try_refresh(None, n(1), &inv, &active, |_| Ok(Pfn(7))), Ok(Some(Pfn(7))));
     }
 
+    std::thread_local! {
+        /// The spin hints [`CountsSpins`] took on this thread.
+        static SPINS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    /// [`StdHal`], counting the calls of [`Hal::spin_hint`] per thread.
+    #[derive(Clone, Copy, Debug)]
+    struct CountsSpins;
+
+    // SAFETY: everything delegates to `StdHal`, which keeps the contract; `spin_hint` counts
+    // before it delegates.
+    unsafe impl Hal for CountsSpins {
+        type AtomicU64 = <StdHal as Hal>::AtomicU64;
+        type AtomicUsize = <StdHal as Hal>::AtomicUsize;
+        type AtomicBool = <StdHal as Hal>::AtomicBool;
+        type RawRwLock = <StdHal as Hal>::RawRwLock;
+        type RawMutex = <StdHal as Hal>::RawMutex;
+
+        fn fence(&self, kind: crate::barrier::FenceKind) {
+            StdHal.fence(kind)
+        }
+
+        fn spin_hint(&self) {
+            SPINS.with(|n| n.set(n.get() + 1));
+            StdHal.spin_hint()
+        }
+    }
+
+    #[test]
+    fn a_refresh_yields_once_per_retry_and_never_before_its_first_attempt() {
+        let (inv, active, gpc) = vm(CountsSpins);
+        let spins = || SPINS.with(core::cell::Cell::get);
+        gpc.activate(HVA).unwrap();
+        let before = spins();
+        // Every resolution races with a whole invalidation of the page (seq moves).
+        let mut calls = 0;
+        let raced = gpc.try_refresh(None, n(3), &inv, &active, |_| {
+            calls += 1;
+            invalidate(&inv, &active, &gpc, hvas(HVA, HVA + 1), || {});
+            Ok(Pfn(7))
+        });
+        assert_eq!((raced, calls), (Ok(None), 3));
+        assert_eq!(spins() - before, 2, "one hint before each of the two retries");
+        assert_eq!(gpc.try_refresh(None, n(3), &inv, &active, |_| Ok(Pfn(7))), Ok(Some(Pfn(7))));
+        assert_eq!(spins() - before, 2, "no race: no hint");
+    }
+
     /// Moves a valid cache to a new hva and reports what a consumer sees for the new hva while
     /// the resolution is under way.
     fn consumer_view_during_hva_change<H: Hal + Copy>(hal: H) -> Option<Pfn> {

@@ -176,6 +176,34 @@ mod tests {
     }
 
     #[test]
+    fn unranged_checks_retry_exactly_while_open_or_after_an_end() {
+        let inv = Invalidation::new(StdHal);
+        let range = GfnRange::new(Gfn(4), Gfn(6)).unwrap();
+        let snap = inv.snapshot();
+        assert_eq!(snap.seq(), 0);
+        {
+            let g = inv.mmu_lock().read();
+            assert_eq!(inv.retry(&g, &snap), Ok(false), "nothing open, nothing ended");
+        }
+        assert_eq!(inv.retry_lockless(&snap), Ok(false));
+        let open = inv.open(range).unwrap();
+        assert_eq!(inv.retry_lockless(&snap), Ok(true), "open (MP-1 reads the count)");
+        {
+            let g = inv.mmu_lock().read();
+            assert_eq!(inv.retry(&g, &inv.snapshot()), Ok(true), "open: even a fresh snapshot retries");
+        }
+        drop(open);
+        assert_eq!(inv.retry_lockless(&snap), Ok(true), "ended after the snapshot: seq moved");
+        inv.open(range).unwrap().end().unwrap();
+        let fresh = inv.snapshot();
+        assert_eq!(fresh.seq(), 2, "the snapshot captures seq: one per ended invalidation");
+        assert_eq!(inv.retry_lockless(&fresh), Ok(false));
+        let g = inv.mmu_lock().read();
+        assert_eq!(inv.retry(&g, &fresh), Ok(false), "closed, and nothing ended since");
+        assert_eq!(inv.retry(&g, &snap), Ok(true));
+    }
+
+    #[test]
     fn foreign_snapshot_is_rejected() {
         let a = Invalidation::new(StdHal);
         let b = Invalidation::new(StdHal);
