@@ -750,6 +750,15 @@ mod tests {
 
     use crate::hal::std::mutant::Breaks;
 
+    #[test]
+    fn indices_and_errors_print_what_they_name() {
+        let sp = SpIndex::new(7);
+        assert_eq!(sp.index(), 7);
+        assert_eq!(std::format!("{sp}"), "sp7");
+        assert_eq!(std::format!("{}", UnsyncError::SlotTaken), "slot already links a child");
+        assert_eq!(std::format!("{}", UnsyncError::Full), "no free shadow page");
+    }
+
     /// root (level 3, gfn 100) -> a (slot 1, level 2), b (slot 2, level 2);
     /// a -> a0 (slot 0, gfn 200), a5 (slot 5, gfn 201); b -> b300 (slot 300, gfn 202).
     struct Tree {

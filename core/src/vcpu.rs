@@ -465,6 +465,19 @@ mod tests {
     use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
     use std::thread;
 
+    #[test]
+    fn errors_print_what_went_wrong() {
+        assert_eq!(std::format!("{}", VcpuError::NotLoaded), "vCPU is not loaded");
+        assert_eq!(
+            std::format!("{}", VcpuError::NotOutside(VcpuMode::InGuest)),
+            "vCPU is in mode InGuest, not Outside"
+        );
+        assert_eq!(
+            std::format!("{}", crate::Error::from(VcpuError::NotACpu)),
+            "vCPU: the calling thread is not a CPU (register it first)"
+        );
+    }
+
     fn wait_until(what: &str, cond: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !cond() {
