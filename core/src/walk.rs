@@ -490,6 +490,28 @@ mod tests {
     }
 
     #[test]
+    fn a_list_counts_its_pages_and_its_full_error_names_the_page() {
+        let alloc = GhostAlloc::default();
+        let a = alloc.alloc(Page { freed: AtomicBool::new(false) }).ok().unwrap();
+        let b = alloc.alloc(Page { freed: AtomicBool::new(false) }).ok().unwrap();
+        let mut zap = ZapList::<Page, 3>::new();
+        assert!(zap.is_empty());
+        assert_eq!((zap.len(), zap.capacity()), (0, 3));
+        // SAFETY: the pages are in no table; the list is committed with no vCPUs, and no vCPU
+        // exists.
+        unsafe { zap.push(a) }.unwrap();
+        // SAFETY: as above.
+        unsafe { zap.push(b) }.unwrap();
+        assert!(!zap.is_empty());
+        assert_eq!(zap.len(), 2);
+        assert_ne!(ZapListFull(a), ZapListFull(b), "the error names its page");
+        assert_eq!(std::format!("{}", ZapListFull(a)), "zap list is full: commit it and push again");
+        let none: [Vcpu<StdHal>; 0] = [];
+        assert_eq!(zap.commit(&StdHal, &none, &alloc).freed(), 2);
+        assert_eq!(alloc.frees.load(SeqCst), 2);
+    }
+
+    #[test]
     fn full_list_hands_the_page_back_and_empty_commit_frees_nothing() {
         let alloc = GhostAlloc::default();
         let a = alloc.alloc(Page { freed: AtomicBool::new(false) }).ok().unwrap();

@@ -328,7 +328,7 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
 /// The bytes that [`run_page_table_bytes`](crate::page_table::run_page_table_bytes) decodes
 /// back into `ops`.
 pub fn encode_page_table(ops: &[PtOp]) -> Vec<u8> {
-    const PT_OPS: u64 = 12;
+    const PT_OPS: u64 = 15;
     let mut out = Vec::new();
     for op in ops {
         let o = &mut out;
@@ -398,6 +398,24 @@ pub fn encode_page_table(ops: &[PtOp]) -> Vec<u8> {
             }
             PtOp::ZapGfnRange { start, end } => {
                 variant(o, 11, PT_OPS);
+                val(o, start);
+                val(o, end);
+            }
+            PtOp::AgeLockless { start, end, clear, foreign } => {
+                variant(o, 12, PT_OPS);
+                val(o, start);
+                val(o, end);
+                flag(o, clear);
+                flag(o, foreign);
+            }
+            PtOp::EpochWayAge { how, start, end } => {
+                variant(o, 13, PT_OPS);
+                variant(o, how as u64, 3);
+                val(o, start);
+                val(o, end);
+            }
+            PtOp::EpochWayInvalidate { start, end } => {
+                variant(o, 14, PT_OPS);
                 val(o, start);
                 val(o, end);
             }

@@ -5,7 +5,9 @@
 //! that the generated operands cover it and its edge. Operations map leaves, zap ranges (the
 //! IPI way, the epoch way, and through `PageTable::zap` with the unlinked pages freed by the
 //! harness), walk with each kind of proof, take the fast path, run the full fault path over a
-//! memslot, and invalidate through the MMU notifier. The model is a map from gfn to leaf bits
+//! memslot, invalidate through the MMU notifier, and age (under `mmu_lock`, and without it:
+//! `ReferenceMmu::age_lockless` and the notifier through `EpochWay`, which also invalidates
+//! with `zap_epoch`). The model is a map from gfn to leaf bits
 //! plus the set of table pages that exist; a counting allocator checks that every table page is
 //! freed exactly once, and none is leaked.
 
@@ -13,13 +15,14 @@ use crate::driver::{gfn_range, hva_range, my_cpu};
 use crate::model::{gfn_span, hva_span, GfnSpan, HvaSpan};
 use crate::op::Val;
 use arbitrary::Arbitrary;
+use mmusync::epoch::{EpochReclaimer, ReclaimHandle};
 use mmusync::hal::std::StdHal;
 use mmusync::hal::PageAlloc;
 use mmusync::memslot::{Memslot, MemslotConfig, SlotChange, PAGE_SIZE};
 use mmusync::mmu::{Access, BoxAlloc, FastFault, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
-use mmusync::notifier::Vm;
+use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::vcpu::{Request, Vcpu};
-use mmusync::{Error, Gfn, Hva, Pfn};
+use mmusync::{Error, Gfn, Hva, HvaRange, Pfn};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
@@ -179,6 +182,39 @@ pub enum PtOp {
         /// Raw range end.
         end: Val,
     },
+    /// `ReferenceMmu::age_lockless(handle, GfnRange::new(start, end)?, clear)`: the aging walk
+    /// without `mmu_lock`, pinned in the MMU's epoch domain. Also reports whether it flushed
+    /// (it never does).
+    AgeLockless {
+        /// Raw range start.
+        start: Val,
+        /// Raw range end.
+        end: Val,
+        /// Clear the accessed bits (else only test them).
+        clear: bool,
+        /// With a handle of another reclaimer (refused with [`Error::Foreign`]).
+        foreign: bool,
+    },
+    /// An aging notifier over `HvaRange::new(start, end)?` with the reference MMU's
+    /// [`EpochWay`](mmusync::mmu::EpochWay) (aging without `mmu_lock`): one thread sees the
+    /// same answers, bits and flushes as the locked [`PtOp::Age`].
+    EpochWayAge {
+        /// Which notifier.
+        how: AgeHow,
+        /// Raw host-address start.
+        start: Val,
+        /// Raw host-address end.
+        end: Val,
+    },
+    /// `Vm::invalidate_range_start` then drop, with the reference MMU's
+    /// [`EpochWay`](mmusync::mmu::EpochWay) as the secondary MMU (`zap_epoch`, frees deferred).
+    /// Also reports whether the vCPU was asked to flush.
+    EpochWayInvalidate {
+        /// Raw host-address start.
+        start: Val,
+        /// Raw host-address end.
+        end: Val,
+    },
 }
 
 /// What a page-table operation returned.
@@ -226,6 +262,11 @@ pub enum PtOutcome {
     },
     /// A typed error.
     Err(Error),
+    /// An invalidation through `EpochWay` ran: whether the vCPU was asked to flush its TLB.
+    InvalidatedEpoch {
+        /// Whether remote TLBs were flushed.
+        flushed: bool,
+    },
 }
 
 const PRESENT: u64 = 1;
@@ -468,19 +509,42 @@ impl PtModel {
                     old
                 }))
             }
-            PtOp::Age { how, start, end } => {
-                let mut young = false;
-                if let Some((first, last)) = slot_gfns_of(hva_span(start, end)?) {
-                    for (_, b) in self.leaves.range_mut(first..last) {
-                        young |= *b & ACCESSED != 0;
-                        if how != AgeHow::Test {
-                            *b &= !ACCESSED;
-                        }
-                    }
-                }
+            PtOp::Age { how, start, end } | PtOp::EpochWayAge { how, start, end } => {
+                let young = match slot_gfns_of(hva_span(start, end)?) {
+                    Some(gfns) => self.age(gfns, how != AgeHow::Test),
+                    None => false,
+                };
                 PtOutcome::Aged { young, flushed: young && how == AgeHow::ClearFlush }
             }
+            PtOp::AgeLockless { start, end, clear, foreign } => {
+                let gfns = gfn_span(start, end)?;
+                if foreign {
+                    return Err(Error::Foreign);
+                }
+                PtOutcome::Aged { young: self.age(gfns, clear), flushed: false }
+            }
+            PtOp::EpochWayInvalidate { start, end } => {
+                let gfns = slot_gfns_of(hva_span(start, end)?);
+                if let Some(gfns) = gfns {
+                    let (_, tables) = self.mmu_zap(gfns);
+                    self.deferred |= tables != 0;
+                }
+                // zap_epoch flushes whether or not it changed anything.
+                PtOutcome::InvalidatedEpoch { flushed: gfns.is_some() }
+            }
         })
+    }
+
+    /// A2: whether a leaf in `gfns` has its accessed bit set; `clear`: clears them.
+    fn age(&mut self, (first, last): GfnSpan, clear: bool) -> bool {
+        let mut young = false;
+        for (_, b) in self.leaves.range_mut(first..last) {
+            young |= *b & ACCESSED != 0;
+            if clear {
+                *b &= !ACCESSED;
+            }
+        }
+        young
     }
 }
 
@@ -539,6 +603,7 @@ pub fn run_page_table(ops: &[PtOp]) {
     let vcpus = [Vcpu::new(StdHal)];
     vcpus[0].load(my_cpu()).expect("fresh vCPU");
     let tracker = Tracker::default();
+    let stranger = EpochReclaimer::new().register();
     {
         let mut mmu: Mmu<'_> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("root");
         mmu.set_page_tracker(&tracker);
@@ -551,7 +616,7 @@ pub fn run_page_table(ops: &[PtOp]) {
         let mut model = PtModel::default();
         for (i, op) in ops.iter().enumerate() {
             let want = model.step(op);
-            let got = step(&mmu, &vm, &vcpus[0], &handle, op);
+            let got = step(&mmu, &vm, &vcpus[0], [&handle, &stranger], op);
             check_pt(ops, i, "result", &want, &got);
             let g = vm.invalidation().mmu_lock().read();
             let leaves: BTreeMap<Gfn, u64> = (0..CAPACITY)
@@ -586,7 +651,7 @@ fn step(
     mmu: &Mmu<'_>,
     vm: &Vm<StdHal, 1>,
     vcpu: &Vcpu<StdHal>,
-    handle: &mmusync::epoch::ReclaimHandle,
+    [handle, stranger]: [&ReclaimHandle; 2],
     op: &PtOp,
 ) -> PtOutcome {
     let lock = vm.invalidation().mmu_lock();
@@ -665,12 +730,26 @@ fn step(
             PtOp::Age { how, start, end } => {
                 let h = hva_range(start, end)?;
                 vcpu.check_request(Request::TLB_FLUSH);
-                let young = match how {
-                    AgeHow::ClearFlush => vm.clear_flush_young(mmu, h),
-                    AgeHow::Clear => vm.clear_young(mmu, h),
-                    AgeHow::Test => vm.test_young(mmu, h),
-                };
+                let young = age(vm, mmu, how, h);
                 PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
+            }
+            PtOp::EpochWayAge { how, start, end } => {
+                let h = hva_range(start, end)?;
+                vcpu.check_request(Request::TLB_FLUSH);
+                let young = age(vm, &mmu.epoch_way(), how, h);
+                PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
+            }
+            PtOp::AgeLockless { start, end, clear, foreign } => {
+                let r = gfn_range(start, end)?;
+                vcpu.check_request(Request::TLB_FLUSH);
+                let young = mmu.age_lockless(if foreign { stranger } else { handle }, r, clear)?;
+                PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
+            }
+            PtOp::EpochWayInvalidate { start, end } => {
+                let h = hva_range(start, end)?;
+                vcpu.check_request(Request::TLB_FLUSH);
+                drop(vm.invalidate_range_start(&mmu.epoch_way(), h)?);
+                PtOutcome::InvalidatedEpoch { flushed: vcpu.check_request(Request::TLB_FLUSH) }
             }
             PtOp::ZapGfnRange { start, end } => {
                 let r = gfn_range(start, end)?;
@@ -687,6 +766,15 @@ fn step(
         })
     })();
     r.unwrap_or_else(PtOutcome::Err)
+}
+
+/// The aging notifier `how` over `hvas` with `mmu` as the secondary MMU.
+fn age<M: SecondaryMmu<StdHal>>(vm: &Vm<StdHal, 1>, mmu: &M, how: AgeHow, hvas: HvaRange) -> bool {
+    match how {
+        AgeHow::ClearFlush => vm.clear_flush_young(mmu, hvas),
+        AgeHow::Clear => vm.clear_young(mmu, hvas),
+        AgeHow::Test => vm.test_young(mmu, hvas),
+    }
 }
 
 /// Decodes `data` into at most [`crate::MAX_OPS`] page-table operations.

@@ -52,6 +52,10 @@ fn op() -> impl Strategy<Value = PtOp> {
         1 => (val(), any::<bool>()).prop_map(|(gfn, writable)| PtOp::Prefault { gfn, writable }),
         4 => (val(), any::<bool>()).prop_map(|(gfn, write)| PtOp::HwAccess { gfn, write }),
         2 => (age_how(), val(), val()).prop_map(|(how, start, end)| PtOp::Age { how, start, end }),
+        2 => (val(), val(), any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(start, end, clear, foreign)| PtOp::AgeLockless { start, end, clear, foreign }),
+        2 => (age_how(), val(), val()).prop_map(|(how, start, end)| PtOp::EpochWayAge { how, start, end }),
+        1 => (val(), val()).prop_map(|(start, end)| PtOp::EpochWayInvalidate { start, end }),
     ]
 }
 
@@ -154,6 +158,33 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
                 PtOp::HwAccess { gfn: v(9), write: false },
                 PtOp::Invalidate { start: slot_page(0), end: slot_page(2) },
                 PtOp::Age { how: AgeHow::Clear, start: v(9), end: v(3) },
+            ],
+        ),
+        (
+            "lockless-aging-and-epoch-way",
+            vec![
+                PtOp::Fault { gfn: v(8), writable: true },
+                PtOp::Fault { gfn: v(9), writable: false },
+                PtOp::Fault { gfn: v(16), writable: false },
+                PtOp::HwAccess { gfn: v(8), write: true },
+                PtOp::HwAccess { gfn: v(16), write: false },
+                PtOp::AgeLockless { start: v(0), end: v(64), clear: false, foreign: false },
+                PtOp::AgeLockless { start: v(0), end: v(64), clear: true, foreign: true },
+                PtOp::AgeLockless { start: v(9), end: v(16), clear: true, foreign: false },
+                PtOp::AgeLockless { start: v(8), end: v(9), clear: true, foreign: false },
+                PtOp::AgeLockless { start: v(0), end: v(64), clear: false, foreign: false },
+                PtOp::AgeLockless { start: v(5), end: v(4), clear: true, foreign: true },
+                PtOp::EpochWayAge { how: AgeHow::Test, start: slot_page(0), end: slot_page(16) },
+                PtOp::EpochWayAge { how: AgeHow::ClearFlush, start: slot_page(8), end: slot_page(9) },
+                PtOp::EpochWayAge { how: AgeHow::Test, start: slot_page(0), end: slot_page(16) },
+                PtOp::HwAccess { gfn: v(9), write: false },
+                PtOp::EpochWayAge { how: AgeHow::Clear, start: slot_page(0), end: slot_page(2) },
+                PtOp::EpochWayAge { how: AgeHow::ClearFlush, start: v(0), end: v(4096) },
+                PtOp::EpochWayInvalidate { start: slot_page(8), end: slot_page(9) },
+                PtOp::Walk { gfn: v(16), proof: Proof::Epoch },
+                PtOp::EpochWayInvalidate { start: v(0), end: v(4096) },
+                PtOp::EpochWayInvalidate { start: slot_page(0), end: slot_page(32) },
+                PtOp::AgeLockless { start: v(0), end: v(64), clear: false, foreign: false },
             ],
         ),
         (

@@ -5,7 +5,8 @@
 //!
 //! * **Table pages** come from [`GhostTables`], a [`PageAlloc`] that records every page it hands
 //!   out and never reuses memory: `free` marks the page freed (ghost state) and *poisons* it
-//!   (every entry becomes a leaf mapping [`POISON_PFN`]). A software walk in core that reaches a
+//!   (every entry becomes a leaf mapping [`POISON_PFN`]; with the accessed bit set too where a
+//!   scenario opts in, so that an ager sees it: [`mmu_age_lockless_vs_zap_epoch`]). A software walk in core that reaches a
 //!   freed page returns the poison leaf (loom explores the executions in which the walker's load
 //!   returns the poison store); the scenarios' own hardware walker checks the ghost mark right
 //!   after each load of a table entry (ghost accesses are not loom operations, so no other role
@@ -37,6 +38,7 @@
 //! | [`mmu_fault_vs_invalidation`] | 1 level (gfns 0..2) | vcpu (fault, two guest runs) vs invalidator (`Vm` start/end, remap + free) |
 //! | [`mmu_zap_ipi_vs_walk`] | 2 levels (gfns 0..4) | vcpu (lockless walk + fast path, guest run with a cached leaf table) vs zapper (`zap_ipi` of a leaf table) |
 //! | [`mmu_zap_epoch_vs_walk`] | 2 levels | vcpu (epoch walk, RCU callbacks, guest run with a cached leaf table) vs zapper (`zap_epoch`) |
+//! | [`mmu_age_lockless_vs_zap_epoch`] | 2 levels | ager (`clear_young`, `test_young` without `mmu_lock`, through `EpochWay`) vs zapper (`Vm` start/end through `EpochWay`: `zap_epoch`; RCU callbacks) |
 //! | [`mmu_invalidate_two_slots`] | 1 level | vcpu (guest run using TLB entries of two memslots) vs invalidator (one start/end over both) |
 //! | [`mmu_memslot_delete_vs_guest`] | 1 level | vcpu (guest run, then a fault) vs memslot-updater (`Vm::set_memslot` delete) |
 //! | [`mmu_prefetch_vs_invalidation`] | 1 level | vcpu (`fault_around`: fault on gfn 0, prefetch of gfn 1) vs invalidator (start/end of gfn 1's page) |
@@ -45,7 +47,7 @@
 //! | [`mmu_clear_flush_young_vs_guest`] | 1 level | vcpu (two writes) vs ager (`Vm::clear_flush_young`) |
 //! | [`mmu_map_write_protect_vs_guest`] | 1 level | vcpu (guest run writing through a writable TLB entry) vs write-protector (`ReferenceMmu::map` to read-only) |
 
-use super::{page_hvas, page_slot, setup, Host};
+use super::{page_hvas, page_slot, setup, Host, HVA0};
 use crate::exec::{violated, Executor, Invariant, Role};
 use crate::ghost::{Flag, Pages, Pfn};
 use crate::scenario::ScenarioHal;
@@ -57,7 +59,7 @@ use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use mmusync::hal::{Atomic, AtomicInt, CpuId, Hal, Ordering::Acquire, Ordering::Relaxed, PageAlloc};
-use mmusync::memslot::SlotChange;
+use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{Access, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::range::{Gfn, GfnRange, HvaRange};
@@ -794,6 +796,20 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
         }
     }
 
+    /// At the end: every freed table page still holds exactly the poison. A walker that wrote
+    /// into a page after it was freed (an ager clearing the poison's accessed bit) changed it.
+    fn check_freed_tables(&self) {
+        if let Some((i, k, bits)) = self.tables.written_after_free() {
+            violated(
+                Invariant::WalkerReadFreedTable,
+                format_args!(
+                    "entry {k} of table page {i} holds {bits:#x}, not the poison {:#x}: a walker wrote into it after it was freed",
+                    self.tables.poison()
+                ),
+            );
+        }
+    }
+
     /// A software walk's result: poison means the walk read a freed table page.
     fn check_walk(&self, who: &str, gfn: Gfn, spte: Option<Spte>) {
         let pfn = spte.and_then(Spte::pfn);
@@ -949,6 +965,89 @@ pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
         }),
     ]);
     w.check_sptes(MAX_GFNS as u64);
+}
+
+/// `mmu-age-lockless-vs-zap-epoch`: the notifier's aging without `mmu_lock` (KVM's lockless
+/// `kvm_age_gfn`, the TDP MMU under `rcu_read_lock`) against an invalidation that frees a table
+/// page the epoch way, both through core's [`EpochWay`](mmusync::mmu::EpochWay). Two levels; one
+/// memslot (gfns 0..2 <- host pages 0..2); gfn 0 -> pfn 1 and gfn 1 -> pfn 2 in leaf table T0,
+/// both with the accessed bit set (the hardware used them, [`ReferenceMmu::hw_access`]). This
+/// scenario's poison carries the accessed bit (`GhostTables::poison_young`).
+///
+/// * ager (CPU 0): `Vm::clear_young` of host pages 0..2, then `Vm::test_young` of the same
+///   pages, each through [`ReferenceMmu::age_lockless`] (a reclaim handle registered for the
+///   call, the walk pinned in the MMU's epoch domain, table links read with acquire, the bit
+///   cleared with an atomic AND), no `mmu_lock`.
+/// * zapper (CPU 1): `Vm::invalidate_range_start` of host pages 0..2 (`unmap_gfn_range` =
+///   [`ReferenceMmu::zap_epoch`]: pin, zap both leaves, unlink T0, flush, defer T0's free, unpin;
+///   its handle drops, which hands the deferred free to the collector), `invalidate_range_end`;
+///   then the RCU callbacks on its own CPU: a fresh handle's `collect`s (at most two, until T0
+///   is freed), which free T0 unless a pinned walk holds the epoch back.
+///
+/// Invariant I5.4 for the ager (`WalkerReadFreedTable`), checked two ways, since the ager's
+/// reads are inside core: (1) nothing sets an accessed bit after `clear_young` has cleared
+/// every one it could reach, so a pinned `test_young` can only answer "not young"; an
+/// accessed bit it finds is the poison of a freed page. (2) At the end every freed page still
+/// holds exactly the poison; an ager that cleared the poison's accessed bit wrote into a freed
+/// page. Without the pin (`LocklessAgingPinsEpoch`) the ager reads the link to T0, the zapper
+/// unlinks T0 and the collector frees it, and the ager then reads (and clears the bit of) the
+/// freed page.
+pub fn mmu_age_lockless_vs_zap_epoch<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [Pfn(1)]));
+    w.tables.poison_young();
+    let slot = setup(Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 2, hva: HVA0 }));
+    setup(w.vm.set_memslot(&w.mmu.epoch_way(), SlotChange::Create(slot)));
+    w.install(Gfn(0), Pfn(1));
+    w.install(Gfn(1), Pfn(2));
+    {
+        let g = w.vm.invalidation().mmu_lock().read();
+        for gfn in [Gfn(0), Gfn(1)] {
+            if setup(w.mmu.hw_access(&g, gfn, Access::Read)).is_none() {
+                panic!("scenario setup: gfn {gfn} is not mapped");
+            }
+        }
+    }
+    let hvas = page_hvas(0).union(&page_hvas(1));
+    let (wa, wz) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("ager", move || {
+            let x = &wa.x;
+            let way = wa.mmu.epoch_way();
+            x.step(format_args!("clear_young(host pages 0..2), lockless through EpochWay"));
+            let young = wa.vm.clear_young(&way, hvas);
+            x.step(format_args!("clear_young returned young: {young}"));
+            x.step(format_args!("test_young(host pages 0..2), lockless through EpochWay"));
+            if wa.vm.test_young(&way, hvas) {
+                violated(
+                    Invariant::WalkerReadFreedTable,
+                    format_args!(
+                        "test_young found an accessed bit after clear_young had cleared every one and nothing set one since: it read the poison of a freed table page (table pages freed: {})",
+                        wa.tables.frees()
+                    ),
+                );
+            }
+            x.step(format_args!("test_young returned young: false"));
+        }),
+        Role::new("zapper", move || {
+            let x = &wz.x;
+            let way = wz.mmu.epoch_way();
+            x.step(format_args!("invalidate_range_start(host pages 0..2) through EpochWay (zap_epoch)"));
+            let open = setup(wz.vm.invalidate_range_start(&way, hvas));
+            x.step(format_args!("invalidate_range_end"));
+            setup(open.end());
+            let handle = wz.mmu.reclaimer().register();
+            for n in 1..=2 {
+                handle.collect();
+                let freed = wz.tables.frees();
+                x.step(format_args!("RCU callbacks: collect {n}; table pages freed: {freed}"));
+                if freed > 0 {
+                    break;
+                }
+            }
+        }),
+    ]);
+    w.check_freed_tables();
+    w.check_sptes(2);
 }
 
 /// `mmu-invalidate-two-slots`: one invalidation across two memslots (gfn 0 <- host page 0,
