@@ -100,6 +100,8 @@ pub mod mutant;
 pub mod notifier;
 pub mod pfncache;
 pub mod range;
+#[cfg(feature = "alloc")]
+pub mod reclamation;
 pub mod registry;
 pub mod retry;
 pub mod rule;
@@ -137,13 +139,13 @@ pub use memslot::{
     PAGE_SIZE,
 };
 #[cfg(feature = "alloc")]
-pub use mmu::{
-    Access, BoxAlloc, EpochWay, FastFault, FaultOutcome, PageTable, PageTracker, ReferenceMmu, Spte,
-};
+pub use mmu::{Access, BoxAlloc, FastFault, FaultOutcome, PageTable, PageTracker, ReferenceMmu, Spte};
 pub use mutant::Mutant;
 pub use notifier::{InvalidateRange, SecondaryMmu, Vm};
 pub use pfncache::{CacheRead, TranslationCache};
 pub use range::{Gfn, GfnRange, Hva, HvaRange, Pfn, MAX_GFN, MAX_HVA};
+#[cfg(feature = "alloc")]
+pub use reclamation::{EpochReclamation, IpiReclamation, Reclamation};
 pub use registry::{RegistryError, VcpuRegistry};
 pub use retry::FaultSnapshot;
 pub use rule::Rule;

@@ -11,13 +11,14 @@
 //!   [`SecondaryMmu`] for the notifier (zap + flush), the fault path
 //!   ([`ReferenceMmu::fault`], [F0–F14](crate::protocols#the-fault-path)), the lockless fast path
 //!   ([`ReferenceMmu::fast_fault`], a cmpxchg on a present SPTE), and zaps that free table
-//!   pages either way ([`ReferenceMmu::zap_ipi`], [`ReferenceMmu::zap_epoch`]).
+//!   pages the way its type says ([`crate::reclamation`]: [`ReferenceMmu::zap_ipi`] for
+//!   [`IpiReclamation`], [`ReferenceMmu::zap_epoch`] for [`EpochReclamation`]).
 //!
 //! Misuse is refused, not trusted: a page table belongs to one `mmu_lock` (the first whose
-//! guard touches it; guards of any other lock get [`Error::Foreign`]), and a lockless walk
-//! counts only if [`ReferenceMmu`] waits for it (a walk on one of its vCPUs, a pin of its own
-//! epoch domain), so safe code cannot make a zap free a table under a walk it does not wait
-//! for.
+//! guard touches it; guards of any other lock get [`Error::Foreign`]); a lockless walk counts
+//! only if [`ReferenceMmu`] waits for it (a walk on one of its vCPUs, or a pin of its own epoch
+//! domain, which only an epoch-way MMU has); and one MMU frees its tables one way only, so safe
+//! code cannot make a zap free a table under a walk it does not wait for.
 //!
 //! Links to child tables are stored with release and read with acquire: the child's entries
 //! are initialized before the link is published. (LKMM gets this from the address dependency,
@@ -30,6 +31,7 @@ use crate::lock::{MmuLocked, MmuReadGuard, MmuWriteGuard};
 use crate::memslot::Memslot;
 use crate::notifier::{SecondaryMmu, Vm};
 use crate::range::{Gfn, GfnRange, Hva, Pfn};
+use crate::reclamation::{EpochReclamation, IpiReclamation, Reclamation};
 use crate::rule::Rule;
 use crate::step::Step;
 use crate::vcpu::{flush_remote_tlbs, flush_remote_tlbs_range, Vcpu};
@@ -200,30 +202,30 @@ mod sealed {
 pub trait WalkProof<H: Cpus>: sealed::Sealed {
     /// Whether the MMU's reclamation waits for this walk.
     #[doc(hidden)]
-    fn covers(&self, vcpus: &[Vcpu<H>], reclaimer: u64, lock: &LockBinding) -> bool;
+    fn covers(&self, vcpus: &[Vcpu<H>], epoch_domain: Option<u64>, lock: &LockBinding) -> bool;
 }
 
 impl<H: Cpus> sealed::Sealed for LocklessWalk<'_, H> {}
 impl<H: Cpus> WalkProof<H> for LocklessWalk<'_, H> {
-    fn covers(&self, vcpus: &[Vcpu<H>], _: u64, _: &LockBinding) -> bool {
+    fn covers(&self, vcpus: &[Vcpu<H>], _: Option<u64>, _: &LockBinding) -> bool {
         vcpus.iter().any(|v| core::ptr::eq(v, self.vcpu()))
     }
 }
 impl sealed::Sealed for EpochWalk {}
 impl<H: Cpus> WalkProof<H> for EpochWalk {
-    fn covers(&self, _: &[Vcpu<H>], reclaimer: u64, _: &LockBinding) -> bool {
-        self.domain() == reclaimer
+    fn covers(&self, _: &[Vcpu<H>], epoch_domain: Option<u64>, _: &LockBinding) -> bool {
+        epoch_domain == Some(self.domain())
     }
 }
 impl<H: Hal> sealed::Sealed for MmuReadGuard<'_, H> {}
 impl<H: Cpus> WalkProof<H> for MmuReadGuard<'_, H> {
-    fn covers(&self, _: &[Vcpu<H>], _: u64, lock: &LockBinding) -> bool {
+    fn covers(&self, _: &[Vcpu<H>], _: Option<u64>, lock: &LockBinding) -> bool {
         lock.check(self).is_ok()
     }
 }
 impl<H: Hal> sealed::Sealed for MmuWriteGuard<'_, H> {}
 impl<H: Cpus> WalkProof<H> for MmuWriteGuard<'_, H> {
-    fn covers(&self, _: &[Vcpu<H>], _: u64, lock: &LockBinding) -> bool {
+    fn covers(&self, _: &[Vcpu<H>], _: Option<u64>, lock: &LockBinding) -> bool {
         lock.check(self).is_ok()
     }
 }
@@ -615,40 +617,46 @@ pub enum FastFault {
 }
 
 /// A page table and the vCPUs that walk it: a complete secondary MMU.
-pub struct ReferenceMmu<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
+///
+/// `R` is how its zaps free the table pages they unlink ([`crate::reclamation`]):
+/// [`IpiReclamation`] (the default: [`zap_ipi`](Self::zap_ipi)) or [`EpochReclamation`]
+/// ([`zap_epoch`](Self::zap_epoch), epoch-pinned walks and lockless aging). The type fixes one
+/// scheme for every zap, so a walker protected by one scheme never meets a free by the other.
+pub struct ReferenceMmu<
+    'v,
+    H: Cpus,
+    A: PageAlloc<Table<H, F>>,
+    const LEVELS: usize,
+    const F: usize,
+    R: Reclamation = IpiReclamation,
+> {
     hal: H,
     table: PageTable<H, A, LEVELS, F>,
     vcpus: &'v [Vcpu<H>],
-    reclaimer: EpochReclaimer,
+    reclamation: R,
     tracker: Option<&'v dyn PageTracker>,
 }
 
-impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> fmt::Debug
-    for ReferenceMmu<'_, H, A, LEVELS, F>
+impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize, R: Reclamation> fmt::Debug
+    for ReferenceMmu<'_, H, A, LEVELS, F, R>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReferenceMmu")
             .field("table", &self.table)
             .field("vcpus", &self.vcpus.len())
-            .field("reclaimer", &self.reclaimer.id())
+            .field("reclamation", &self.reclamation)
             .field("page_tracker", &self.tracker.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
-    ReferenceMmu<'v, H, A, LEVELS, F>
+impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize, R: Reclamation>
+    ReferenceMmu<'v, H, A, LEVELS, F, R>
 {
-    /// An empty MMU whose zaps wait for `vcpus` (and, for epoch zaps, for pins of its own
-    /// [`reclaimer`](Self::reclaimer)).
+    /// An empty MMU whose zaps wait for `vcpus` (and, with [`EpochReclamation`], for pins of
+    /// its own [`reclaimer`](Self::reclaimer)).
     pub fn new(hal: H, alloc: A, vcpus: &'v [Vcpu<H>]) -> Result<Self, Error> {
-        Ok(ReferenceMmu {
-            hal,
-            table: PageTable::new(alloc)?,
-            vcpus,
-            reclaimer: EpochReclaimer::new(),
-            tracker: None,
-        })
+        Ok(ReferenceMmu { hal, table: PageTable::new(alloc)?, vcpus, reclamation: R::new(), tracker: None })
     }
 
     /// Hands the accessed and dirty bits of every leaf this MMU replaces ([`map`](Self::map),
@@ -674,59 +682,30 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
         }
     }
 
+    /// The aging notifiers under `mmu_lock` (A1–A2), for both schemes' `SecondaryMmu`
+    /// implementations. Panics on a foreign guard (see their `# Panics`).
+    fn age_for_notifier(&self, guard: &MmuWriteGuard<'_, H>, gfns: GfnRange, clear: bool) -> bool {
+        match self.table.age_inner(guard, gfns, clear, self.atomic_updates()) {
+            Ok(young) => young,
+            Err(e) => panic!("ReferenceMmu used with another VM's mmu_lock: {e}"),
+        }
+    }
+
     fn atomic_updates(&self) -> bool {
         self.hal.keeps(Rule::SpteUpdateIsAtomic)
     }
 
-    /// The epoch domain of this MMU's tables: register each thread that walks or zaps the
-    /// epoch way with it.
-    pub fn reclaimer(&self) -> &EpochReclaimer {
-        &self.reclaimer
-    }
-
-    /// Clears (`clear`) or tests the accessed bits of `gfns` **without `mmu_lock`**, the TDP
-    /// MMU's lockless aging (`kvm_tdp_mmu_age_gfn_range` under `rcu_read_lock`): the walk is
-    /// pinned in this MMU's epoch domain (`Rule::LocklessAgingPinsEpoch`), so a table that a
-    /// concurrent [`zap_epoch`](Self::zap_epoch) unlinks stays allocated until the walk ends,
-    /// and it clears bits with an atomic AND, so a bit the hardware, a zap or the fast path
-    /// sets meanwhile is kept (A2). Returns whether the range was young, or [`Error::Foreign`]
-    /// for a handle of another reclaimer.
-    ///
-    /// Sound only while every table of this MMU is freed the epoch way: a [`zap_ipi`](Self::zap_ipi)
-    /// waits for vCPUs, not for epoch pins. [`EpochWay`] is the notifier-side MMU that keeps
-    /// both promises.
-    pub fn age_lockless(&self, handle: &ReclaimHandle, gfns: GfnRange, clear: bool) -> Result<bool, Error> {
-        if handle.domain() != self.reclaimer.id() {
-            return Err(Error::Foreign);
-        }
-        // The mutant walks unpinned: a zap_epoch's deferred free can then run mid-walk (the
-        // models pair it with an allocator that poisons instead of freeing).
-        let pin = self.hal.keeps(Rule::LocklessAgingPinsEpoch).then(|| handle.walk_begin());
-        // SAFETY: pinned in the domain that defers every free of this MMU's tables (the
-        // caller's promise above), from before the first link is read until after the last;
-        // the root lives as long as `self`.
-        let young =
-            unsafe { self.table.age_unchecked(gfns, clear, self.atomic_updates(), Ordering::Acquire) };
-        drop(pin);
-        Ok(young)
-    }
-
-    /// This MMU as the notifier's secondary MMU the TDP MMU's way: invalidations free tables
-    /// the epoch way and the aging notifiers run without `mmu_lock` ([`EpochWay`]).
-    pub fn epoch_way(&self) -> EpochWay<'_, 'v, H, A, LEVELS, F> {
-        EpochWay { mmu: self }
-    }
-
     /// Reads the leaf entry for `gfn` (`for_each_shadow_entry_lockless`). `proof` must be a
-    /// lockless walk on one of this MMU's vCPUs, a pin of its reclaimer, or its `mmu_lock`;
-    /// anything else gets [`Error::Foreign`]. `None`: no present leaf.
+    /// lockless walk on one of this MMU's vCPUs, a pin of its [`reclaimer`](Self::reclaimer)
+    /// (with [`EpochReclamation`] only), or its `mmu_lock`; anything else gets
+    /// [`Error::Foreign`]. `None`: no present leaf.
     pub fn walk(&self, proof: &impl WalkProof<H>, gfn: Gfn) -> Result<Option<Spte>, Error> {
         self.check_proof(proof)?;
         self.table.walk_unchecked(gfn)
     }
 
     fn check_proof(&self, proof: &impl WalkProof<H>) -> Result<(), Error> {
-        if proof.covers(self.vcpus, self.reclaimer.id(), &self.table.lock) {
+        if proof.covers(self.vcpus, self.reclamation.epoch_domain(), &self.table.lock) {
             Ok(())
         } else {
             Err(Error::Foreign)
@@ -1013,7 +992,12 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
         self.hal.step(Step::MapUpdate { gfn, flush });
         Ok(old)
     }
+}
 
+/// The IPI way ([`IpiReclamation`]): zaps free tables after a flush that waits for the vCPUs.
+impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
+    ReferenceMmu<'_, H, A, LEVELS, F, IpiReclamation>
+{
     /// Zaps `gfns` and frees unlinked tables the IPI way (`kvm_mmu_commit_zap_page`): each
     /// batch of tables is freed after [`flush_remote_tlbs`] has waited for every vCPU in a
     /// lockless walk or in the guest. Returns whether an entry was cleared (the caller still
@@ -1064,74 +1048,10 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
         batch.commit(&self.hal, self.vcpus, self.table.allocator());
         Ok(flush)
     }
-
-    /// Zaps `gfns` and frees unlinked tables the epoch way: unlink while pinned, flush remote
-    /// TLBs, defer the frees, unpin (flush before unpin; see [`crate::epoch`]). Returns the
-    /// number of tables deferred, or [`Error::Foreign`] for another lock's guard or a handle of
-    /// another reclaimer.
-    ///
-    /// # Examples
-    ///
-    /// Walkers of the epoch way pin the MMU's reclaimer; the zapper registers with it too.
-    ///
-    /// ```
-    /// use mmusync::{BoxAlloc, Gfn, GfnRange, MmuLock, Pfn, ReferenceMmu, Spte, StdHal, Vcpu};
-    ///
-    /// let _cpu = StdHal::register_cpu()?;
-    /// let vcpus = [Vcpu::new(StdHal)];
-    /// let mmu: ReferenceMmu<'_, StdHal, BoxAlloc, 2, 8> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus)?;
-    /// let lock = MmuLock::<StdHal>::new();
-    /// mmu.map(&lock.write(), Gfn(9), Spte::leaf(Pfn(0x42), true, true)?)?;
-    ///
-    /// let handle = mmu.reclaimer().register(); // one per thread that walks or zaps
-    /// let walk = handle.walk_begin(); // a lockless reader, the RCU way
-    /// assert_eq!(mmu.walk(&walk, Gfn(9))?.and_then(Spte::pfn), Some(Pfn(0x42)));
-    /// drop(walk);
-    /// assert_eq!(mmu.zap_epoch(&lock.write(), GfnRange::new(Gfn(8), Gfn(16))?, &handle)?, 1);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn zap_epoch(
-        &self,
-        guard: &MmuWriteGuard<'_, H>,
-        gfns: GfnRange,
-        handle: &ReclaimHandle,
-    ) -> Result<usize, Error>
-    where
-        A: Clone + Send + 'static,
-        Table<H, F>: Send,
-    {
-        if handle.domain() != self.reclaimer.id() {
-            return Err(Error::Foreign);
-        }
-        self.table.lock.check(guard)?;
-        // SAFETY: `zap` hands over each table once, right after unlinking it under mmu_lock;
-        // all came from the table's allocator; lockless software walkers of this MMU are
-        // checked (`walk`) to pin this same reclaimer, and hardware walkers are this MMU's
-        // vCPUs, which the flush waits for.
-        Ok(unsafe {
-            handle.zap(
-                &self.hal,
-                self.table.allocator(),
-                |retired| {
-                    // Cannot fail: the guard was checked above.
-                    let _ = self.table.zap_inner(
-                        guard,
-                        gfns,
-                        &mut |page| retired.push(page),
-                        &mut |old| self.hand_over(old),
-                        self.atomic_updates(),
-                    );
-                },
-                || {
-                    flush_remote_tlbs(&self.hal, self.vcpus);
-                },
-            )
-        })
-    }
 }
 
 impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> SecondaryMmu<H>
-    for ReferenceMmu<'_, H, A, LEVELS, F>
+    for ReferenceMmu<'_, H, A, LEVELS, F, IpiReclamation>
 {
     /// # Panics
     ///
@@ -1164,41 +1084,134 @@ impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Se
         gfns: GfnRange,
         clear: bool,
     ) -> bool {
-        match self.table.age_inner(guard, gfns, clear, self.atomic_updates()) {
-            Ok(young) => young,
-            Err(e) => panic!("ReferenceMmu used with another VM's mmu_lock: {e}"),
-        }
+        self.age_for_notifier(guard, gfns, clear)
     }
 }
 
-/// A [`ReferenceMmu`] as the notifier's secondary MMU the TDP MMU's way ([`ReferenceMmu::epoch_way`]):
-/// `unmap_gfn_range` zaps with [`ReferenceMmu::zap_epoch`] (tables freed after an epoch, which
-/// its own flush precedes, so it owes no further flush), and the aging notifiers run without
-/// `mmu_lock` through [`ReferenceMmu::age_lockless`]. Every thread that calls the notifier
-/// registers with the MMU's reclaimer for the call.
-pub struct EpochWay<'m, 'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
-    mmu: &'m ReferenceMmu<'v, H, A, LEVELS, F>,
-}
-
-impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> fmt::Debug
-    for EpochWay<'_, '_, H, A, LEVELS, F>
+/// The epoch way ([`EpochReclamation`]): zaps free tables after the flush and a grace period of
+/// the MMU's epoch domain, so walkers may also pin the domain, and aging needs no `mmu_lock`.
+impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
+    ReferenceMmu<'_, H, A, LEVELS, F, EpochReclamation>
 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EpochWay").field("mmu", self.mmu).finish()
+    /// The epoch domain of this MMU's tables: register each thread that walks or zaps the
+    /// epoch way with it.
+    pub fn reclaimer(&self) -> &EpochReclaimer {
+        self.reclamation.reclaimer()
+    }
+
+    /// Clears (`clear`) or tests the accessed bits of `gfns` **without `mmu_lock`**, the TDP
+    /// MMU's lockless aging (`kvm_tdp_mmu_age_gfn_range` under `rcu_read_lock`): the walk is
+    /// pinned in this MMU's epoch domain (`Rule::LocklessAgingPinsEpoch`), so a table that a
+    /// concurrent [`zap_epoch`](Self::zap_epoch) unlinks stays allocated until the walk ends,
+    /// and it clears bits with an atomic AND, so a bit the hardware, a zap or the fast path
+    /// sets meanwhile is kept (A2). Returns whether the range was young, or [`Error::Foreign`]
+    /// for a handle of another reclaimer.
+    ///
+    /// Sound because every table of this MMU is freed the epoch way: the type has no
+    /// `zap_ipi` ([`crate::reclamation`]). Its [`SecondaryMmu`] implementation runs the aging
+    /// notifiers through this method.
+    pub fn age_lockless(&self, handle: &ReclaimHandle, gfns: GfnRange, clear: bool) -> Result<bool, Error> {
+        if handle.domain() != self.reclaimer().id() {
+            return Err(Error::Foreign);
+        }
+        // The mutant walks unpinned: a zap_epoch's deferred free can then run mid-walk (the
+        // models pair it with an allocator that poisons instead of freeing).
+        let pin = self.hal.keeps(Rule::LocklessAgingPinsEpoch).then(|| handle.walk_begin());
+        // SAFETY: pinned in the domain that defers every free of this MMU's tables (the only
+        // zap of an `EpochReclamation` MMU is `zap_epoch`), from before the first link is read
+        // until after the last; the root lives as long as `self`.
+        let young =
+            unsafe { self.table.age_unchecked(gfns, clear, self.atomic_updates(), Ordering::Acquire) };
+        drop(pin);
+        Ok(young)
+    }
+
+    /// Zaps `gfns` and frees unlinked tables the epoch way: unlink while pinned, flush remote
+    /// TLBs, defer the frees, unpin (flush before unpin; see [`crate::epoch`]). Returns the
+    /// number of tables deferred, or [`Error::Foreign`] for another lock's guard or a handle of
+    /// another reclaimer.
+    ///
+    /// # Examples
+    ///
+    /// Walkers of the epoch way pin the MMU's reclaimer; the zapper registers with it too.
+    ///
+    /// ```
+    /// use mmusync::{BoxAlloc, EpochReclamation, Gfn, GfnRange, MmuLock, Pfn, ReferenceMmu, Spte, StdHal, Vcpu};
+    ///
+    /// let _cpu = StdHal::register_cpu()?;
+    /// let vcpus = [Vcpu::new(StdHal)];
+    /// let mmu: ReferenceMmu<'_, StdHal, BoxAlloc, 2, 8, EpochReclamation> =
+    ///     ReferenceMmu::new(StdHal, BoxAlloc, &vcpus)?;
+    /// let lock = MmuLock::<StdHal>::new();
+    /// mmu.map(&lock.write(), Gfn(9), Spte::leaf(Pfn(0x42), true, true)?)?;
+    ///
+    /// let handle = mmu.reclaimer().register(); // one per thread that walks or zaps
+    /// let walk = handle.walk_begin(); // a lockless reader, the RCU way
+    /// assert_eq!(mmu.walk(&walk, Gfn(9))?.and_then(Spte::pfn), Some(Pfn(0x42)));
+    /// drop(walk);
+    /// assert_eq!(mmu.zap_epoch(&lock.write(), GfnRange::new(Gfn(8), Gfn(16))?, &handle)?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn zap_epoch(
+        &self,
+        guard: &MmuWriteGuard<'_, H>,
+        gfns: GfnRange,
+        handle: &ReclaimHandle,
+    ) -> Result<usize, Error>
+    where
+        A: Clone + Send + 'static,
+        Table<H, F>: Send,
+    {
+        if handle.domain() != self.reclaimer().id() {
+            return Err(Error::Foreign);
+        }
+        self.table.lock.check(guard)?;
+        // SAFETY: `zap` hands over each table once, right after unlinking it under mmu_lock;
+        // all came from the table's allocator; lockless software walkers of this MMU are
+        // checked (`walk`) to pin this same reclaimer, and hardware walkers are this MMU's
+        // vCPUs, which the flush waits for.
+        Ok(unsafe {
+            handle.zap(
+                &self.hal,
+                self.table.allocator(),
+                |retired| {
+                    // Cannot fail: the guard was checked above.
+                    let _ = self.table.zap_inner(
+                        guard,
+                        gfns,
+                        &mut |page| retired.push(page),
+                        &mut |old| self.hand_over(old),
+                        self.atomic_updates(),
+                    );
+                },
+                || {
+                    flush_remote_tlbs(&self.hal, self.vcpus);
+                },
+            )
+        })
     }
 }
 
-impl<H: Cpus, A, const LEVELS: usize, const F: usize> SecondaryMmu<H> for EpochWay<'_, '_, H, A, LEVELS, F>
+/// The notifier's secondary MMU the TDP MMU's way: `unmap_gfn_range` zaps with
+/// [`zap_epoch`](ReferenceMmu::zap_epoch) (tables freed after an epoch, which its own flush
+/// precedes, so it owes no further flush), and the aging notifiers run without `mmu_lock`
+/// through [`age_lockless`](ReferenceMmu::age_lockless). Each call registers its thread with the
+/// MMU's reclaimer for the call (the trait carries no handle): one crossbeam-epoch participant
+/// per notifier call.
+impl<H: Cpus, A, const LEVELS: usize, const F: usize> SecondaryMmu<H>
+    for ReferenceMmu<'_, H, A, LEVELS, F, EpochReclamation>
 where
     A: PageAlloc<Table<H, F>> + Clone + Send + 'static,
     Table<H, F>: Send,
 {
     /// # Panics
     ///
-    /// As [`ReferenceMmu`]'s: if the tables belong to another `mmu_lock`.
+    /// If this MMU's tables belong to another `mmu_lock` than the notifier's VM (one MMU used
+    /// with two VMs): the trait has no error path, and zapping nothing would be a silent wrong
+    /// answer.
     fn unmap_gfn_range(&self, guard: &MmuWriteGuard<'_, H>, _slot: &Memslot, gfns: GfnRange) -> bool {
-        let handle = self.mmu.reclaimer.register();
-        match self.mmu.zap_epoch(guard, gfns, &handle) {
+        let handle = self.reclaimer().register();
+        match self.zap_epoch(guard, gfns, &handle) {
             // zap_epoch flushed remote TLBs after every change it made (flush before unpin).
             Ok(_) => false,
             Err(e) => panic!("ReferenceMmu used with another VM's mmu_lock: {e}"),
@@ -1206,27 +1219,31 @@ where
     }
 
     fn flush_remote_tlbs(&self) {
-        self.mmu.flush_remote_tlbs();
+        flush_remote_tlbs(&self.hal, self.vcpus);
     }
 
     fn flush_remote_tlbs_range(&self, gfns: GfnRange) {
-        self.mmu.flush_remote_tlbs_range(gfns);
+        flush_remote_tlbs_range(&self.hal, self.vcpus, gfns);
     }
 
+    /// # Panics
+    ///
+    /// As [`unmap_gfn_range`](SecondaryMmu::unmap_gfn_range): if the tables belong to another
+    /// `mmu_lock`.
     fn age_gfn_range(
         &self,
         guard: &MmuWriteGuard<'_, H>,
-        slot: &Memslot,
+        _slot: &Memslot,
         gfns: GfnRange,
         clear: bool,
     ) -> bool {
-        self.mmu.age_gfn_range(guard, slot, gfns, clear)
+        self.age_for_notifier(guard, gfns, clear)
     }
 
     fn age_gfn_range_lockless(&self, _slot: &Memslot, gfns: GfnRange, clear: bool) -> Option<bool> {
-        let handle = self.mmu.reclaimer.register();
+        let handle = self.reclaimer().register();
         // Cannot fail: the handle is of this MMU's own reclaimer.
-        self.mmu.age_lockless(&handle, gfns, clear).ok()
+        self.age_lockless(&handle, gfns, clear).ok()
     }
 }
 
@@ -1238,6 +1255,7 @@ mod tests {
     use crate::memslot::SlotChange;
 
     type Mmu<'v> = ReferenceMmu<'v, StdHal, BoxAlloc, 3, 4>;
+    type EpochMmu<'v> = ReferenceMmu<'v, StdHal, BoxAlloc, 3, 4, EpochReclamation>;
 
     /// Creates the memslot `config` describes (a test setup that cannot fail).
     fn add_slot<const N: usize>(vm: &Vm<StdHal, N>, mmu: &impl SecondaryMmu<StdHal>, config: MemslotConfig) {
@@ -1519,10 +1537,10 @@ mod tests {
     fn the_epoch_way_ages_without_mmu_lock_and_zaps_the_epoch_way() {
         let cpu = StdHal::register_cpu().unwrap();
         let vcpus = [Vcpu::new(StdHal)];
-        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let mmu: EpochMmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let vm: Vm<StdHal, 4> = Vm::new(StdHal);
-        let tdp = mmu.epoch_way();
-        add_slot(&vm, &tdp, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
+        let tdp = &mmu;
+        add_slot(&vm, tdp, MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) });
         let host = |hva: Hva| Ok(Pfn(hva.0 >> 12));
         assert_eq!(mmu.fault(&vm, Gfn(3), true, host), Ok(FaultOutcome::Installed(Pfn(0x103))));
         vcpus[0].load(cpu.cpu()).unwrap();
@@ -1534,9 +1552,9 @@ mod tests {
         {
             // Held for read on this thread: an ager that took mmu_lock for write would hang.
             let _held = vm.invalidation().mmu_lock().read();
-            assert!(vm.test_young(&tdp, page), "lockless: the accessed bit is seen");
-            assert!(vm.clear_young(&tdp, page));
-            assert!(!vm.test_young(&tdp, page), "cleared without mmu_lock");
+            assert!(vm.test_young(tdp, page), "lockless: the accessed bit is seen");
+            assert!(vm.clear_young(tdp, page));
+            assert!(!vm.test_young(tdp, page), "cleared without mmu_lock");
         }
         let stranger = crate::epoch::EpochReclaimer::new().register();
         assert_eq!(
@@ -1545,7 +1563,7 @@ mod tests {
         );
         // The invalidation frees the emptied tables the epoch way and owes no flush of its own.
         drop(
-            vm.invalidate_range_start(&tdp, crate::HvaRange::new(Hva(0x10_0000), Hva(0x10_8000)).unwrap())
+            vm.invalidate_range_start(tdp, crate::HvaRange::new(Hva(0x10_0000), Hva(0x10_8000)).unwrap())
                 .unwrap(),
         );
         assert_eq!(mmu.walk(&vm.invalidation().mmu_lock().read(), Gfn(3)), Ok(None));
@@ -1588,7 +1606,7 @@ mod tests {
     fn epoch_zap_defers_tables() {
         let _cpu = StdHal::register_cpu().unwrap();
         let vcpus = [Vcpu::new(StdHal)];
-        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let mmu: EpochMmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
         let handle = mmu.reclaimer().register();
         let stranger = crate::epoch::EpochReclaimer::new().register();
         let lock = crate::lock::MmuLock::<StdHal>::new();
@@ -1611,6 +1629,20 @@ mod tests {
             Err(Error::Foreign),
             "a pin the zaps do not wait for"
         );
+    }
+
+    #[test]
+    fn an_ipi_way_mmu_refuses_every_epoch_pin() {
+        // Its zaps free tables after the vCPU flush only, so no epoch pin protects a walker.
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: Mmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        mmu.map(&lock.write(), Gfn(3), Spte::leaf(Pfn(7), true, true).unwrap()).unwrap();
+        let domain = crate::epoch::EpochReclaimer::new();
+        let pin = domain.register();
+        assert_eq!(mmu.walk(&pin.walk_begin(), Gfn(3)), Err(Error::Foreign));
+        assert_eq!(mmu.walk(&lock.read(), Gfn(3)).unwrap().and_then(Spte::pfn), Some(Pfn(7)));
     }
 
     fn gfns(start: u64, end: u64) -> GfnRange {
@@ -1817,7 +1849,8 @@ mod tests {
         // load and store; without a race its aging must do what the atomic AND does.
         let hal = crate::hal::std::mutant::Breaks(Rule::SpteUpdateIsAtomic);
         let vcpus = [Vcpu::new(hal)];
-        let mmu: ReferenceMmu<'_, _, BoxAlloc, 3, 4> = ReferenceMmu::new(hal, BoxAlloc, &vcpus).unwrap();
+        let mmu: ReferenceMmu<'_, _, BoxAlloc, 3, 4, EpochReclamation> =
+            ReferenceMmu::new(hal, BoxAlloc, &vcpus).unwrap();
         let lock = crate::lock::MmuLock::new();
         let installed = Spte::leaf(Pfn(5), true, true).unwrap();
         mmu.map(&lock.write(), Gfn(1), installed).unwrap();

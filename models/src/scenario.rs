@@ -862,7 +862,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "mmu-age-lockless-vs-zap-epoch",
         protocol: Protocol::P5Walks,
-        shape: "A1-A2 lockless (the TDP MMU's aging under rcu_read_lock) vs S1-S5, E1-E2 with zap_epoch on core's ReferenceMmu, both through EpochWay: Vm::clear_young then test_young, each an epoch-pinned walk without mmu_lock, vs an invalidation that unlinks leaf table T0 and defers its free, then the RCU callbacks",
+        shape: "A1-A2 lockless (the TDP MMU's aging under rcu_read_lock) vs S1-S5, E1-E2 with zap_epoch on core's epoch-way ReferenceMmu (EpochReclamation), both through its notifier: Vm::clear_young then test_young, each an epoch-pinned walk without mmu_lock, vs an invalidation that unlinks leaf table T0 and defers its free, then the RCU callbacks",
         roles: &["ager", "zapper"],
         setup: "ReferenceMmu (2 levels, fanout 2) over ghost table pages whose poison carries the accessed bit; one memslot (gfns 0..2 <- host pages 0..2); gfn 0 -> pfn 1 and gfn 1 -> pfn 2 in leaf table T0, accessed bits set; the zapper's invalidation covers both pages, and its own collects free T0 unless a pinned walk holds the epoch back",
         invariants: &[Invariant::WalkerReadFreedTable],

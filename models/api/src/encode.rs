@@ -6,7 +6,7 @@
 //! little-endian; fields come in declaration order.
 
 use crate::op::{CacheKey, Counters, Lock, Op, Owner, Race, SlotKey, Val, VcpuKey, Whose, BOUNDARIES};
-use crate::page_table::PtOp;
+use crate::page_table::{PtOp, Scheme};
 use mmusync::memslot::PAGE_SIZE;
 
 /// Appends the `u32` that a derived enum with `count` variants decodes as variant `index`.
@@ -326,10 +326,11 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
 }
 
 /// The bytes that [`run_page_table_bytes`](crate::page_table::run_page_table_bytes) decodes
-/// back into `ops`.
-pub fn encode_page_table(ops: &[PtOp]) -> Vec<u8> {
-    const PT_OPS: u64 = 15;
+/// back into `scheme` and `ops`.
+pub fn encode_page_table(scheme: Scheme, ops: &[PtOp]) -> Vec<u8> {
+    const PT_OPS: u64 = 13;
     let mut out = Vec::new();
+    variant(&mut out, scheme as u64, 2);
     for op in ops {
         let o = &mut out;
         match *op {
@@ -407,17 +408,6 @@ pub fn encode_page_table(ops: &[PtOp]) -> Vec<u8> {
                 val(o, end);
                 flag(o, clear);
                 flag(o, foreign);
-            }
-            PtOp::EpochWayAge { how, start, end } => {
-                variant(o, 13, PT_OPS);
-                variant(o, how as u64, 3);
-                val(o, start);
-                val(o, end);
-            }
-            PtOp::EpochWayInvalidate { start, end } => {
-                variant(o, 14, PT_OPS);
-                val(o, start);
-                val(o, end);
             }
         }
     }

@@ -2,14 +2,17 @@
 //! oracle.
 //!
 //! The table under test has [`LEVELS`] levels of [`FANOUT`] entries (gfns `0..64`), small enough
-//! that the generated operands cover it and its edge. Operations map leaves, zap ranges (the
-//! IPI way, the epoch way, and through `PageTable::zap` with the unlinked pages freed by the
-//! harness), walk with each kind of proof, take the fast path, run the full fault path over a
-//! memslot, invalidate through the MMU notifier, and age (under `mmu_lock`, and without it:
-//! `ReferenceMmu::age_lockless` and the notifier through `EpochWay`, which also invalidates
-//! with `zap_epoch`). The model is a map from gfn to leaf bits
-//! plus the set of table pages that exist; a counting allocator checks that every table page is
-//! freed exactly once, and none is leaked.
+//! that the generated operands cover it and its edge. A run picks the MMU's reclamation scheme
+//! ([`Scheme`]: `IpiReclamation` or `EpochReclamation`, a type parameter of `ReferenceMmu`),
+//! then operations map leaves, zap ranges (with the scheme's zap, and through `PageTable::zap`
+//! with the unlinked pages freed by the harness), walk with each kind of proof, take the fast
+//! path, run the full fault path over a memslot, invalidate and age through the MMU notifier
+//! (the epoch-way MMU's notifier zaps with `zap_epoch` and ages without `mmu_lock`), and age
+//! with `ReferenceMmu::age_lockless`. An operation whose call the scheme's type does not have
+//! (`zap_ipi` on an epoch-way MMU, `zap_epoch` and `age_lockless` on an IPI-way one) is
+//! skipped with [`PtOutcome::NotOffered`]; an epoch pin on an IPI-way MMU is refused. The model
+//! is a map from gfn to leaf bits plus the set of table pages that exist; a counting allocator
+//! checks that every table page is freed exactly once, and none is leaked.
 
 use crate::driver::{gfn_range, hva_range, my_cpu};
 use crate::model::{gfn_span, hva_span, GfnSpan, HvaSpan};
@@ -18,11 +21,13 @@ use arbitrary::Arbitrary;
 use mmusync::epoch::{EpochReclaimer, ReclaimHandle};
 use mmusync::hal::std::StdHal;
 use mmusync::hal::PageAlloc;
+use mmusync::lock::MmuWriteGuard;
 use mmusync::memslot::{Memslot, MemslotConfig, SlotChange, PAGE_SIZE};
 use mmusync::mmu::{Access, BoxAlloc, FastFault, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
 use mmusync::notifier::{SecondaryMmu, Vm};
+use mmusync::reclamation::{EpochReclamation, IpiReclamation, Reclamation};
 use mmusync::vcpu::{Request, Vcpu};
-use mmusync::{Error, Gfn, Hva, HvaRange, Pfn};
+use mmusync::{Error, Gfn, GfnRange, Hva, HvaRange, Pfn};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
@@ -40,12 +45,21 @@ pub const SLOT_GFNS: GfnSpan = (Gfn(8), Gfn(40));
 /// The memslot's first host address.
 pub const SLOT_HVA: Hva = Hva(0x10_0000);
 
+/// The reclamation scheme of the MMU under test (its type parameter).
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `ReferenceMmu<…, IpiReclamation>`: `zap_ipi`, no epoch domain.
+    Ipi,
+    /// `ReferenceMmu<…, EpochReclamation>`: `zap_epoch`, epoch pins, lockless aging.
+    Epoch,
+}
+
 /// How a zap frees the table pages it unlinks.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ZapHow {
-    /// `ReferenceMmu::zap_ipi`: flush remote TLBs, then free at once.
+    /// `ReferenceMmu::zap_ipi` (IPI-way MMU only): flush remote TLBs, then free at once.
     Ipi,
-    /// `ReferenceMmu::zap_epoch`: defer the frees to the epoch collector.
+    /// `ReferenceMmu::zap_epoch` (epoch-way MMU only): defer the frees to the epoch collector.
     Epoch,
     /// `PageTable::zap`; the harness frees the unlinked pages itself afterwards.
     Retire,
@@ -71,7 +85,8 @@ pub enum Proof {
     Write,
     /// A lockless walk of a loaded vCPU.
     Lockless,
-    /// A pinned epoch.
+    /// A pin of the MMU's epoch domain (epoch-way MMU), or of another domain (an IPI-way MMU
+    /// has none: refused).
     Epoch,
 }
 
@@ -120,6 +135,7 @@ pub enum PtOp {
         writable: bool,
     },
     /// `Vm::invalidate_range_start` then drop, with the reference MMU as the secondary MMU.
+    /// Also reports whether the vCPU was asked to flush.
     Invalidate {
         /// Raw host-address start.
         start: Val,
@@ -182,9 +198,9 @@ pub enum PtOp {
         /// Raw range end.
         end: Val,
     },
-    /// `ReferenceMmu::age_lockless(handle, GfnRange::new(start, end)?, clear)`: the aging walk
-    /// without `mmu_lock`, pinned in the MMU's epoch domain. Also reports whether it flushed
-    /// (it never does).
+    /// `ReferenceMmu::age_lockless(handle, GfnRange::new(start, end)?, clear)` (epoch-way MMU
+    /// only): the aging walk without `mmu_lock`, pinned in the MMU's epoch domain. Also reports
+    /// whether it flushed (it never does).
     AgeLockless {
         /// Raw range start.
         start: Val,
@@ -194,26 +210,6 @@ pub enum PtOp {
         clear: bool,
         /// With a handle of another reclaimer (refused with [`Error::Foreign`]).
         foreign: bool,
-    },
-    /// An aging notifier over `HvaRange::new(start, end)?` with the reference MMU's
-    /// [`EpochWay`](mmusync::mmu::EpochWay) (aging without `mmu_lock`): one thread sees the
-    /// same answers, bits and flushes as the locked [`PtOp::Age`].
-    EpochWayAge {
-        /// Which notifier.
-        how: AgeHow,
-        /// Raw host-address start.
-        start: Val,
-        /// Raw host-address end.
-        end: Val,
-    },
-    /// `Vm::invalidate_range_start` then drop, with the reference MMU's
-    /// [`EpochWay`](mmusync::mmu::EpochWay) as the secondary MMU (`zap_epoch`, frees deferred).
-    /// Also reports whether the vCPU was asked to flush.
-    EpochWayInvalidate {
-        /// Raw host-address start.
-        start: Val,
-        /// Raw host-address end.
-        end: Val,
     },
 }
 
@@ -236,8 +232,11 @@ pub enum PtOutcome {
     Fast(FastFault),
     /// The fault path.
     Fault(FaultOutcome),
-    /// An invalidation ran.
-    Invalidated,
+    /// An invalidation ran: whether the vCPU was asked to flush its TLB.
+    Invalidated {
+        /// Whether remote TLBs were flushed.
+        flushed: bool,
+    },
     /// `ReferenceMmu::map`: the previous leaf's bits, and whether the call flushed.
     Mapped {
         /// The previous leaf.
@@ -245,7 +244,8 @@ pub enum PtOutcome {
         /// Whether remote TLBs were flushed before it returned.
         flushed: bool,
     },
-    /// `Vm::zap_gfn_range`: whether anything was zapped (and flushed).
+    /// `Vm::zap_gfn_range`: whether it flushed the range (the MMU said a flush was owed; an
+    /// epoch-way MMU's zap flushes itself and owes none).
     GfnZapped(bool),
     /// `ReferenceMmu::fault_around`: the fault's outcome and how many gfns were prefetched.
     FaultedAround(FaultOutcome, usize),
@@ -262,11 +262,8 @@ pub enum PtOutcome {
     },
     /// A typed error.
     Err(Error),
-    /// An invalidation through `EpochWay` ran: whether the vCPU was asked to flush its TLB.
-    InvalidatedEpoch {
-        /// Whether remote TLBs were flushed.
-        flushed: bool,
-    },
+    /// The scheme's MMU type has no such call (it would not compile): the harness skips it.
+    NotOffered,
 }
 
 const PRESENT: u64 = 1;
@@ -316,8 +313,10 @@ fn host(hva: Hva) -> Result<Pfn, Error> {
 }
 
 /// The model: leaves, and the table pages below the root as `(level, prefix)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PtModel {
+    /// The MMU's reclamation scheme.
+    scheme: Scheme,
     leaves: BTreeMap<Gfn, u64>,
     tables: BTreeSet<(usize, u64)>,
     /// Whether an epoch zap deferred frees (then the live count is only a lower bound).
@@ -334,6 +333,25 @@ const ACCESSED: u64 = 1 << 4;
 const DIRTY: u64 = 1 << 5;
 
 impl PtModel {
+    /// An empty table of an MMU of `scheme`.
+    pub fn new(scheme: Scheme) -> Self {
+        PtModel {
+            scheme,
+            leaves: BTreeMap::new(),
+            tables: BTreeSet::new(),
+            deferred: false,
+            reported: Vec::new(),
+        }
+    }
+
+    /// The MMU's own zap, as its notifier runs it: reports the cleared leaves, and the
+    /// epoch-way MMU defers the frees. Returns whether a leaf or a link was cleared.
+    fn notifier_zap(&mut self, r: GfnSpan) -> bool {
+        let (cleared, tables) = self.mmu_zap(r);
+        self.deferred |= self.scheme == Scheme::Epoch && tables != 0;
+        cleared || tables != 0
+    }
+
     /// Table pages that must be live: the root and every linked table.
     pub fn live_tables(&self) -> usize {
         1 + self.tables.len()
@@ -427,8 +445,20 @@ impl PtModel {
                 let gfn = self.gfn(gfn)?;
                 PtOutcome::Previous(self.map(gfn, bits))
             }
+            // The proof is checked before the gfn.
+            PtOp::Walk { proof: Proof::Epoch, .. } if self.scheme != Scheme::Epoch => {
+                return Err(Error::Foreign)
+            }
             PtOp::Zap { start, end, how } => {
                 let r = gfn_span(start, end)?;
+                let offered = match how {
+                    ZapHow::Ipi => self.scheme == Scheme::Ipi,
+                    ZapHow::Epoch => self.scheme == Scheme::Epoch,
+                    ZapHow::Retire => true,
+                };
+                if !offered {
+                    return Ok(PtOutcome::NotOffered);
+                }
                 let (cleared, tables) = if how == ZapHow::Retire { self.zap(r) } else { self.mmu_zap(r) };
                 self.deferred |= how == ZapHow::Epoch && tables != 0;
                 let flush = cleared || tables != 0;
@@ -485,17 +515,16 @@ impl PtModel {
             PtOp::ZapGfnRange { start, end } => {
                 let (s, e) = gfn_span(start, end)?;
                 let (cs, ce) = (s.max(SLOT_GFNS.0), e.min(SLOT_GFNS.1));
-                let zapped = cs < ce && {
-                    let (cleared, tables) = self.mmu_zap((cs, ce));
-                    cleared || tables != 0
-                };
-                PtOutcome::GfnZapped(zapped)
+                let zapped = cs < ce && self.notifier_zap((cs, ce));
+                PtOutcome::GfnZapped(zapped && self.scheme == Scheme::Ipi)
             }
             PtOp::Invalidate { start, end } => {
-                if let Some(gfns) = slot_gfns_of(hva_span(start, end)?) {
-                    self.mmu_zap(gfns);
-                }
-                PtOutcome::Invalidated
+                let flushed = match slot_gfns_of(hva_span(start, end)?) {
+                    // The IPI way flushes if the zap cleared something; `zap_epoch` always flushes.
+                    Some(gfns) => self.notifier_zap(gfns) || self.scheme == Scheme::Epoch,
+                    None => false,
+                };
+                PtOutcome::Invalidated { flushed }
             }
             PtOp::HwAccess { gfn, write } => {
                 let gfn = self.gfn(gfn)?;
@@ -509,7 +538,7 @@ impl PtModel {
                     old
                 }))
             }
-            PtOp::Age { how, start, end } | PtOp::EpochWayAge { how, start, end } => {
+            PtOp::Age { how, start, end } => {
                 let young = match slot_gfns_of(hva_span(start, end)?) {
                     Some(gfns) => self.age(gfns, how != AgeHow::Test),
                     None => false,
@@ -518,19 +547,13 @@ impl PtModel {
             }
             PtOp::AgeLockless { start, end, clear, foreign } => {
                 let gfns = gfn_span(start, end)?;
+                if self.scheme != Scheme::Epoch {
+                    return Ok(PtOutcome::NotOffered);
+                }
                 if foreign {
                     return Err(Error::Foreign);
                 }
                 PtOutcome::Aged { young: self.age(gfns, clear), flushed: false }
-            }
-            PtOp::EpochWayInvalidate { start, end } => {
-                let gfns = slot_gfns_of(hva_span(start, end)?);
-                if let Some(gfns) = gfns {
-                    let (_, tables) = self.mmu_zap(gfns);
-                    self.deferred |= tables != 0;
-                }
-                // zap_epoch flushes whether or not it changed anything.
-                PtOutcome::InvalidatedEpoch { flushed: gfns.is_some() }
             }
         })
     }
@@ -578,7 +601,71 @@ unsafe impl<P> PageAlloc<P> for CountingAlloc {
     }
 }
 
-type Mmu<'v> = ReferenceMmu<'v, StdHal, CountingAlloc, LEVELS, FANOUT>;
+type Mmu<'v, R> = ReferenceMmu<'v, StdHal, CountingAlloc, LEVELS, FANOUT, R>;
+
+/// The half of the MMU's API that depends on its reclamation scheme: `None` where the scheme's
+/// type has no such call.
+trait SchemeCalls {
+    /// `ReferenceMmu::reclaimer`.
+    fn reclaimer(&self) -> Option<&EpochReclaimer>;
+    /// `ReferenceMmu::zap_ipi`.
+    fn zap_ipi(&self, g: &MmuWriteGuard<'_, StdHal>, r: GfnRange) -> Option<Result<bool, Error>>;
+    /// `ReferenceMmu::zap_epoch`.
+    fn zap_epoch(
+        &self,
+        g: &MmuWriteGuard<'_, StdHal>,
+        r: GfnRange,
+        h: &ReclaimHandle,
+    ) -> Option<Result<usize, Error>>;
+    /// `ReferenceMmu::age_lockless`.
+    fn age_lockless(&self, h: &ReclaimHandle, r: GfnRange, clear: bool) -> Option<Result<bool, Error>>;
+}
+
+impl SchemeCalls for Mmu<'_, IpiReclamation> {
+    fn reclaimer(&self) -> Option<&EpochReclaimer> {
+        None
+    }
+
+    fn zap_ipi(&self, g: &MmuWriteGuard<'_, StdHal>, r: GfnRange) -> Option<Result<bool, Error>> {
+        Some(ReferenceMmu::zap_ipi(self, g, r))
+    }
+
+    fn zap_epoch(
+        &self,
+        _: &MmuWriteGuard<'_, StdHal>,
+        _: GfnRange,
+        _: &ReclaimHandle,
+    ) -> Option<Result<usize, Error>> {
+        None
+    }
+
+    fn age_lockless(&self, _: &ReclaimHandle, _: GfnRange, _: bool) -> Option<Result<bool, Error>> {
+        None
+    }
+}
+
+impl SchemeCalls for Mmu<'_, EpochReclamation> {
+    fn reclaimer(&self) -> Option<&EpochReclaimer> {
+        Some(ReferenceMmu::reclaimer(self))
+    }
+
+    fn zap_ipi(&self, _: &MmuWriteGuard<'_, StdHal>, _: GfnRange) -> Option<Result<bool, Error>> {
+        None
+    }
+
+    fn zap_epoch(
+        &self,
+        g: &MmuWriteGuard<'_, StdHal>,
+        r: GfnRange,
+        h: &ReclaimHandle,
+    ) -> Option<Result<usize, Error>> {
+        Some(ReferenceMmu::zap_epoch(self, g, r, h))
+    }
+
+    fn age_lockless(&self, h: &ReclaimHandle, r: GfnRange, clear: bool) -> Option<Result<bool, Error>> {
+        Some(ReferenceMmu::age_lockless(self, h, r, clear))
+    }
+}
 
 /// The harness's primary MMU: records what the MMU hands over, as the model does.
 #[derive(Default)]
@@ -594,10 +681,20 @@ impl PageTracker for Tracker {
     }
 }
 
-/// Runs page-table operations against the model, checking every result, every leaf after every
-/// step, and the live table pages (exactly, until an epoch zap defers frees; then as a lower
-/// bound); at the end, that dropping everything frees every page.
-pub fn run_page_table(ops: &[PtOp]) {
+/// Runs page-table operations on an MMU of `scheme` against the model, checking every result,
+/// every leaf after every step, and the live table pages (exactly, until an epoch zap defers
+/// frees; then as a lower bound); at the end, that dropping everything frees every page.
+pub fn run_page_table(scheme: Scheme, ops: &[PtOp]) {
+    match scheme {
+        Scheme::Ipi => run_scheme::<IpiReclamation>(scheme, ops),
+        Scheme::Epoch => run_scheme::<EpochReclamation>(scheme, ops),
+    }
+}
+
+fn run_scheme<R: Reclamation>(scheme: Scheme, ops: &[PtOp])
+where
+    for<'v> Mmu<'v, R>: SchemeCalls + SecondaryMmu<StdHal>,
+{
     my_cpu();
     let alloc = CountingAlloc::default();
     let vcpus = [Vcpu::new(StdHal)];
@@ -605,18 +702,19 @@ pub fn run_page_table(ops: &[PtOp]) {
     let tracker = Tracker::default();
     let stranger = EpochReclaimer::new().register();
     {
-        let mut mmu: Mmu<'_> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("root");
+        let mut mmu: Mmu<'_, R> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("root");
         mmu.set_page_tracker(&tracker);
-        let handle = mmu.reclaimer().register();
+        // An IPI-way MMU has no domain: its epoch walks pin a stranger's (and are refused).
+        let handle = mmu.reclaimer().map(EpochReclaimer::register);
         let vm: Vm<StdHal, 1> = Vm::new(StdHal);
         let (base_gfn, end) = SLOT_GFNS;
         let slot = Memslot::new(MemslotConfig { id: 0, base_gfn, npages: end.0 - base_gfn.0, hva: SLOT_HVA })
             .expect("slot");
         vm.set_memslot(&mmu, SlotChange::Create(slot)).expect("create slot");
-        let mut model = PtModel::default();
+        let mut model = PtModel::new(scheme);
         for (i, op) in ops.iter().enumerate() {
             let want = model.step(op);
-            let got = step(&mmu, &vm, &vcpus[0], [&handle, &stranger], op);
+            let got = step(&mmu, &vm, &vcpus[0], [handle.as_ref().unwrap_or(&stranger), &stranger], op);
             check_pt(ops, i, "result", &want, &got);
             let g = vm.invalidation().mmu_lock().read();
             let leaves: BTreeMap<Gfn, u64> = (0..CAPACITY)
@@ -647,13 +745,18 @@ fn check_pt<T: PartialEq + core::fmt::Debug>(ops: &[PtOp], at: usize, what: &str
     }
 }
 
-fn step(
-    mmu: &Mmu<'_>,
+/// Runs `op`; `handle` is a handle of the MMU's epoch domain (of `stranger`'s for an IPI-way
+/// MMU, which has none).
+fn step<R: Reclamation>(
+    mmu: &Mmu<'_, R>,
     vm: &Vm<StdHal, 1>,
     vcpu: &Vcpu<StdHal>,
     [handle, stranger]: [&ReclaimHandle; 2],
     op: &PtOp,
-) -> PtOutcome {
+) -> PtOutcome
+where
+    for<'v> Mmu<'v, R>: SchemeCalls + SecondaryMmu<StdHal>,
+{
     let lock = vm.invalidation().mmu_lock();
     let r: Result<PtOutcome, Error> = (|| {
         Ok(match *op {
@@ -666,12 +769,18 @@ fn step(
                 let r = gfn_range(start, end)?;
                 let g = lock.write();
                 match how {
-                    ZapHow::Ipi => PtOutcome::Zapped { flush: Some(mmu.zap_ipi(&g, r)?), tables: None },
-                    ZapHow::Epoch => {
-                        let n = mmu.zap_epoch(&g, r, handle)?;
-                        handle.collect();
-                        PtOutcome::Zapped { flush: None, tables: Some(n) }
-                    }
+                    ZapHow::Ipi => match mmu.zap_ipi(&g, r) {
+                        Some(flush) => PtOutcome::Zapped { flush: Some(flush?), tables: None },
+                        None => PtOutcome::NotOffered,
+                    },
+                    ZapHow::Epoch => match mmu.zap_epoch(&g, r, handle) {
+                        Some(n) => {
+                            let n = n?;
+                            handle.collect();
+                            PtOutcome::Zapped { flush: None, tables: Some(n) }
+                        }
+                        None => PtOutcome::NotOffered,
+                    },
                     ZapHow::Retire => {
                         let mut retired = Vec::new();
                         let flush = mmu
@@ -733,23 +842,15 @@ fn step(
                 let young = age(vm, mmu, how, h);
                 PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
             }
-            PtOp::EpochWayAge { how, start, end } => {
-                let h = hva_range(start, end)?;
-                vcpu.check_request(Request::TLB_FLUSH);
-                let young = age(vm, &mmu.epoch_way(), how, h);
-                PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
-            }
             PtOp::AgeLockless { start, end, clear, foreign } => {
                 let r = gfn_range(start, end)?;
                 vcpu.check_request(Request::TLB_FLUSH);
-                let young = mmu.age_lockless(if foreign { stranger } else { handle }, r, clear)?;
-                PtOutcome::Aged { young, flushed: vcpu.check_request(Request::TLB_FLUSH) }
-            }
-            PtOp::EpochWayInvalidate { start, end } => {
-                let h = hva_range(start, end)?;
-                vcpu.check_request(Request::TLB_FLUSH);
-                drop(vm.invalidate_range_start(&mmu.epoch_way(), h)?);
-                PtOutcome::InvalidatedEpoch { flushed: vcpu.check_request(Request::TLB_FLUSH) }
+                match mmu.age_lockless(if foreign { stranger } else { handle }, r, clear) {
+                    Some(young) => {
+                        PtOutcome::Aged { young: young?, flushed: vcpu.check_request(Request::TLB_FLUSH) }
+                    }
+                    None => PtOutcome::NotOffered,
+                }
             }
             PtOp::ZapGfnRange { start, end } => {
                 let r = gfn_range(start, end)?;
@@ -760,8 +861,9 @@ fn step(
             PtOp::Fault { gfn, writable } => PtOutcome::Fault(mmu.fault(vm, Gfn(gfn.0), writable, host)?),
             PtOp::Invalidate { start, end } => {
                 let h = hva_range(start, end)?;
+                vcpu.check_request(Request::TLB_FLUSH);
                 drop(vm.invalidate_range_start(mmu, h)?);
-                PtOutcome::Invalidated
+                PtOutcome::Invalidated { flushed: vcpu.check_request(Request::TLB_FLUSH) }
             }
         })
     })();
@@ -777,9 +879,11 @@ fn age<M: SecondaryMmu<StdHal>>(vm: &Vm<StdHal, 1>, mmu: &M, how: AgeHow, hvas: 
     }
 }
 
-/// Decodes `data` into at most [`crate::MAX_OPS`] page-table operations.
-pub fn decode_page_table(data: &[u8]) -> Vec<PtOp> {
+/// Decodes `data` into a scheme and at most [`crate::MAX_OPS`] page-table operations.
+pub fn decode_page_table(data: &[u8]) -> (Scheme, Vec<PtOp>) {
     let mut u = arbitrary::Unstructured::new(data);
+    // Out of bytes already: the first variant.
+    let scheme = u.arbitrary::<Scheme>().unwrap_or(Scheme::Ipi);
     let mut ops = Vec::new();
     while ops.len() < crate::MAX_OPS && !u.is_empty() {
         match u.arbitrary::<PtOp>() {
@@ -787,10 +891,11 @@ pub fn decode_page_table(data: &[u8]) -> Vec<PtOp> {
             Err(_) => break,
         }
     }
-    ops
+    (scheme, ops)
 }
 
 /// Fuzz target 3's entry point: [`decode_page_table`] then [`run_page_table`].
 pub fn run_page_table_bytes(data: &[u8]) {
-    run_page_table(&decode_page_table(data));
+    let (scheme, ops) = decode_page_table(data);
+    run_page_table(scheme, &ops);
 }

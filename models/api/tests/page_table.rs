@@ -6,7 +6,7 @@
 //! `MMUSYNC_BLESS=1`.
 
 use mmusync_api_model::page_table::{
-    decode_page_table, run_page_table, AgeHow, Proof, PtOp, ZapHow, CAPACITY, SLOT_HVA,
+    decode_page_table, run_page_table, AgeHow, Proof, PtOp, Scheme, ZapHow, CAPACITY, SLOT_HVA,
 };
 use mmusync_api_model::{encode_page_table, Val, BOUNDARIES};
 use proptest::prelude::*;
@@ -25,6 +25,10 @@ fn val() -> impl Strategy<Value = Val> {
 
 fn how() -> impl Strategy<Value = ZapHow> {
     prop_oneof![Just(ZapHow::Ipi), Just(ZapHow::Epoch), Just(ZapHow::Retire)]
+}
+
+fn scheme() -> impl Strategy<Value = Scheme> {
+    prop_oneof![Just(Scheme::Ipi), Just(Scheme::Epoch)]
 }
 
 fn proof() -> impl Strategy<Value = Proof> {
@@ -54,8 +58,6 @@ fn op() -> impl Strategy<Value = PtOp> {
         2 => (age_how(), val(), val()).prop_map(|(how, start, end)| PtOp::Age { how, start, end }),
         2 => (val(), val(), any::<bool>(), prop::bool::weighted(0.2))
             .prop_map(|(start, end, clear, foreign)| PtOp::AgeLockless { start, end, clear, foreign }),
-        2 => (age_how(), val(), val()).prop_map(|(how, start, end)| PtOp::EpochWayAge { how, start, end }),
-        1 => (val(), val()).prop_map(|(start, end)| PtOp::EpochWayInvalidate { start, end }),
     ]
 }
 
@@ -67,13 +69,13 @@ proptest! {
     })]
 
     #[test]
-    fn page_table_matches_the_btreemap_model(ops in prop::collection::vec(op(), 1..48)) {
-        run_page_table(&ops);
+    fn page_table_matches_the_btreemap_model(scheme in scheme(), ops in prop::collection::vec(op(), 1..48)) {
+        run_page_table(scheme, &ops);
     }
 
     #[test]
-    fn page_table_encoding_round_trips(ops in prop::collection::vec(op(), 0..16)) {
-        prop_assert_eq!(decode_page_table(&encode_page_table(&ops)), ops);
+    fn page_table_encoding_round_trips(scheme in scheme(), ops in prop::collection::vec(op(), 0..16)) {
+        prop_assert_eq!(decode_page_table(&encode_page_table(scheme, &ops)), (scheme, ops));
     }
 }
 
@@ -86,11 +88,13 @@ fn slot_page(page: u64) -> Val {
     Val(SLOT_HVA.0 + page * 4096)
 }
 
-fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
+/// The seed corpus: a name, the MMU's scheme, the operations.
+fn seeds() -> Vec<(&'static str, Scheme, Vec<PtOp>)> {
     let map = |gfn, pfn| PtOp::Map { gfn: v(gfn), pfn: v(pfn), writable: false, mmu_writable: true };
     vec![
         (
             "map-walk-zap",
+            Scheme::Ipi,
             vec![
                 map(0, 100),
                 map(17, 117),
@@ -107,6 +111,7 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
         ),
         (
             "epoch-and-fast-path",
+            Scheme::Epoch,
             vec![
                 map(3, 5),
                 PtOp::Map { gfn: v(4), pfn: v(6), writable: false, mmu_writable: false },
@@ -121,6 +126,7 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
         ),
         (
             "map-flush-and-zap-gfn-range",
+            Scheme::Ipi,
             vec![
                 PtOp::MmuMap { gfn: v(9), pfn: v(5), writable: true, mmu_writable: true },
                 PtOp::MmuMap { gfn: v(9), pfn: v(5), writable: false, mmu_writable: true },
@@ -143,6 +149,7 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
         ),
         (
             "accessed-dirty-and-aging",
+            Scheme::Ipi,
             vec![
                 PtOp::Fault { gfn: v(8), writable: true },
                 PtOp::Fault { gfn: v(9), writable: false },
@@ -162,6 +169,7 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
         ),
         (
             "lockless-aging-and-epoch-way",
+            Scheme::Epoch,
             vec![
                 PtOp::Fault { gfn: v(8), writable: true },
                 PtOp::Fault { gfn: v(9), writable: false },
@@ -174,21 +182,38 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
                 PtOp::AgeLockless { start: v(8), end: v(9), clear: true, foreign: false },
                 PtOp::AgeLockless { start: v(0), end: v(64), clear: false, foreign: false },
                 PtOp::AgeLockless { start: v(5), end: v(4), clear: true, foreign: true },
-                PtOp::EpochWayAge { how: AgeHow::Test, start: slot_page(0), end: slot_page(16) },
-                PtOp::EpochWayAge { how: AgeHow::ClearFlush, start: slot_page(8), end: slot_page(9) },
-                PtOp::EpochWayAge { how: AgeHow::Test, start: slot_page(0), end: slot_page(16) },
+                PtOp::Age { how: AgeHow::Test, start: slot_page(0), end: slot_page(16) },
+                PtOp::Age { how: AgeHow::ClearFlush, start: slot_page(8), end: slot_page(9) },
+                PtOp::Age { how: AgeHow::Test, start: slot_page(0), end: slot_page(16) },
                 PtOp::HwAccess { gfn: v(9), write: false },
-                PtOp::EpochWayAge { how: AgeHow::Clear, start: slot_page(0), end: slot_page(2) },
-                PtOp::EpochWayAge { how: AgeHow::ClearFlush, start: v(0), end: v(4096) },
-                PtOp::EpochWayInvalidate { start: slot_page(8), end: slot_page(9) },
+                PtOp::Age { how: AgeHow::Clear, start: slot_page(0), end: slot_page(2) },
+                PtOp::Age { how: AgeHow::ClearFlush, start: v(0), end: v(4096) },
+                PtOp::Invalidate { start: slot_page(8), end: slot_page(9) },
                 PtOp::Walk { gfn: v(16), proof: Proof::Epoch },
-                PtOp::EpochWayInvalidate { start: v(0), end: v(4096) },
-                PtOp::EpochWayInvalidate { start: slot_page(0), end: slot_page(32) },
+                PtOp::Invalidate { start: v(0), end: v(4096) },
+                PtOp::Zap { start: v(0), end: v(64), how: ZapHow::Ipi },
+                PtOp::ZapGfnRange { start: v(16), end: v(20) },
+                PtOp::Invalidate { start: slot_page(0), end: slot_page(32) },
                 PtOp::AgeLockless { start: v(0), end: v(64), clear: false, foreign: false },
             ],
         ),
         (
+            "ipi-way-refuses-epoch-calls",
+            Scheme::Ipi,
+            vec![
+                PtOp::Fault { gfn: v(8), writable: true },
+                PtOp::HwAccess { gfn: v(8), write: false },
+                PtOp::Walk { gfn: v(8), proof: Proof::Epoch },
+                PtOp::AgeLockless { start: v(0), end: v(64), clear: true, foreign: false },
+                PtOp::Zap { start: v(0), end: v(64), how: ZapHow::Epoch },
+                PtOp::Age { how: AgeHow::Test, start: slot_page(0), end: slot_page(1) },
+                PtOp::Invalidate { start: slot_page(0), end: slot_page(1) },
+                PtOp::Walk { gfn: v(8), proof: Proof::Lockless },
+            ],
+        ),
+        (
             "fault-and-invalidate",
+            Scheme::Ipi,
             vec![
                 PtOp::Fault { gfn: v(8), writable: true },
                 PtOp::Fault { gfn: v(39), writable: false },
@@ -205,11 +230,11 @@ fn seeds() -> Vec<(&'static str, Vec<PtOp>)> {
 fn page_table_seed_corpus_is_up_to_date() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/page_table");
     let bless = std::env::var_os("MMUSYNC_BLESS").is_some();
-    for (name, ops) in seeds() {
-        assert_eq!(decode_page_table(&encode_page_table(&ops)), ops, "seed {name}");
-        run_page_table(&ops);
+    for (name, scheme, ops) in seeds() {
+        assert_eq!(decode_page_table(&encode_page_table(scheme, &ops)), (scheme, ops.clone()), "seed {name}");
+        run_page_table(scheme, &ops);
         let path = dir.join(format!("seed-{name}"));
-        let bytes = encode_page_table(&ops);
+        let bytes = encode_page_table(scheme, &ops);
         if bless {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, &bytes).unwrap();

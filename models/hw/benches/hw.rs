@@ -26,16 +26,17 @@
 //! Quick configuration (short warm-up and measurement); pass criterion's own flags to change it.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mmusync::epoch::EpochReclaimer;
+use mmusync::epoch::{EpochReclaimer, ReclaimHandle};
 use mmusync::hal::std::StdHal;
 use mmusync::hal::x86::X86Hal;
 use mmusync::hal::{CpuId, CpuSet, Cpus, Hal};
 use mmusync::invalidation::Invalidation;
-use mmusync::lock::MmuLock;
+use mmusync::lock::{MmuLock, MmuWriteGuard};
 use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{ReferenceMmu, Spte, Table};
 use mmusync::notifier::Vm;
 use mmusync::range::{Gfn, GfnRange, Hva, HvaRange, Pfn};
+use mmusync::reclamation::{EpochReclamation, IpiReclamation, Reclamation};
 use mmusync::vcpu::Vcpu;
 use mmusync::FenceKind;
 use mmusync_hw::hal::X86Threads;
@@ -371,10 +372,55 @@ fn invalidate(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------------------
 // Zap storms: pages pending free, IPI vs epoch.
 
-type StormMmu<'v> = ReferenceMmu<'v, StdHal, PoisonAlloc<Table<StdHal, 8>>, 3, 8>;
+type StormMmu<'v, R> = ReferenceMmu<'v, StdHal, PoisonAlloc<Table<StdHal, 8>>, 3, 8, R>;
+
+/// A reclamation scheme's lockless walk and zap, as the storms use them.
+trait Storm: Reclamation + Sized {
+    /// What a thread needs to walk or zap this way (a handle of the epoch domain).
+    type Local;
+    /// The calling thread's [`Self::Local`].
+    fn local(mmu: &StormMmu<'_, Self>) -> Self::Local;
+    /// One lockless walk of `gfn` on `vcpu` (loaded on this thread).
+    fn walk(mmu: &StormMmu<'_, Self>, vcpu: &Vcpu<StdHal>, local: &Self::Local, gfn: Gfn);
+    /// Zaps `all`, then runs what frees become due.
+    fn zap(mmu: &StormMmu<'_, Self>, g: &MmuWriteGuard<'_, StdHal>, all: GfnRange, local: &Self::Local);
+}
+
+impl Storm for IpiReclamation {
+    type Local = ();
+
+    fn local(_: &StormMmu<'_, Self>) {}
+
+    fn walk(mmu: &StormMmu<'_, Self>, vcpu: &Vcpu<StdHal>, (): &(), gfn: Gfn) {
+        let w = vcpu.walk_lockless_begin().expect("walk");
+        black_box(mmu.walk(&w, gfn).expect("walk"));
+    }
+
+    fn zap(mmu: &StormMmu<'_, Self>, g: &MmuWriteGuard<'_, StdHal>, all: GfnRange, (): &()) {
+        mmu.zap_ipi(g, all).expect("zap");
+    }
+}
+
+impl Storm for EpochReclamation {
+    type Local = ReclaimHandle;
+
+    fn local(mmu: &StormMmu<'_, Self>) -> ReclaimHandle {
+        mmu.reclaimer().register()
+    }
+
+    fn walk(mmu: &StormMmu<'_, Self>, _: &Vcpu<StdHal>, handle: &ReclaimHandle, gfn: Gfn) {
+        let w = handle.walk_begin();
+        black_box(mmu.walk(&w, gfn).expect("walk"));
+    }
+
+    fn zap(mmu: &StormMmu<'_, Self>, g: &MmuWriteGuard<'_, StdHal>, all: GfnRange, handle: &ReclaimHandle) {
+        mmu.zap_epoch(g, all, handle).expect("zap");
+        handle.collect();
+    }
+}
 
 /// Maps every gfn, building every table page.
-fn map_all(mmu: &StormMmu<'_>, lock: &MmuLock<StdHal>) {
+fn map_all<R: Reclamation>(mmu: &StormMmu<'_, R>, lock: &MmuLock<StdHal>) {
     let g = lock.write();
     for gfn in 0..mmu.table().capacity() {
         let spte = Spte::leaf(Pfn(gfn + 1), true, true).expect("a leaf");
@@ -391,37 +437,30 @@ struct Storms {
     peak_pending: u64,
 }
 
-/// `storms` zap storms (map all 512 gfns, zap them all) against a walker, the IPI way or the
-/// epoch way.
-fn zap_storms(epoch: bool, storms: u64) -> Storms {
+/// `storms` zap storms (map all 512 gfns, zap them all) against a walker, the `R` way.
+fn zap_storms<R: Storm>(storms: u64) -> Storms {
     let vcpus = [Vcpu::new(StdHal)];
     let alloc = PoisonAlloc::new();
-    let mmu: StormMmu<'_> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("an MMU");
+    let mmu: StormMmu<'_, R> = ReferenceMmu::new(StdHal, alloc.clone(), &vcpus).expect("an MMU");
     let lock = MmuLock::<StdHal>::new();
     let stop = AtomicBool::new(false);
     let all = GfnRange::new(Gfn(0), Gfn(mmu.table().capacity())).expect("a range");
     let out = std::thread::scope(|s| {
-        let (mmu, vcpus, reclaimer, stop) = (&mmu, &vcpus, mmu.reclaimer(), &stop);
+        let (mmu, vcpus, stop) = (&mmu, &vcpus, &stop);
         s.spawn(move || {
             // The walker: vCPU 0, walking gfns locklessly the scheme's way.
             let reg = StdHal::register_cpu().expect("a free CPU slot");
             vcpus[0].load(reg.cpu()).expect("load");
-            let handle = reclaimer.register();
+            let local = R::local(mmu);
             let mut gfn = 0;
             while !stop.load(Ordering::Relaxed) {
-                if epoch {
-                    let w = handle.walk_begin();
-                    black_box(mmu.walk(&w, Gfn(gfn)).expect("walk"));
-                } else {
-                    let w = vcpus[0].walk_lockless_begin().expect("walk");
-                    black_box(mmu.walk(&w, Gfn(gfn)).expect("walk"));
-                }
+                R::walk(mmu, &vcpus[0], &local, Gfn(gfn));
                 gfn = (gfn + 61) % 512;
             }
             vcpus[0].put().expect("put");
         });
         let _reg = StdHal::register_cpu().expect("a free CPU slot");
-        let handle = reclaimer.register();
+        let local = R::local(mmu);
         let mut out = Storms { took: Duration::ZERO, retired_per_storm: 0, peak_pending: 0 };
         let start = Instant::now();
         for _ in 0..storms {
@@ -429,16 +468,7 @@ fn zap_storms(epoch: bool, storms: u64) -> Storms {
             map_all(mmu, &lock);
             // A full zap unlinks every table but the root, which the map just (re)built.
             out.retired_per_storm = alloc.stats().allocs - before;
-            let g = lock.write();
-            if epoch {
-                mmu.zap_epoch(&g, all, &handle).expect("zap");
-            } else {
-                mmu.zap_ipi(&g, all).expect("zap");
-            }
-            drop(g);
-            if epoch {
-                handle.collect();
-            }
+            R::zap(mmu, &lock.write(), all, &local);
             // Only the root is linked after a full zap: every other live page is pending.
             out.peak_pending = out.peak_pending.max(alloc.live() as u64 - 1);
         }
@@ -459,11 +489,14 @@ const PEAK_STORMS: u64 = 2_000;
 fn zap_storm(c: &mut Criterion) {
     let mut g = c.benchmark_group("zap_storm");
     g.sample_size(10);
-    g.bench_function("ipi", |b| b.iter_custom(|iters| zap_storms(false, iters).took));
-    g.bench_function("epoch", |b| b.iter_custom(|iters| zap_storms(true, iters).took));
+    g.bench_function("ipi", |b| b.iter_custom(|iters| zap_storms::<IpiReclamation>(iters).took));
+    g.bench_function("epoch", |b| b.iter_custom(|iters| zap_storms::<EpochReclamation>(iters).took));
     g.finish();
-    for (name, epoch) in [("ipi", false), ("epoch", true)] {
-        let r = zap_storms(epoch, PEAK_STORMS);
+    let peaks = [
+        ("ipi", zap_storms::<IpiReclamation>(PEAK_STORMS)),
+        ("epoch", zap_storms::<EpochReclamation>(PEAK_STORMS)),
+    ];
+    for (name, r) in peaks {
         println!(
             "zap_storm/{name}: {PEAK_STORMS} storms of {} table pages each, {:.1} us per storm; peak pages pending free after a zap returned: {}",
             r.retired_per_storm,

@@ -100,7 +100,7 @@ pub const fn default_bound(body: Shared) -> Option<usize> {
         // 14.9k (4 s) at 5; exhaustive 401k (102 s).
         Shared::MmuClearFlushYoungVsGuest => Some(4),
         // Lockless aging (clear_young, test_young) vs an invalidation that frees a table the
-        // epoch way, both through EpochWay: 7.7k executions (~3 s) at 1, 108k (~35 s) at 2;
+        // epoch way, both through the epoch-way MMU: 7.7k executions (~3 s) at 1, 108k (~35 s) at 2;
         // exhaustive did not end in 400 s (crossbeam-epoch's internals, a handle per call).
         // Every documented-unkillable mutant it reaches explores it in full, hence 1; its
         // mutant needs one preemption (the ager between its link read and its entry reads).

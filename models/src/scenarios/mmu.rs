@@ -38,7 +38,7 @@
 //! | [`mmu_fault_vs_invalidation`] | 1 level (gfns 0..2) | vcpu (fault, two guest runs) vs invalidator (`Vm` start/end, remap + free) |
 //! | [`mmu_zap_ipi_vs_walk`] | 2 levels (gfns 0..4) | vcpu (lockless walk + fast path, guest run with a cached leaf table) vs zapper (`zap_ipi` of a leaf table) |
 //! | [`mmu_zap_epoch_vs_walk`] | 2 levels | vcpu (epoch walk, RCU callbacks, guest run with a cached leaf table) vs zapper (`zap_epoch`) |
-//! | [`mmu_age_lockless_vs_zap_epoch`] | 2 levels | ager (`clear_young`, `test_young` without `mmu_lock`, through `EpochWay`) vs zapper (`Vm` start/end through `EpochWay`: `zap_epoch`; RCU callbacks) |
+//! | [`mmu_age_lockless_vs_zap_epoch`] | 2 levels | ager (`clear_young`, `test_young` without `mmu_lock`, the epoch-way MMU's notifier) vs zapper (`Vm` start/end through it: `zap_epoch`; RCU callbacks) |
 //! | [`mmu_invalidate_two_slots`] | 1 level | vcpu (guest run using TLB entries of two memslots) vs invalidator (one start/end over both) |
 //! | [`mmu_memslot_delete_vs_guest`] | 1 level | vcpu (guest run, then a fault) vs memslot-updater (`Vm::set_memslot` delete) |
 //! | [`mmu_prefetch_vs_invalidation`] | 1 level | vcpu (`fault_around`: fault on gfn 0, prefetch of gfn 1) vs invalidator (start/end of gfn 1's page) |
@@ -63,6 +63,7 @@ use mmusync::memslot::{Memslot, MemslotConfig, SlotChange};
 use mmusync::mmu::{Access, FaultOutcome, PageTracker, ReferenceMmu, Spte, Table};
 use mmusync::notifier::{SecondaryMmu, Vm};
 use mmusync::range::{Gfn, GfnRange, HvaRange};
+use mmusync::reclamation::{EpochReclamation, IpiReclamation, Reclamation};
 use mmusync::vcpu::{Request, Vcpu, VcpuError};
 
 /// Entries per table page.
@@ -349,15 +350,23 @@ unsafe impl<T: Send + Sync + 'static> Send for Leaked<T> {}
 // SAFETY: as above.
 unsafe impl<T: Sync + 'static> Sync for Leaked<T> {}
 
-/// The reference MMU of the scenarios: `L` levels of [`FANOUT`] entries over ghost table pages.
-type Mmu<H, const L: usize> = ReferenceMmu<'static, H, GhostTables<H>, L, FANOUT>;
+/// The reference MMU of the scenarios: `L` levels of [`FANOUT`] entries over ghost table pages,
+/// freed the `R` way.
+type Mmu<H, const L: usize, R> = ReferenceMmu<'static, H, GhostTables<H>, L, FANOUT, R>;
 
 /// What the roles of a scenario share: one vCPU (loaded on CPU 0), the reference MMU (`L`
 /// levels), the VM with `N` memslots, the primary MMU's `N` host pages (`P` pfns in all), the
 /// vCPU's ghost TLB, and which pfns are revoked.
-struct World<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize> {
+struct World<
+    H: ScenarioHal,
+    X: Executor,
+    const L: usize,
+    const N: usize,
+    const P: usize,
+    R: Reclamation = IpiReclamation,
+> {
     /// Dropped first: it borrows `vcpus`.
-    mmu: ManuallyDrop<Mmu<H, L>>,
+    mmu: ManuallyDrop<Mmu<H, L, R>>,
     vcpus: Leaked<[Vcpu<H>; 1]>,
     /// The primary MMU's accessed/dirty state, which the MMU's tracker feeds (dropped after it).
     pages: Leaked<GhostPages>,
@@ -378,8 +387,8 @@ struct World<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const 
     x: X,
 }
 
-impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize> Drop
-    for World<H, X, L, N, P>
+impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize, R: Reclamation> Drop
+    for World<H, X, L, N, P, R>
 {
     fn drop(&mut self) {
         self.tables.0.teardown.set();
@@ -388,7 +397,11 @@ impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize
     }
 }
 
-impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize> World<H, X, L, N, P> {
+impl<H: ScenarioHal, X: Executor, const L: usize, const N: usize, const P: usize, R: Reclamation>
+    World<H, X, L, N, P, R>
+where
+    Mmu<H, L, R>: SecondaryMmu<H>,
+{
     /// vCPU 0 loaded on CPU 0 (role 0), an empty table, no memslot; host page `i` maps
     /// `pfns[i]`.
     fn new(hal: &H, x: &X, pfns: [Pfn; N]) -> Self {
@@ -865,8 +878,11 @@ pub fn mmu_fault_vs_invalidation<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 
 /// The zap scenarios' world: two levels, gfn 0 -> pfn 1 and gfn 1 -> pfn 2 in leaf table T0,
 /// and a guest that already accessed gfn 0 (its TLB and paging-structure cache hold it).
-fn zap_world<H: ScenarioHal, X: Executor>(hal: &H, x: &X) -> Arc<World<H, X, 2, 1, 2>> {
-    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [Pfn(1)]));
+fn zap_world<H: ScenarioHal, X: Executor, R: Reclamation>(hal: &H, x: &X) -> Arc<World<H, X, 2, 1, 2, R>>
+where
+    Mmu<H, 2, R>: SecondaryMmu<H>,
+{
+    let w = Arc::new(World::<H, X, 2, 1, 2, R>::new(hal, x, [Pfn(1)]));
     w.install(Gfn(0), Pfn(1));
     w.install(Gfn(1), Pfn(2));
     w.prefill(&[Gfn(0)]);
@@ -888,7 +904,7 @@ fn zap_world<H: ScenarioHal, X: Executor>(hal: &H, x: &X) -> Arc<World<H, X, 2, 
 /// Invariants: no software walk, hardware walk or cached leaf table reads T0 after it was
 /// freed; the guest uses no TLB entry for pfn 1 or 2 after the flush returned.
 pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = zap_world(hal, x);
+    let w = zap_world::<H, X, IpiReclamation>(hal, x);
     let (wv, wz) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
@@ -935,7 +951,7 @@ pub fn mmu_zap_ipi_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// bag while `zap_epoch` runs, so `FlushBeforeUnpin` cannot matter here; `epoch-walk` kills it
 /// with 65 pages.)
 pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = zap_world(hal, x);
+    let w = zap_world::<H, X, EpochReclamation>(hal, x);
     let (wv, wz) = (w.clone(), w.clone());
     x.run(vec![
         Role::new("vcpu", move || {
@@ -969,7 +985,8 @@ pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 
 /// `mmu-age-lockless-vs-zap-epoch`: the notifier's aging without `mmu_lock` (KVM's lockless
 /// `kvm_age_gfn`, the TDP MMU under `rcu_read_lock`) against an invalidation that frees a table
-/// page the epoch way, both through core's [`EpochWay`](mmusync::mmu::EpochWay). Two levels; one
+/// page the epoch way, both through the notifier implementation of core's epoch-way MMU
+/// ([`EpochReclamation`]). Two levels; one
 /// memslot (gfns 0..2 <- host pages 0..2); gfn 0 -> pfn 1 and gfn 1 -> pfn 2 in leaf table T0,
 /// both with the accessed bit set (the hardware used them, [`ReferenceMmu::hw_access`]). This
 /// scenario's poison carries the accessed bit (`GhostTables::poison_young`).
@@ -993,10 +1010,10 @@ pub fn mmu_zap_epoch_vs_walk<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
 /// unlinks T0 and the collector frees it, and the ager then reads (and clears the bit of) the
 /// freed page.
 pub fn mmu_age_lockless_vs_zap_epoch<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
-    let w = Arc::new(World::<H, X, 2, 1, 2>::new(hal, x, [Pfn(1)]));
+    let w = Arc::new(World::<H, X, 2, 1, 2, EpochReclamation>::new(hal, x, [Pfn(1)]));
     w.tables.poison_young();
     let slot = setup(Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 2, hva: HVA0 }));
-    setup(w.vm.set_memslot(&w.mmu.epoch_way(), SlotChange::Create(slot)));
+    setup(w.vm.set_memslot(&*w.mmu, SlotChange::Create(slot)));
     w.install(Gfn(0), Pfn(1));
     w.install(Gfn(1), Pfn(2));
     {
@@ -1012,12 +1029,11 @@ pub fn mmu_age_lockless_vs_zap_epoch<H: ScenarioHal, X: Executor>(hal: &H, x: &X
     x.run(vec![
         Role::new("ager", move || {
             let x = &wa.x;
-            let way = wa.mmu.epoch_way();
-            x.step(format_args!("clear_young(host pages 0..2), lockless through EpochWay"));
-            let young = wa.vm.clear_young(&way, hvas);
+            x.step(format_args!("clear_young(host pages 0..2), lockless (epoch-way MMU)"));
+            let young = wa.vm.clear_young(&*wa.mmu, hvas);
             x.step(format_args!("clear_young returned young: {young}"));
-            x.step(format_args!("test_young(host pages 0..2), lockless through EpochWay"));
-            if wa.vm.test_young(&way, hvas) {
+            x.step(format_args!("test_young(host pages 0..2), lockless (epoch-way MMU)"));
+            if wa.vm.test_young(&*wa.mmu, hvas) {
                 violated(
                     Invariant::WalkerReadFreedTable,
                     format_args!(
@@ -1030,9 +1046,8 @@ pub fn mmu_age_lockless_vs_zap_epoch<H: ScenarioHal, X: Executor>(hal: &H, x: &X
         }),
         Role::new("zapper", move || {
             let x = &wz.x;
-            let way = wz.mmu.epoch_way();
-            x.step(format_args!("invalidate_range_start(host pages 0..2) through EpochWay (zap_epoch)"));
-            let open = setup(wz.vm.invalidate_range_start(&way, hvas));
+            x.step(format_args!("invalidate_range_start(host pages 0..2), epoch-way MMU (zap_epoch)"));
+            let open = setup(wz.vm.invalidate_range_start(&*wz.mmu, hvas));
             x.step(format_args!("invalidate_range_end"));
             setup(open.end());
             let handle = wz.mmu.reclaimer().register();
