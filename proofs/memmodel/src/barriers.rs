@@ -205,13 +205,19 @@ pub fn judge(p: Pairing) -> Judged {
     }
 }
 
-/// A skeleton with the context that `docs/models.md` says makes a barrier redundant.
+/// A skeleton of a barrier with the code around it in KVM that may make it redundant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Context {
     /// The barrier judged.
     pub barrier: Barrier,
+    /// The skeleton's name (the rows' scenario).
+    pub name: &'static str,
     /// What the context is.
     pub what: &'static str,
+    /// Whether core's own code has the context, so that the barrier's verdict is this
+    /// skeleton's. Otherwise the context is a property of some hardware only (core cannot
+    /// assume it), the bare pairing decides, and this skeleton is reported beside it.
+    pub in_core: bool,
     /// Verdicts with everything present.
     pub both: Vec<Verdict>,
     /// Verdicts without the barrier, context kept.
@@ -222,7 +228,10 @@ pub struct Context {
     pub candidates: usize,
 }
 
-/// The context skeleton: `SyncRootSpteBeforeFlags` after the VM exit.
+/// The context skeletons: `SyncRootSpteBeforeFlags` after the VM exit (core's unsync check
+/// runs after one), and `GuestExitReadsBeforeMode` behind a VM exit that is a full barrier (an
+/// x86 VM exit is serializing; core's mode store at exit cannot assume that of every
+/// architecture).
 pub fn contexts() -> Vec<Context> {
     // Host: unsync = 1; smp_wmb(); spte = W. vCPU: walker reads spte; VM exit (full);
     // smp_rmb(); read unsync.
@@ -235,15 +244,42 @@ pub fn contexts() -> Vec<Context> {
             if rmb { "smp_rmb(); " } else { "" },
         )
     };
-    let mut candidates = 0;
-    vec![Context {
-        barrier: Barrier::SyncRootSpteBeforeFlags,
-        what: "after the VM exit (serializing: smp_mb) between the walker's read and the flag read",
-        both: verdicts(&unsync(true, true), &mut candidates),
-        without: verdicts(&unsync(true, false), &mut candidates),
-        without_context: verdicts(&unsync(false, false), &mut candidates),
-        candidates,
-    }]
+    // vCPU: the guest's walker reads the table page; VM exit (full); OUTSIDE (release).
+    // Requester: reads the mode (acquire), then frees (writes) the page. Forbidden: the walker
+    // read the free's write although the requester saw OUTSIDE (load buffering).
+    let exit = |exit: bool, release: bool| {
+        format!(
+            "C ctx\n{{}}\nP0(int *page, int *mode) {{ int r0; r0 = READ_ONCE(*page); {}{} }}\n\
+             P1(int *page, int *mode) {{ int r1; r1 = smp_load_acquire(mode); WRITE_ONCE(*page, 1); }}\n\
+             exists (0:r0=1 /\\ 1:r1=1)\n",
+            if exit { "smp_mb(); " } else { "" },
+            if release { "smp_store_release(mode, 1);" } else { "WRITE_ONCE(*mode, 1);" },
+        )
+    };
+    let mut sync_candidates = 0;
+    let mut exit_candidates = 0;
+    vec![
+        Context {
+            barrier: Barrier::SyncRootSpteBeforeFlags,
+            name: "MP+UnsyncMarkBeforeWritableSpte+SyncRootSpteBeforeFlags+vm-exit",
+            what: "after the VM exit (serializing: smp_mb) between the walker's read and the flag read",
+            in_core: true,
+            both: verdicts(&unsync(true, true), &mut sync_candidates),
+            without: verdicts(&unsync(true, false), &mut sync_candidates),
+            without_context: verdicts(&unsync(false, false), &mut sync_candidates),
+            candidates: sync_candidates,
+        },
+        Context {
+            barrier: Barrier::GuestExitReadsBeforeMode,
+            name: "LB+GuestExitReadsBeforeMode+KickModeReadBeforeFree+vm-exit",
+            what: "behind a VM exit that is a full barrier (smp_mb, as x86's serializing exit) between the guest's table read and OUTSIDE",
+            in_core: false,
+            both: verdicts(&exit(true, true), &mut exit_candidates),
+            without: verdicts(&exit(true, false), &mut exit_candidates),
+            without_context: verdicts(&exit(false, false), &mut exit_candidates),
+            candidates: exit_candidates,
+        },
+    ]
 }
 
 /// Where E2's release fence (`InvalidateEndSeqBeforeActiveCount`) sits in [`e2_source`].
@@ -419,15 +455,16 @@ pub fn barrier_tables() -> String {
             model_list(&killed_under(&j.both, &j.without_b)),
         );
     }
-    out.push_str("\nIn context (the redundancy claims of `docs/models.md`):\n\n");
-    out.push_str("| barrier | context | all present | without it | without it and the context |\n");
-    out.push_str("|---|---|---|---|---|\n");
+    out.push_str("\nIn context (the code around the barrier; \"core\": whether core's own code has that context):\n\n");
+    out.push_str("| barrier | context | core | all present | without it | without it and the context |\n");
+    out.push_str("|---|---|---|---|---|---|\n");
     for c in &ctx {
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {} | {} | {} |",
             c.barrier.name(),
             c.what,
+            if c.in_core { "yes" } else { "no" },
             letters(&c.both),
             letters(&c.without),
             letters(&c.without_context)
@@ -462,7 +499,7 @@ pub fn barrier_tables() -> String {
             );
             continue;
         }
-        if let Some(c) = ctx.iter().find(|c| c.barrier == b) {
+        if let Some(c) = ctx.iter().find(|c| c.barrier == b && c.in_core) {
             let alone = killed_under(&c.both, &c.without);
             let verdict = if alone.is_empty() {
                 format!(
@@ -492,11 +529,24 @@ pub fn barrier_tables() -> String {
             }
         }
         needed = Model::ALL.into_iter().filter(|m| needed.contains(m)).collect();
-        let verdict = if needed.is_empty() {
+        let mut verdict = if needed.is_empty() {
             "redundant under every model".to_string()
         } else {
             format!("killed under {}", model_list(&needed))
         };
+        if let Some(c) = ctx.iter().find(|c| c.barrier == b && !c.in_core) {
+            let alone = killed_under(&c.both, &c.without);
+            let _ = write!(
+                verdict,
+                "; in context, {}: {} (core cannot assume that context, so the bare pairing decides)",
+                c.what,
+                if alone.is_empty() {
+                    "redundant under every model".to_string()
+                } else {
+                    format!("still needed under {}", model_list(&alone))
+                }
+            );
+        }
         let _ =
             writeln!(out, "| `{}` | {} | {} | {verdict} |", b.name(), shapes.join("; "), model_list(&needed));
     }

@@ -88,11 +88,27 @@ fn every_pairing_forbids_its_outcome_and_each_side_matters_somewhere() {
 
 #[test]
 fn documented_redundancies_hold_under_every_model() {
-    for c in contexts() {
+    let ctx = contexts();
+    for c in &ctx {
         assert!(c.without.iter().all(|v| *v == Verdict::Never), "{:?} redundant in context", c.barrier);
         assert!(c.without_context.contains(&Verdict::Sometimes), "{:?} needed without context", c.barrier);
     }
+    let in_core: Vec<_> = ctx.iter().filter(|c| c.in_core).map(|c| c.barrier).collect();
+    assert_eq!(in_core, [mmusync::Barrier::SyncRootSpteBeforeFlags]);
     assert_eq!(LOOM_UNKILLABLE.len(), 7);
+}
+
+/// `GuestExitReadsBeforeMode` behind a full-barrier VM exit: redundant there under every model,
+/// needed under LKMM and ARMv8 without it (the bare pairing, which decides its verdict).
+#[test]
+fn guest_exit_release_is_redundant_only_behind_a_full_barrier_exit() {
+    use Verdict::{Never, Sometimes};
+    let c = contexts().into_iter().find(|c| c.barrier == mmusync::Barrier::GuestExitReadsBeforeMode).unwrap();
+    assert!(!c.in_core);
+    // Model::ALL order: lkmm sc tso armv8 rc11.
+    assert_eq!(c.without, [Never; 5]);
+    assert_eq!(c.without_context, [Sometimes, Never, Never, Sometimes, Never]);
+    assert!(barrier_tables().contains("core cannot assume that context, so the bare pairing decides"));
 }
 
 /// The three-thread E2 chain: `InvalidateEndSeqBeforeActiveCount` is needed under RC11 only,
