@@ -5,7 +5,7 @@
 use crate::mutant::Mutant;
 use mmusync::barrier::FenceKind;
 use mmusync::hal::{CpuId, CpuSet, Cpus, Hal, IrqState};
-use mmusync::{Barrier, Rule};
+use mmusync::{Barrier, Rule, Step};
 
 /// A backend with at most one mutant applied at run time: [`Hal::barrier`] skips the dropped
 /// barrier, [`Hal::keeps`] answers `false` for the broken rule; everything else delegates.
@@ -59,6 +59,11 @@ unsafe impl<H: Hal> Hal for Mutated<H> {
     #[inline(always)]
     fn spin_hint(&self) {
         self.inner.spin_hint()
+    }
+
+    #[inline(always)]
+    fn step(&self, step: Step) {
+        self.inner.step(step)
     }
 }
 

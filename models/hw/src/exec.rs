@@ -530,7 +530,11 @@ impl Executor for ThreadExec {
 
     fn run(&self, roles: Vec<Role>) {
         let jobs = roles.into_iter().map(|r| Some((r.name, r.body))).collect();
-        if let Err(p) = self.dispatch(jobs, OnHang::Panic) {
+        // Core steps recorded from here to the end carry their CPU (crate::steps).
+        crate::steps::set_roles(true);
+        let run = self.dispatch(jobs, OnHang::Panic);
+        crate::steps::set_roles(false);
+        if let Err(p) = run {
             panic::resume_unwind(p);
         }
     }

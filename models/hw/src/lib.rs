@@ -20,6 +20,8 @@
 //! * [`stress`]: runs every model scenario of [`mmusync_models::SCENARIOS`] and every hardware
 //!   scenario a fixed number of iterations (bounded in time), on both backends, with or without
 //!   a mutant, and reports violations per scenario (the `hw-stress` binary).
+//! * [`steps`]: records core's own steps ([`mmusync::Step`]) on real threads, so that their
+//!   traces replay in the protocol models like loom's and shuttle's (`hw-stress --traces`).
 //! * [`litmus`]: store buffering and message passing on two pinned threads, with and without
 //!   the `x86` backend's barriers (the `hw-litmus` binary).
 //!
@@ -37,4 +39,5 @@ pub mod hal;
 pub mod litmus;
 pub mod poison;
 pub mod scenarios;
+pub mod steps;
 pub mod stress;

@@ -14,8 +14,9 @@
 use crate::exec::{is_violation, panic_message, ThreadExec};
 use crate::hal::{Backend, HalVisitor};
 use crate::scenarios::{run_batch, Batch, Tuning};
+use crate::steps::{Recorded, Recording};
 use mmusync_models::exec::VIOLATION;
-use mmusync_models::{Body, Checker, HardwareBody, Mutant, Scenario, ScenarioHal, Shared};
+use mmusync_models::{Body, Checker, HardwareBody, Mutant, Scenario, ScenarioHal, Shared, TraceStep};
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
@@ -36,6 +37,9 @@ pub struct StressConfig {
     pub mutant: Option<Mutant>,
     /// Record the steps of model scenarios, to print the first violation's trace.
     pub trace: bool,
+    /// Record core's own steps of every iteration of a model scenario ([`crate::steps`]), for
+    /// trace conformance; the run stops at the first violation (the last recorded iteration).
+    pub record_steps: bool,
     /// Knobs of the hardware scenarios.
     pub tuning: Tuning,
     /// Seed of the hardware scenarios' delays.
@@ -51,6 +55,7 @@ impl Default for StressConfig {
             cap: Duration::from_secs(10),
             mutant: None,
             trace: false,
+            record_steps: false,
             tuning: Tuning::default(),
             seed: 1,
         }
@@ -105,6 +110,8 @@ pub struct Outcome {
     pub first_error: Option<String>,
     /// The first violating iteration's steps (model scenarios, with tracing on).
     pub trace: Vec<String>,
+    /// Core's steps of each iteration, with [`StressConfig::record_steps`] (model scenarios).
+    pub executions: Vec<Vec<TraceStep>>,
 }
 
 impl Outcome {
@@ -123,6 +130,7 @@ impl Outcome {
             first_violation: None,
             first_error: None,
             trace: Vec::new(),
+            executions: Vec::new(),
         }
     }
 
@@ -205,6 +213,24 @@ impl HalVisitor for ModelRun<'_> {
     type Output = Outcome;
 
     fn visit<H: ScenarioHal>(self, hal: H) -> Outcome {
+        if self.cfg.record_steps {
+            let Some(recording) = Recording::start() else {
+                let mut out = self.out;
+                out.errors = 1;
+                out.first_error = Some("another step recording is live in this process".into());
+                return out;
+            };
+            self.iterate(Recorded(hal), Some(&recording))
+        } else {
+            self.iterate(hal, None)
+        }
+    }
+}
+
+impl ModelRun<'_> {
+    /// Runs the iterations on `hal`; with `recording`, keeps each iteration's core steps and
+    /// stops after the first violation.
+    fn iterate<H: ScenarioHal>(self, hal: H, recording: Option<&Recording>) -> Outcome {
         let ModelRun { body, cfg, exec, mut out } = self;
         let start = Instant::now();
         exec.set_tracing(cfg.trace);
@@ -219,12 +245,19 @@ impl HalVisitor for ModelRun<'_> {
                 }
                 let run = panic::catch_unwind(AssertUnwindSafe(|| body.run(&hal, exec)));
                 out.iterations += 1;
+                if let Some(r) = recording {
+                    out.executions.push(r.take());
+                }
                 let Err(p) = run else { continue };
                 if is_violation(p.as_ref()) {
                     out.violations += 1;
                     if out.first_violation.is_none() {
                         out.first_violation = Some(panic_message(p.as_ref()).to_string());
                         out.trace = exec.take_trace().iter().map(ToString::to_string).collect();
+                    }
+                    if recording.is_some() {
+                        // A trace file's last execution is its failing one.
+                        break;
                     }
                 } else {
                     out.errors += 1;

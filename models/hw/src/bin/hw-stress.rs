@@ -7,6 +7,7 @@
 //! hw-stress --scenario sb-walk --mutant WalkBeginModeBeforeSpteReads --rounds 1000000
 //! hw-stress --sweep                           # every scenario against each mutant it targets
 //! hw-stress --json results/stress.json
+//! hw-stress --scenario sb-walk --backend x86 --traces sb-walk.json   # core's steps, for trace-conformance
 //! ```
 //!
 //! Exit status: without a mutant, 1 if any scenario saw a violation or an error; with a mutant
@@ -18,7 +19,7 @@ use mmusync_hw::scenarios::Tuning;
 use mmusync_hw::stress::{
     quiet_violation_panics, table_row, AnyScenario, Outcome, StressConfig, TABLE_HEADER,
 };
-use mmusync_models::Mutant;
+use mmusync_models::{Bound, Checker, Mutant, Traces};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,11 @@ struct Cli {
     /// Write the results as a JSON array to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Record core's own steps of every iteration and write them to this file (one model
+    /// scenario, one backend; with a mutant the run stops at its first violation), for the
+    /// protocol proofs' `trace-conformance`. Recording takes a lock at every step.
+    #[arg(long, value_name = "PATH")]
+    traces: Option<PathBuf>,
     /// List the scenarios and the mutants they target, and exit.
     #[arg(long)]
     list: bool,
@@ -114,6 +120,15 @@ fn main() -> ExitCode {
         v
     };
     let backends = if cli.backends.is_empty() { Backend::ALL.to_vec() } else { cli.backends.clone() };
+    if cli.traces.is_some()
+        && (scenarios.len() != 1
+            || backends.len() != 1
+            || cli.sweep
+            || !matches!(scenarios[0], AnyScenario::Model(..)))
+    {
+        eprintln!("hw-stress: --traces records one model scenario on one backend (--scenario, --backend)");
+        return ExitCode::from(2);
+    }
     let (iterations, rounds, seconds) =
         if cli.soak { (1_000_000, 10_000_000, 300.0) } else { (2_000, 100_000, 10.0) };
     let base = StressConfig {
@@ -122,6 +137,7 @@ fn main() -> ExitCode {
         cap: Duration::from_secs_f64(cli.seconds.unwrap_or(seconds).max(0.0)),
         mutant,
         trace: cli.trace,
+        record_steps: cli.traces.is_some(),
         tuning: Tuning { jitter: cli.jitter, hold: cli.hold },
         seed: cli.seed,
         ..StressConfig::default()
@@ -178,6 +194,35 @@ fn main() -> ExitCode {
         if let Err(e) = written {
             eprintln!("hw-stress: writing {}: {e}", path.display());
             return ExitCode::from(2);
+        }
+    }
+    if let (Some(path), [o]) = (&cli.traces, outcomes.as_mut_slice()) {
+        if o.errors > 0 {
+            eprintln!("hw-stress: not writing {}: the run had errors", path.display());
+            return ExitCode::from(2);
+        }
+        let traces = Traces {
+            checker: Checker::Hardware,
+            scenario: o.scenario.to_string(),
+            mutant: o.mutant,
+            bound: Bound::Sampled,
+            failed: o.violations > 0,
+            executions: std::mem::take(&mut o.executions),
+        };
+        let steps: usize = traces.executions.iter().map(Vec::len).sum();
+        let written = serde_json::to_string(&traces)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => println!(
+                "hw-stress: {} execution(s), {steps} core step(s) written to {}",
+                traces.executions.len(),
+                path.display()
+            ),
+            Err(e) => {
+                eprintln!("hw-stress: writing {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
         }
     }
     let violations: u64 = outcomes.iter().map(|o| o.violations).sum();
