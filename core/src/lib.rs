@@ -11,7 +11,7 @@
 //! | P2 | fault-side retry checks and the translation cache | [`retry`], [`pfncache`] | `mmu_invalidate_retry{,_gfn,_gfn_unsafe}`, `hva_to_pfn_retry` |
 //! | P3 | memslot swaps that wait out open invalidations | [`memslot`], [`srcu`] | `mn_active_invalidate_count`, `kvm_swap_active_memslots` |
 //! | P4 | unsync shadow pages and the lockless sync-root check | [`unsync`] | `mmu_try_to_unsync_pages`, `is_unsync_root` |
-//! | P5 | lockless page-table walks and safe freeing of table pages | [`vcpu`], [`walk`], [`epoch`] | `walk_shadow_page_lockless_begin/end`, `kvm_flush_remote_tlbs`, TDP MMU RCU walks |
+//! | P5 | lockless page-table walks and safe freeing of table pages | [`vcpu`], [`walk`], [`epoch`], [`reclamation`] | `walk_shadow_page_lockless_begin/end`, `kvm_flush_remote_tlbs`, TDP MMU RCU walks |
 //!
 //! Every ordering point has a name ([`Barrier`]); protocol code asks the HAL for barriers
 //! only by name, so model backends can drop any one of them at run time and show that it is
