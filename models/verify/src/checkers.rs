@@ -255,7 +255,7 @@ fn kvm(cli: &Cli) -> Result<Vec<Row>, String> {
 
 /// The proof crates: `memmodel barriers` (every barrier's litmus skeletons under five memory
 /// models), `protocol-proofs` (the stateright models and their mutants) and the trace
-/// conformance of loom's traces of core's code ([`loom_trace_conformance`]), at the CI scale in
+/// conformance of loom's and real threads' traces of core's code ([`trace_conformance`]), at the CI scale in
 /// quick and full mode (about a minute in release; the full scale adds minutes for
 /// larger instances of the same models). Both write [`Row`]s; `--protocol` is applied by the
 /// caller.
@@ -275,14 +275,14 @@ fn proofs(cli: &Cli) -> Result<Vec<Row>, String> {
         run_logged(label, cargo_run(package, bin, &args), &out.join(format!("{name}.txt")))?;
         rows.extend(read_rows(&json)?);
     }
-    rows.extend(loom_trace_conformance(&out, cli.protocol)?);
+    rows.extend(trace_conformance(&out, cli.protocol)?);
     Ok(rows)
 }
 
 /// The loom runs whose every execution's trace of core's steps the proofs replay: the scenarios
 /// a model projection covers, on the correct code and with each rule mutant that has a model
 /// counterpart (`mmusync_protocol_proofs::conformance::conform` says which).
-const TRACED: [(&str, &str); 8] = [
+const TRACED: [(&str, &str); 15] = [
     ("mmu-fault-vs-invalidation", "none"),
     ("mmu-fault-vs-invalidation", "RetryChecksInProgress"),
     ("mmu-fault-vs-invalidation", "RetryChecksSeq"),
@@ -291,12 +291,25 @@ const TRACED: [(&str, &str); 8] = [
     ("sb-walk", "WalkDisablesInterrupts"),
     ("sb-walk", "FlushWaitsForReaders"),
     ("sb-walk", "FreeAfterFlush"),
+    ("epoch-walk", "none"),
+    ("epoch-walk", "FlushBeforeUnpin"),
+    ("memslot-swap-vs-invalidation", "none"),
+    ("memslot-swap-vs-invalidation", "MemslotSwapWaitsForInvalidations"),
+    ("memslot-swap-vs-invalidation", "MemslotPublishUnderLock"),
+    ("cache-refresh-vs-invalidation", "none"),
+    ("cache-refresh-vs-invalidation", "CacheChecksActiveCount"),
 ];
 
-/// Trace conformance of loom's traces: each run of [`TRACED`] writes every execution's core
-/// steps (`loom-scorecard --traces`), and `trace-conformance` replays them in the protocol
-/// models (a row per correct-code run; a disagreement on a mutant's traces fails the checker).
-fn loom_trace_conformance(
+/// Real-thread executions recorded per correct-code scenario of [`TRACED`] (x86 backend).
+const HW_TRACED_ITERATIONS: &str = "2000";
+
+/// Trace conformance: each run of [`TRACED`] writes every execution's core steps under loom
+/// (`loom-scorecard --traces`), each of its correct-code scenarios also
+/// [`HW_TRACED_ITERATIONS`] executions on real threads (`hw-stress --traces`, the x86 backend;
+/// a sample, and a mutant's failure there is too rare to wait for), and `trace-conformance`
+/// replays them all in the protocol models (a row per correct-code run; a disagreement on a
+/// mutant's traces fails the checker).
+fn trace_conformance(
     out: &Path,
     cli_protocol: Option<mmusync::barrier::Protocol>,
 ) -> Result<Vec<Row>, String> {
@@ -318,6 +331,31 @@ fn loom_trace_conformance(
         cmd.arg(&file);
         run_logged("proofs loom traces", cmd, &dir.join(format!("loom-{scenario}--{mutant}.txt")))?;
         files.push(file.display().to_string());
+        if mutant == "none" {
+            let file = dir.join(format!("hw-{scenario}.json"));
+            let _ = std::fs::remove_file(&file);
+            let args: Vec<String> = [
+                "--scenario",
+                scenario,
+                "--backend",
+                "x86",
+                "--iterations",
+                HW_TRACED_ITERATIONS,
+                "--seconds",
+                "60",
+                "--traces",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([file.display().to_string()])
+            .collect();
+            run_logged(
+                "proofs real-thread traces",
+                cargo_run("mmusync-hw", "hw-stress", &args),
+                &dir.join(format!("hw-{scenario}.txt")),
+            )?;
+            files.push(file.display().to_string());
+        }
     }
     if files.is_empty() {
         return Ok(Vec::new());

@@ -455,7 +455,9 @@ pub fn barrier_tables() -> String {
             model_list(&killed_under(&j.both, &j.without_b)),
         );
     }
-    out.push_str("\nIn context (the code around the barrier; \"core\": whether core's own code has that context):\n\n");
+    out.push_str(
+        "\nIn context (the code around the barrier; \"core\": whether core's own code has that context):\n\n",
+    );
     out.push_str("| barrier | context | core | all present | without it | without it and the context |\n");
     out.push_str("|---|---|---|---|---|---|\n");
     for c in &ctx {

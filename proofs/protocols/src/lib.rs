@@ -16,8 +16,10 @@
 //! * [`models::pfncache`]: the translation-cache refresh (`core/src/pfncache.rs`) vs
 //!   invalidations, the race for caches outside every memslot, and a fix.
 //!
-//! [`conformance`] replays step traces recorded from core's code (shuttle and loom runs) in the fault
-//! and walk models: every step must be a step the model allows, with the values the model has.
+//! [`conformance`] replays step traces recorded from core's code (shuttle, loom and real-thread
+//! runs) in the fault, memslot, pfncache and walk models (the walk model under both
+//! reclamation schemes): every step must be a step the model allows, with the values the model
+//! has.
 //!
 //! [`registry`] lists every check (correct models and mutants, with the property each mutant
 //! must break); [`runner`] explores one and reports states, depth, time and counterexamples;

@@ -1,12 +1,20 @@
 //! Trace conformance: shuttle runs of core's own code replay as paths of the protocol models
 //! ([`mmusync_protocol_proofs::conformance`]): `mmu-fault-vs-invalidation` (through
 //! `ReferenceMmu::fault` and `Vm::invalidate_range_start`/`end`) in the fault model, `sb-walk`
-//! (`walk_lockless_begin`/end vs `ZapList::commit`) in the walk model (IPI scheme). A core
-//! mutant's failing execution and hand-altered traces do not.
+//! (`walk_lockless_begin`/end vs `ZapList::commit`) in the walk model (IPI scheme),
+//! `memslot-swap-vs-invalidation` (`Vm::set_memslot` vs start/end) in the memslot model,
+//! `cache-refresh-vs-invalidation` (`TranslationCache::try_refresh` vs start/end) in the
+//! pfncache model, `epoch-walk` (`ReclaimHandle::zap` vs a pinned walk and guest entry) in
+//! the walk model's epoch scheme. A core mutant's failing execution and hand-altered traces do
+//! not.
 
 use mmusync::{Rule, Step};
-use mmusync_protocol_proofs::conformance::{replay, replay_fault, FaultSetup, TraceStep, WalkSetup};
+use mmusync_protocol_proofs::conformance::{
+    replay, replay_fault, CacheSetup, EpochSetup, FaultSetup, MemslotSetup, TraceStep, WalkSetup,
+};
 use mmusync_protocol_proofs::models::fault::FaultMutant;
+use mmusync_protocol_proofs::models::memslot::MemslotMutant;
+use mmusync_protocol_proofs::models::pfncache::PfnCacheMutant;
 use mmusync_protocol_proofs::models::walk::WalkMutant;
 use mmusync_shuttle::runner::{run_traced, target, Options, Outcome, Sched};
 use mmusync_shuttle::trace::What;
@@ -262,4 +270,256 @@ fn walk_mutants_are_rejected_and_match_the_model_mutants() {
         assert!(rejected >= 1, "{rule:?}: the model rejects the failing execution");
         assert!(replay(&correct, traces.last().expect("traces")).is_err());
     }
+}
+
+/// The position of the first step of `t` that `f` accepts.
+fn pos(t: &[TraceStep], f: impl Fn(&Step) -> bool) -> usize {
+    t.iter().position(|s| f(&s.step)).expect("step")
+}
+
+/// `memslot-swap-vs-invalidation`: `Vm::set_memslot` (a memslot created: W2-W5, and W7-W8
+/// abstracted) vs `Vm::start`/`end` over its page (S1-E2) in the memslot model.
+#[test]
+fn shuttle_traces_of_memslot_swap_replay_in_the_memslot_model() {
+    let setup = MemslotSetup::memslot_swap_vs_invalidation(None);
+    let (mut waited, mut began, mut missed) = (0, 0, 0);
+    for sched in [Sched::Random, Sched::Pct { depth: 3 }] {
+        let (outcome, traces) = traces_of("memslot-swap-vs-invalidation", None, sched);
+        assert_eq!(outcome, Outcome::Pass);
+        for (i, trace) in traces.iter().enumerate() {
+            if let Err(m) = replay(&setup, trace) {
+                panic!("{sched} execution {i} does not conform: {m}\ntrace: {trace:#?}");
+            }
+            waited += usize::from(has(trace, |s| matches!(s, Step::MemslotWait { .. })));
+            let hit = has(trace, |s| matches!(s, Step::InvalidateBegin { .. }));
+            began += usize::from(hit);
+            missed += usize::from(!hit);
+        }
+    }
+    // Both orders: the swap first (the invalidation then hits the new slot), and the
+    // invalidation first (it hits nothing, and the swap waits for it or starts after it).
+    assert!(waited > 0 && began > 0 && missed > 0, "{waited} {began} {missed}");
+}
+
+/// `MemslotSwapWaitsForInvalidations` (the swap publishes under an open invalidation) and
+/// `MemslotPublishUnderLock` (the swap checks the count, drops the lock, re-takes it and
+/// publishes): the correct model rejects the failing execution, at the publish; every trace
+/// replays in the model mutant that breaks the same rule.
+#[test]
+fn memslot_mutants_are_rejected_and_match_the_model_mutants() {
+    for (rule, model_mutant) in [
+        (Rule::MemslotSwapWaitsForInvalidations, MemslotMutant::NoWait),
+        (Rule::MemslotPublishUnderLock, MemslotMutant::PublishAfterUnlock),
+    ] {
+        let (outcome, traces) =
+            traces_of("memslot-swap-vs-invalidation", Some(rule), Sched::Pct { depth: 3 });
+        let correct = MemslotSetup::memslot_swap_vs_invalidation(None);
+        let mutant = MemslotSetup::memslot_swap_vs_invalidation(Some(model_mutant));
+        let mut rejected = 0;
+        for trace in &traces {
+            if let Err(m) = replay(&correct, trace) {
+                let msg = m.to_string();
+                assert!(
+                    matches!(m.step.step, Step::MemslotPublish { .. })
+                        && msg.contains(
+                            "swap1 cannot take W4-W5 here (the model enables: swap1 W3 check active count"
+                        ),
+                    "{rule:?}: {msg}"
+                );
+                rejected += 1;
+            }
+            if let Err(m) = replay(&mutant, trace) {
+                panic!("{rule:?}: the trace does not replay in {model_mutant:?}: {m}\n{trace:#?}");
+            }
+        }
+        assert_eq!(outcome, Outcome::Violation, "{rule:?}: shuttle kills the mutant");
+        assert!(rejected >= 1, "{rule:?}: the model rejects the failing execution");
+        assert!(replay(&correct, traces.last().expect("traces")).is_err());
+    }
+}
+
+#[test]
+fn altered_memslot_traces_are_rejected() {
+    let setup = MemslotSetup::memslot_swap_vs_invalidation(None);
+    let (_, traces) = traces_of("memslot-swap-vs-invalidation", None, Sched::Random);
+    let trace = traces
+        .iter()
+        .find(|t| has(t, |s| matches!(s, Step::MemslotWait { .. })))
+        .expect("a swap that waited for the invalidation");
+    replay(&setup, trace).expect("the original conforms");
+
+    // The swap publishes before the invalidation it waits for has ended.
+    let mut t = trace.clone();
+    let publish = t.remove(pos(&t, |s| matches!(s, Step::MemslotPublish { .. })));
+    t.insert(pos(&t, |s| matches!(s, Step::ActiveEnd { .. })), publish);
+    let m = replay(&setup, &t).expect_err("a publish under an open invalidation");
+    assert!(m.to_string().contains("swap1 cannot take W4-W5 here"), "{m}");
+
+    // The swap says it waits for two invalidations.
+    let mut t = trace.clone();
+    let i = pos(&t, |s| matches!(s, Step::MemslotWait { .. }));
+    t[i].step = Step::MemslotWait { active: 2 };
+    let m = replay(&setup, &t).expect_err("a wrong count");
+    assert!(m.to_string().contains("active count the swap waits for: the model has 1, the trace 2"), "{m}");
+}
+
+/// `cache-refresh-vs-invalidation`: one `TranslationCache::try_refresh` attempt (R2-R4h) vs
+/// `Vm::start`/`end` over the cached page, which the primary MMU remaps from pfn 1 to pfn 2.
+#[test]
+fn shuttle_traces_of_cache_refresh_replay_in_the_pfncache_model() {
+    let setup = CacheSetup::cache_refresh_vs_invalidation(None);
+    for sched in [Sched::Random, Sched::Pct { depth: 3 }] {
+        let (outcome, traces) = traces_of("cache-refresh-vs-invalidation", None, sched);
+        assert_eq!(outcome, Outcome::Pass);
+        let (mut validated, mut retried, mut invalidated) = (0, 0, 0);
+        for (i, trace) in traces.iter().enumerate() {
+            if let Err(m) = replay(&setup, trace) {
+                panic!("{sched} execution {i} does not conform: {m}\ntrace: {trace:#?}");
+            }
+            validated += usize::from(has(trace, |s| matches!(s, Step::CacheValid { .. })));
+            retried += usize::from(has(trace, |s| matches!(s, Step::CacheRetry { retry: true, .. })));
+            invalidated += usize::from(has(trace, |s| matches!(s, Step::CacheInvalidated { .. })));
+        }
+        // Both orders: refreshes that validate (before the invalidation, which then makes the
+        // cache invalid, or after it) and refreshes that race with it and retry.
+        assert!(
+            validated > 0 && retried > 0 && invalidated > 0,
+            "{sched}: {validated} {retried} {invalidated}"
+        );
+    }
+}
+
+/// `CacheChecksActiveCount` (R4g ignores the active count): the correct model rejects the
+/// failing execution at its R4g; every trace replays in the model mutant `SkipActiveCount`.
+#[test]
+fn cache_mutant_is_rejected_and_matches_the_model_mutant() {
+    let (outcome, traces) = traces_of(
+        "cache-refresh-vs-invalidation",
+        Some(Rule::CacheChecksActiveCount),
+        Sched::Pct { depth: 3 },
+    );
+    assert_eq!(outcome, Outcome::Violation, "shuttle kills the mutant");
+    let correct = CacheSetup::cache_refresh_vs_invalidation(None);
+    let mutant = CacheSetup::cache_refresh_vs_invalidation(Some(PfnCacheMutant::SkipActiveCount));
+    let mut rejected = 0;
+    for trace in &traces {
+        if let Err(m) = replay(&correct, trace) {
+            let msg = m.to_string();
+            assert!(
+                matches!(m.step.step, Step::CacheRetry { retry: false, .. })
+                    && msg.contains("refresher R4g retry check (active count, seq): active count: the model has 1, the trace 0"),
+                "{msg}"
+            );
+            rejected += 1;
+        }
+        if let Err(m) = replay(&mutant, trace) {
+            panic!("the trace does not replay in SkipActiveCount: {m}\n{trace:#?}");
+        }
+    }
+    assert!(rejected >= 1);
+    assert!(replay(&correct, traces.last().expect("traces")).is_err());
+}
+
+#[test]
+fn altered_cache_traces_are_rejected() {
+    let setup = CacheSetup::cache_refresh_vs_invalidation(None);
+    let (_, traces) = traces_of("cache-refresh-vs-invalidation", None, Sched::Random);
+    // One where the refresh validated pfn 1 before the invalidation, whose S2 then made the
+    // cache invalid.
+    let trace = traces
+        .iter()
+        .find(|t| has(t, |s| matches!(s, Step::CacheInvalidated { .. })))
+        .expect("a refresh before the invalidation");
+    replay(&setup, trace).expect("the original conforms");
+
+    // The refresh caches the pfn of the remap that has not happened yet.
+    let mut t = trace.clone();
+    let i = pos(&t, |s| matches!(s, Step::CacheValid { .. }));
+    if let Step::CacheValid { hva, .. } = t[i].step {
+        t[i].step = Step::CacheValid { hva, pfn: mmusync::Pfn(2) };
+    }
+    let m = replay(&setup, &t).expect_err("a pfn from the future");
+    assert!(m.to_string().contains("validated pfn: the model has Pfn(0x1), the trace Pfn(0x2)"), "{m}");
+
+    // S2 leaves the valid cache alone: the invalidation cannot go on to S3.
+    let mut t = trace.clone();
+    t.remove(pos(&t, |s| matches!(s, Step::CacheInvalidated { .. })));
+    let m = replay(&setup, &t).expect_err("a valid cache left valid");
+    assert!(m.to_string().contains("inv0 cannot take S3 here (the model enables: inv0 S2"), "{m}");
+
+    // The invalidation ends without bumping seq.
+    let mut t = trace.clone();
+    let i = pos(&t, |s| matches!(s, Step::InvalidateEnd { .. }));
+    t[i].step = Step::InvalidateEnd { seq: 0, in_progress: 0 };
+    let m = replay(&setup, &t).expect_err("no seq bump");
+    assert!(m.to_string().contains("seq: the model has 1, the trace 0"), "{m}");
+}
+
+/// `epoch-walk`: `ReclaimHandle::zap` (flush, then `EpochDefer`, then unpin) vs a pinned walk,
+/// the collector and guest entry, in the walk model's epoch scheme.
+#[test]
+fn shuttle_traces_of_epoch_walk_replay_in_the_walk_model() {
+    let setup = EpochSetup::epoch_walk(None);
+    let (mut turned_back, mut entered_first) = (0, 0);
+    for sched in [Sched::Random, Sched::Pct { depth: 3 }] {
+        let (outcome, traces) = traces_of("epoch-walk", None, sched);
+        assert_eq!(outcome, Outcome::Pass);
+        for (i, trace) in traces.iter().enumerate() {
+            if let Err(m) = replay(&setup, trace) {
+                panic!("{sched} execution {i} does not conform: {m}\ntrace: {trace:#?}");
+            }
+            turned_back += usize::from(has(trace, |s| matches!(s, Step::GuestEnter { requests: true })));
+            entered_first += usize::from(
+                pos(trace, |s| matches!(s, Step::GuestEnter { .. }))
+                    < pos(trace, |s| matches!(s, Step::Request { .. })),
+            );
+        }
+    }
+    // Both orders: guests that entered before the flush's request, and guests the request
+    // turned back.
+    assert!(turned_back > 0 && entered_first > 0, "{turned_back} {entered_first}");
+}
+
+/// `FlushBeforeUnpin` broken (the zapper defers and unpins, then flushes): the correct model
+/// rejects the failing execution at the defer; every trace replays in `UnpinBeforeFlush`.
+#[test]
+fn epoch_mutant_is_rejected_and_matches_the_model_mutant() {
+    let (outcome, traces) = traces_of("epoch-walk", Some(Rule::FlushBeforeUnpin), Sched::Pct { depth: 2 });
+    assert_eq!(outcome, Outcome::Violation, "shuttle kills the mutant");
+    let correct = EpochSetup::epoch_walk(None);
+    let mutant = EpochSetup::epoch_walk(Some(WalkMutant::UnpinBeforeFlush));
+    for trace in &traces {
+        let m = replay(&correct, trace).expect_err("the mutant defers before it flushes, always");
+        assert!(
+            matches!(m.step.step, Step::EpochDefer { .. })
+                && m.to_string()
+                    .contains("zapper cannot take Defer here (the model enables: zapper flushes remote TLBs"),
+            "{m}"
+        );
+        if let Err(m) = replay(&mutant, trace) {
+            panic!("the trace does not replay in UnpinBeforeFlush: {m}\n{trace:#?}");
+        }
+    }
+}
+
+#[test]
+fn altered_epoch_traces_are_rejected() {
+    let setup = EpochSetup::epoch_walk(None);
+    let (_, traces) = traces_of("epoch-walk", None, Sched::Random);
+    let trace = &traces[0];
+    replay(&setup, trace).expect("the original conforms");
+
+    // The defer reported before the flush returned.
+    let mut t = trace.clone();
+    let defer = t.remove(pos(&t, |s| matches!(s, Step::EpochDefer { .. })));
+    t.insert(pos(&t, |s| matches!(s, Step::IpiAndWait { .. })), defer);
+    let m = replay(&setup, &t).expect_err("defer before the flush");
+    assert!(m.to_string().contains("zapper cannot take Defer here"), "{m}");
+
+    // One page deferred instead of the 65 unlinked.
+    let mut t = trace.clone();
+    let i = pos(&t, |s| matches!(s, Step::EpochDefer { .. }));
+    t[i].step = Step::EpochDefer { pages: 1 };
+    let m = replay(&setup, &t).expect_err("a page count");
+    assert!(m.to_string().contains("pages deferred: the model has 65, the trace 1"), "{m}");
 }
