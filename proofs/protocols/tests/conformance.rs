@@ -10,7 +10,8 @@
 
 use mmusync::{Rule, Step};
 use mmusync_protocol_proofs::conformance::{
-    replay, replay_fault, CacheSetup, EpochSetup, FaultSetup, MemslotSetup, TraceStep, WalkSetup,
+    replay, replay_fault, replay_lagging, CacheSetup, EpochSetup, FaultSetup, Lag, MemslotSetup, TraceStep,
+    WalkSetup,
 };
 use mmusync_protocol_proofs::models::fault::FaultMutant;
 use mmusync_protocol_proofs::models::memslot::MemslotMutant;
@@ -522,4 +523,32 @@ fn altered_epoch_traces_are_rejected() {
     t[i].step = Step::EpochDefer { pages: 1 };
     let m = replay(&setup, &t).expect_err("a page count");
     assert!(m.to_string().contains("pages deferred: the model has 65, the trace 1"), "{m}");
+}
+
+/// A real-thread trace (`hw-stress --traces`, recorded on x86): the walker's `WalkEnd` was
+/// logged after the zapper's kick had already read its `OUTSIDE`. As recorded the correct model
+/// rejects it; with every step allowed to lag back to its thread's previous step ([`Lag::Every`],
+/// what a real-thread log means) it replays. Values still count: a kick that found the walker
+/// busy and then waited for no CPU fits no placement.
+#[test]
+fn real_thread_traces_let_every_step_lag_but_keep_their_values() {
+    let setup = WalkSetup::sb_walk(None);
+    let at = |cpu: usize, step: Step| TraceStep { cpu: Some(cpu), step };
+    let kick = |ipi| Step::Kick { cpu: Some(mmusync::CpuId::new(0).unwrap()), ipi };
+    let logged = [
+        at(0, Step::WalkBegin),
+        at(1, Step::Request { request: 0 }),
+        at(1, kick(false)),
+        at(0, Step::WalkEnd),
+        at(1, Step::IpiAndWait { targets: mmusync::CpuSet::empty() }),
+        at(1, Step::ZapCommit { pages: 1 }),
+    ];
+    let m = replay(&setup, &logged).expect_err("as logged, the kick read a walker mid-walk");
+    assert!(m.to_string().contains("IPI needed (walker not OUTSIDE)"), "{m}");
+    let r = replay_lagging(&setup, &logged, Lag::Every).expect("WalkEnd's store came before the kick");
+    assert!(r.lagged >= 1, "placed by the lag rule");
+    let mut waited_for_nobody = logged;
+    waited_for_nobody[2] = at(1, kick(true));
+    let m = replay_lagging(&setup, &waited_for_nobody, Lag::Every).expect_err("an IPI needed, none sent");
+    assert!(m.to_string().contains("Q5"), "{m}");
 }

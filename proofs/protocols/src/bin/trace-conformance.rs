@@ -90,7 +90,13 @@ fn main() -> ExitCode {
                     c.rejected,
                     c.in_model_mutant,
                     c.lagged,
-                    if c.problems.is_empty() { "" } else { ": DISAGREES" }
+                    if !c.problems.is_empty() {
+                        ": DISAGREES"
+                    } else if c.failure_unseen {
+                        " (the failing execution also replays: its trace does not show the order that failed)"
+                    } else {
+                        ""
+                    }
                 );
                 for p in c.problems.iter().take(5) {
                     eprintln!("{what}: {p}");

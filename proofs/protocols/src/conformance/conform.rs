@@ -2,14 +2,15 @@
 //! scenario is an instance of, and in the model mutant that breaks the rule a core mutant breaks.
 
 use super::{
-    replay, CacheSetup, EpochSetup, FaultSetup, MemslotSetup, Mismatch, Replayed, TraceStep, WalkSetup,
+    replay_lagging, CacheSetup, EpochSetup, FaultSetup, Lag, MemslotSetup, Mismatch, Replayed, TraceStep,
+    WalkSetup,
 };
 use crate::models::fault::FaultMutant;
 use crate::models::memslot::MemslotMutant;
 use crate::models::pfncache::PfnCacheMutant;
 use crate::models::walk::WalkMutant;
 use crate::registry::{fault_core, memslot_core, pfncache_core, walk_core};
-use mmusync_models::Mutant;
+use mmusync_models::{Checker, Mutant};
 
 /// A recorded scenario, as an instance of a model: the correct model, and the model mutant that
 /// breaks the same rule as the recorded core mutant (when there is one).
@@ -59,14 +60,15 @@ impl Instance {
         })
     }
 
-    /// Replays `trace` in this instance's model.
-    pub fn replay(&self, trace: &[TraceStep]) -> Result<Replayed, Mismatch> {
+    /// Replays `trace` in this instance's model, the steps `lag` says moved as late as their
+    /// thread's previous step.
+    pub fn replay(&self, trace: &[TraceStep], lag: Lag) -> Result<Replayed, Mismatch> {
         match self {
-            Instance::Fault(s) => replay(s, trace),
-            Instance::Walk(s) => replay(s, trace),
-            Instance::Epoch(s) => replay(s, trace),
-            Instance::Memslot(s) => replay(s, trace),
-            Instance::Cache(s) => replay(s, trace),
+            Instance::Fault(s) => replay_lagging(s, trace, lag),
+            Instance::Walk(s) => replay_lagging(s, trace, lag),
+            Instance::Epoch(s) => replay_lagging(s, trace, lag),
+            Instance::Memslot(s) => replay_lagging(s, trace, lag),
+            Instance::Cache(s) => replay_lagging(s, trace, lag),
         }
     }
 }
@@ -133,6 +135,12 @@ pub struct Conformance {
     pub in_model_mutant: usize,
     /// Steps that replayed only at an earlier position ([`super::Projection::may_lag`]).
     pub lagged: usize,
+    /// A real-thread mutant run's failing execution replayed in the correct model: its trace
+    /// does not show the order that failed (a step's access may lie anywhere after its thread's
+    /// previous report, and the failing access itself, a walker's read of a freed page say,
+    /// reports no step). Not a disagreement; a scheduled checker's failing execution must be
+    /// rejected.
+    pub failure_unseen: bool,
     /// Everything that disagrees: the correct code's execution the model rejects, a mutant's
     /// failing execution the model accepts, a mutant's execution its model mutant rejects.
     pub problems: Vec<String>,
@@ -143,7 +151,10 @@ pub struct Conformance {
 /// On the correct code every execution must replay. With a core mutant, the failing execution
 /// (the last, when `traces.failed`) must be rejected by the correct model, and every execution
 /// must replay in the model mutant that breaks the same rule, where the model has one. `Err` for
-/// a scenario or mutant no model covers.
+/// a scenario or mutant no model covers. Real threads' traces ([`Checker::Hardware`]) may have
+/// any step reported late ([`Lag::Every`]); the scheduled checkers' only the projection's. A
+/// real-thread failing execution that replays in the correct model is reported
+/// ([`Conformance::failure_unseen`]), not counted as a disagreement.
 pub fn conform(traces: &mmusync_models::Traces) -> Result<Conformance, String> {
     let correct = Instance::of(&traces.scenario, None)
         .ok_or_else(|| format!("{}: no model projection for this scenario", traces.scenario))?;
@@ -163,15 +174,18 @@ pub fn conform(traces: &mmusync_models::Traces) -> Result<Conformance, String> {
             Instance::of(&traces.scenario, Some(mm))
         }
     };
+    let lag = if traces.checker == Checker::Hardware { Lag::Every } else { Lag::Projection };
     let mut out = Conformance::default();
     let last = traces.executions.len().saturating_sub(1);
     for (i, trace) in traces.executions.iter().enumerate() {
         let failing = traces.failed && i == last;
-        match correct.replay(trace) {
+        match correct.replay(trace, lag) {
             Ok(r) => {
                 out.accepted += 1;
                 out.lagged += r.lagged;
-                if failing {
+                if failing && lag == Lag::Every {
+                    out.failure_unseen = true;
+                } else if failing {
                     out.problems
                         .push(format!("execution {i}: the failing execution replays in the correct model"));
                 }
@@ -184,7 +198,7 @@ pub fn conform(traces: &mmusync_models::Traces) -> Result<Conformance, String> {
             }
         }
         if let Some(model) = &mutant {
-            match model.replay(trace) {
+            match model.replay(trace, lag) {
                 Ok(_) => out.in_model_mutant += 1,
                 Err(m) => out.problems.push(format!("execution {i}: not a path of the model mutant: {m}")),
             }

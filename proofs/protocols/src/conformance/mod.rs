@@ -61,7 +61,7 @@ pub use epoch::{EpochSetup, EpochThread};
 pub use fault::{FaultSetup, FaultThread};
 pub use memslot::{MemslotSetup, MemslotThread};
 pub use pfncache::{CacheSetup, CacheThread};
-pub use replay::{replay, replay_fault, Mismatch, Replayed};
+pub use replay::{replay, replay_fault, replay_lagging, Lag, Mismatch, Replayed};
 pub use walk::{WalkSetup, WalkThread};
 
 pub use mmusync_models::TraceStep;

@@ -87,18 +87,36 @@ pub fn replay_fault(setup: &FaultSetup, trace: &[TraceStep]) -> Result<Replayed,
     replay(setup, trace)
 }
 
+/// Which steps of a trace may have been reported late: after reports of other CPUs that came
+/// after the access the step reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lag {
+    /// The projection's own [`Projection::may_lag`] steps: a scheduled checker's trace (shuttle,
+    /// loom) has a report right after its access except where the projection says otherwise.
+    Projection,
+    /// Every step: on real threads another CPU can report between any access and its report, so
+    /// each access lies somewhere after its thread's previous report and before its own.
+    Every,
+}
+
+/// Replays `trace` in `p`'s model, from its initial state ([`replay_lagging`] with
+/// [`Lag::Projection`]).
+pub fn replay<P: Projection>(p: &P, trace: &[TraceStep]) -> Result<Replayed, Mismatch> {
+    replay_lagging(p, trace, Lag::Projection)
+}
+
 /// Replays `trace` in `p`'s model, from its initial state. `Ok` with counts when every step is
 /// allowed; the first step the model does not allow (or whose values disagree with every path
-/// the model allows) otherwise. Steps that may lag ([`Projection::may_lag`]) are also tried at
-/// each earlier position after their thread's previous step; the trace conforms when one
-/// placement does, and the mismatch reported is that of the trace as recorded.
-pub fn replay<P: Projection>(p: &P, trace: &[TraceStep]) -> Result<Replayed, Mismatch> {
+/// the model allows) otherwise. Steps that may lag (`lag`) are also tried at each earlier
+/// position after their thread's previous step; the trace conforms when one placement does, and
+/// the mismatch reported is that of the trace as recorded.
+pub fn replay_lagging<P: Projection>(p: &P, trace: &[TraceStep], lag: Lag) -> Result<Replayed, Mismatch> {
     let first = match replay_once(p, trace) {
         Ok(r) => return Ok(r),
         Err(m) => m,
     };
     let mut trace = trace.to_vec();
-    match replay_lagged(p, &mut trace, 0, first.index) {
+    match replay_lagged(p, lag, &mut trace, 0, first.index) {
         Some(r) => Ok(r),
         None => Err(first),
     }
@@ -108,13 +126,14 @@ pub fn replay<P: Projection>(p: &P, trace: &[TraceStep]) -> Result<Replayed, Mis
 /// `fail` (the index where the current placement fails), recursively.
 fn replay_lagged<P: Projection>(
     p: &P,
+    lag: Lag,
     trace: &mut Vec<TraceStep>,
     from: usize,
     fail: usize,
 ) -> Option<Replayed> {
     for j in from..trace.len() {
         let ts = trace[j];
-        if ts.cpu.is_none() || !p.may_lag(&ts.step) {
+        if ts.cpu.is_none() || (lag == Lag::Projection && !p.may_lag(&ts.step)) {
             continue;
         }
         // Its thread's previous step, unless the projection lets it pass that one.
@@ -130,7 +149,7 @@ fn replay_lagged<P: Projection>(
                     r.lagged += 1;
                     Some(r)
                 }
-                Err(m) if m.index > k => replay_lagged(p, trace, j + 1, m.index).map(|mut r| {
+                Err(m) if m.index > k => replay_lagged(p, lag, trace, j + 1, m.index).map(|mut r| {
                     r.lagged += 1;
                     r
                 }),
