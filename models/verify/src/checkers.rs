@@ -300,6 +300,11 @@ const TRACED: [(&str, &str); 15] = [
     ("cache-refresh-vs-invalidation", "CacheChecksActiveCount"),
 ];
 
+/// Traced scenarios explored below their scorecard bound (`MMUSYNC_LOOM_BOUND`): `epoch-walk`
+/// at its bound of 3 is 232k executions (about 58 s and 80 MB of traces); at 2 it is 22.6k
+/// (4 s, 7 MB), and every one of `FlushBeforeUnpin`'s 4,833 executions there is still rejected.
+const TRACE_BOUNDS: [(&str, usize); 1] = [("epoch-walk", 2)];
+
 /// Real-thread executions recorded per correct-code scenario of [`TRACED`] (x86 backend).
 const HW_TRACED_ITERATIONS: &str = "2000";
 
@@ -329,6 +334,9 @@ fn trace_conformance(
             ["--scenario", scenario, "--mutant", mutant, "--traces"].iter().map(|a| a.to_string()).collect();
         let mut cmd = loom_command(&args);
         cmd.arg(&file);
+        if let Some((_, bound)) = TRACE_BOUNDS.iter().find(|(s, _)| *s == scenario) {
+            cmd.env("MMUSYNC_LOOM_BOUND", bound.to_string());
+        }
         run_logged("proofs loom traces", cmd, &dir.join(format!("loom-{scenario}--{mutant}.txt")))?;
         files.push(file.display().to_string());
         if mutant == "none" {
