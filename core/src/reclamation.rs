@@ -24,6 +24,19 @@
 //!   ([`SecondaryMmu`](crate::SecondaryMmu)) that zaps the epoch way and ages without
 //!   `mmu_lock`; it has no `zap_ipi`.
 //!
+//! An epoch pin never counts as a walk of an IPI-way MMU, whatever domain it pins:
+//!
+//! ```
+//! use mmusync::{BoxAlloc, EpochReclaimer, Error, Gfn, ReferenceMmu, StdHal, Vcpu};
+//!
+//! let domain = EpochReclaimer::new(); // some epoch domain (here, this process's first)
+//! let vcpus = [Vcpu::new(StdHal)];
+//! let mmu: ReferenceMmu<'_, StdHal, BoxAlloc, 2, 8> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus)?;
+//! let pin = domain.register();
+//! assert_eq!(mmu.walk(&pin.walk_begin(), Gfn(3)), Err(Error::Foreign));
+//! # Ok::<(), Error>(())
+//! ```
+//!
 //! Mixing the two on one MMU is a compile error, not a runtime check:
 //!
 //! ```compile_fail,E0599
