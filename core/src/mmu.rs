@@ -1477,7 +1477,7 @@ mod tests {
     }
 
     /// The hardware: sets `bits` in the leaf of `gfn` with an atomic OR (D1).
-    fn hw_or(mmu: &Mmu<'_>, gfn: Gfn, bits: u64) {
+    fn hw_or<R: Reclamation>(mmu: &ReferenceMmu<'_, StdHal, BoxAlloc, 3, 4, R>, gfn: Gfn, bits: u64) {
         mmu.table().leaf_entry(gfn).unwrap().fetch_or(bits, Ordering::Relaxed);
     }
 
@@ -1629,6 +1629,24 @@ mod tests {
             Err(Error::Foreign),
             "a pin the zaps do not wait for"
         );
+    }
+
+    #[test]
+    fn the_epoch_way_still_ages_under_mmu_lock_when_asked_directly() {
+        // Vm takes the lockless path for this MMU; a caller of the trait's locked aging gets the
+        // same answers.
+        let _cpu = StdHal::register_cpu().unwrap();
+        let vcpus = [Vcpu::new(StdHal)];
+        let mmu: EpochMmu<'_> = ReferenceMmu::new(StdHal, BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::<StdHal>::new();
+        let slot =
+            Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 8, hva: Hva(0x10_0000) }).unwrap();
+        mmu.map(&lock.write(), Gfn(2), Spte::leaf(Pfn(7), true, true).unwrap()).unwrap();
+        assert!(!SecondaryMmu::age_gfn_range(&mmu, &lock.write(), &slot, gfns(0, 8), true), "never used");
+        hw_or(&mmu, Gfn(2), Spte::ACCESSED);
+        assert!(SecondaryMmu::age_gfn_range(&mmu, &lock.write(), &slot, gfns(0, 8), false));
+        assert!(SecondaryMmu::age_gfn_range(&mmu, &lock.write(), &slot, gfns(0, 8), true), "cleared");
+        assert!(!SecondaryMmu::age_gfn_range(&mmu, &lock.write(), &slot, gfns(0, 8), false));
     }
 
     #[test]
