@@ -924,6 +924,44 @@ mod tests {
     }
 
     #[test]
+    fn freeing_a_page_that_is_not_unsync_leaves_its_siblings_marks() {
+        let lock = MmuLock::new();
+        let sps = ShadowPages::<_, 8>::new(StdHal);
+        let t = tree(&sps, &lock);
+        sps.try_to_unsync(&lock.read(), t.a0, true, false).unwrap();
+        let g = lock.write();
+        // a5's bit in `a` is clear: `clear_unsync_child_bit` must find it clear and stop, not
+        // take a0's count away from `a` and then `a`'s bit from the root.
+        sps.free(&g, t.a5).unwrap();
+        assert_eq!((count(&sps, &g, t.a), count(&sps, &g, t.root)), (1, 1));
+        assert_eq!(sps.state(&g, t.a).unwrap().unsync_child_bitmap[0], 1 << 0);
+        assert_eq!(sps.state(&g, t.root).unwrap().unsync_child_bitmap[0], 1 << 1);
+        sps.check_invariants(&g).unwrap();
+        drop(g);
+        assert_eq!(sps.is_unsync_root(t.root), Ok(true));
+    }
+
+    #[test]
+    fn freeing_one_of_two_unsync_siblings_keeps_the_parents_mark() {
+        let lock = MmuLock::new();
+        let sps = ShadowPages::<_, 8>::new(StdHal);
+        let t = tree(&sps, &lock);
+        for sp in [t.a0, t.a5] {
+            sps.try_to_unsync(&lock.read(), sp, true, false).unwrap();
+        }
+        let g = lock.write();
+        // `a` still has a0 unsync after a5 goes: the walk up must stop at `a`, whose count is
+        // still 1, and leave `a`'s bit in the root.
+        sps.free(&g, t.a5).unwrap();
+        assert_eq!((count(&sps, &g, t.a), count(&sps, &g, t.root)), (1, 1));
+        assert_eq!(sps.state(&g, t.a).unwrap().unsync_child_bitmap[0], 1 << 0);
+        assert_eq!(sps.state(&g, t.root).unwrap().unsync_child_bitmap[0], 1 << 1);
+        sps.check_invariants(&g).unwrap();
+        drop(g);
+        assert_eq!(sps.is_unsync_root(t.root), Ok(true));
+    }
+
+    #[test]
     fn invariant_check_reports_corruption() {
         let lock = MmuLock::new();
         let sps = ShadowPages::<_, 8>::new(StdHal);

@@ -154,6 +154,7 @@ pub enum Shared {
     MmuClearFlushYoungVsGuest,
     CacheDeactivateVsInvalidation,
     MmuAgeLocklessVsZapEpoch,
+    MemslotCacheInSwapWindow,
 }
 
 impl Shared {
@@ -194,6 +195,7 @@ impl Shared {
                 scenarios::cache::cache_deactivate_vs_invalidation(hal, exec)
             }
             Shared::MmuAgeLocklessVsZapEpoch => scenarios::mmu::mmu_age_lockless_vs_zap_epoch(hal, exec),
+            Shared::MemslotCacheInSwapWindow => scenarios::p3::memslot_cache_in_swap_window(hal, exec),
         }
     }
 }
@@ -871,6 +873,19 @@ pub const SCENARIOS: &[Scenario] = &[
         checkers: CODE,
         expect: Expect::Pass,
         body: Body::Shared(Shared::MmuAgeLocklessVsZapEpoch),
+    },
+    Scenario {
+        name: "memslot-cache-in-swap-window",
+        protocol: Protocol::P3Memslots,
+        shape: "W1-W8, I3.4 at the cache's use: a lookup cached by generation (MMIO SPTE / gfn_to_hva_cache) filled before or across a memslot swap, then answered from the cache inside or after the swap window",
+        roles: &["vcpu", "memslot-updater"],
+        setup: "no memslot, generation 0; the updater creates slot 0 (gfn 0 <- hva 0x1000); the vCPU fills its SlotCache for gfn 0 (lookup, then the generation of a second dereference), then looks gfn 0 up through it in a second SRCU read section",
+        invariants: &[Invariant::StaleGenerationCache],
+        kills: &[r(R::MemslotGenerationInProgress)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MemslotCacheInSwapWindow),
     },
 ];
 

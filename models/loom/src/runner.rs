@@ -105,6 +105,11 @@ pub const fn default_bound(body: Shared) -> Option<usize> {
         // Every documented-unkillable mutant it reaches explores it in full, hence 1; its
         // mutant needs one preemption (the ager between its link read and its entry reads).
         Shared::MmuAgeLocklessVsZapEpoch => Some(1),
+        // A lookup cached by generation, filled before or across a memslot swap and used inside
+        // its window (issue 11): 3.4k executions (0.5 s) at 2, 43k (~6 s) at 3. Its mutants die
+        // at 1: MemslotGenerationInProgress after 46, the swap's generation-0 window (a source
+        // mutant, docs/mutants.md) after 7.
+        Shared::MemslotCacheInSwapWindow => Some(2),
         Shared::Mp1LocklessRetry
         | Shared::Mp2SnapshotPlacement
         | Shared::MemslotDeleteVsFault

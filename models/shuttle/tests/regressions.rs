@@ -210,4 +210,5 @@ regressions! {
     notifier_rwsem_2021_bug: "notifier-rwsem-2021", None, "notifier-rwsem-2021--bug.schedule", "deadlock! blocked tasks", random within 20000;
     cache_deactivate_vs_invalidation_cache_listed_while_active: "cache-deactivate-vs-invalidation", Some(Rule::CacheListedWhileActive), "cache-deactivate-vs-invalidation--CacheListedWhileActive.schedule", "invariant violated: valid translation cache maps a freed page or another hva's page", pct within 10000;
     mmu_age_lockless_vs_zap_epoch_lockless_aging_pins_epoch: "mmu-age-lockless-vs-zap-epoch", Some(Rule::LocklessAgingPinsEpoch), "mmu-age-lockless-vs-zap-epoch--LocklessAgingPinsEpoch.schedule", "invariant violated: walker read a freed table page", pct within 10000;
+    memslot_cache_in_swap_window_memslot_generation_in_progress: "memslot-cache-in-swap-window", Some(Rule::MemslotGenerationInProgress), "memslot-cache-in-swap-window--MemslotGenerationInProgress.schedule", "invariant violated: a generation-stamped memslot lookup answers for another layout", random within 10000;
 }

@@ -156,3 +156,61 @@ pub fn memslot_generation_vs_cache<H: ScenarioHal, X: Executor>(hal: &H, x: &X) 
         }
     }
 }
+
+/// W1-W8, I3.4 at the cache's use: a vCPU fills a lookup cache stamped by generation
+/// ([`SlotCache`]) and later answers from it, while the memslot updater creates slot 0 (gfn 0
+/// <- host page 0). No memslot and generation 0 at first.
+///
+/// * vcpu: in one SRCU read section, looks gfn 0 up and caches the answer under the generation
+///   read through a second dereference (the fault path's MMIO SPTE, as in
+///   [`memslot_generation_vs_cache`]); then, in a second read section, answers gfn 0 through
+///   the cache ([`SlotCache::lookup`]: `kvm_read_guest_cached`).
+/// * memslot-updater: `set_memslot(Create slot 0)`.
+///
+/// Invariant I3.4, checked where the cache is used: the answer equals what the set read in the
+/// same section maps. Without the in-progress bit (`MemslotGenerationInProgress`) the old set's
+/// "no memslot" is stamped with the new set's final generation and answered after the swap. A
+/// swap that stamps its window with generation 0 instead of the in-progress bit (a source
+/// mutant of `Memslots::swap` that no named rule expresses) lets the answer cached at
+/// generation 0, before the swap, be accepted inside the window, where the new set already maps
+/// gfn 0: the second section must start after the publish and before the final generation.
+pub fn memslot_cache_in_swap_window<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal, X: Executor> {
+        vm: Vm<H, 1>,
+        sptes: Sptes<H, X, 1>,
+    }
+    let w = Arc::new(World { vm: Vm::new(hal.clone()), sptes: Sptes::new(x.clone()) });
+
+    let (wv, xv) = (w.clone(), x.clone());
+    let (wu, xu) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let mut cache = SlotCache::new();
+            let slots = wv.vm.memslots().read();
+            let hva = slots.find(Gfn(0)).and_then(|s| s.gfn_to_hva(Gfn(0)));
+            let generation = wv.vm.memslots().read().generation();
+            let filled = cache.fill(generation, Gfn(0), hva);
+            xv.step(format_args!("cache gfn 0 -> {hva:?} under generation {generation:#x}: {filled:?}"));
+            drop(slots);
+
+            let slots = wv.vm.memslots().read();
+            let generation = slots.generation();
+            let answer = cache.lookup(&slots, Gfn(0));
+            let truth = slots.find(Gfn(0)).and_then(|s| s.gfn_to_hva(Gfn(0)));
+            xv.step(format_args!("cached lookup of gfn 0 under generation {generation:#x} -> {answer:?}"));
+            if answer != truth {
+                violated(
+                    Invariant::StaleGenerationCache,
+                    format_args!(
+                        "generation {generation:#x} answers gfn 0 -> {answer:?} from the cache, but its layout maps {truth:?}"
+                    ),
+                );
+            }
+        }),
+        Role::new("memslot-updater", move || {
+            xu.step(format_args!("KVM_SET_USER_MEMORY_REGION: create slot 0"));
+            setup(wu.vm.set_memslot(&wu.sptes, SlotChange::Create(page_slot(0))));
+            xu.step(format_args!("create returned"));
+        }),
+    ]);
+}
