@@ -88,6 +88,9 @@ pub enum Invariant {
     /// I5.8: the guest accessed a page after `clear_flush_young` aged it without setting its
     /// accessed bit again.
     AccessNotRecorded,
+    /// I3.2: an SRCU reader used data that an updater freed after `synchronize` returned, while
+    /// the reader's section was still open.
+    SrcuReaderUsesFreedData,
 }
 
 impl Invariant {
@@ -111,6 +114,7 @@ impl Invariant {
             Invariant::WriteAfterWriteProtect => "guest wrote a page after its write protection returned",
             Invariant::DirtyBitLost => "a page the guest wrote is not marked dirty anywhere",
             Invariant::AccessNotRecorded => "guest accessed an aged page without setting its accessed bit",
+            Invariant::SrcuReaderUsesFreedData => "an SRCU reader used data freed after synchronize returned",
         }
     }
 }

@@ -155,6 +155,7 @@ pub enum Shared {
     CacheDeactivateVsInvalidation,
     MmuAgeLocklessVsZapEpoch,
     MemslotCacheInSwapWindow,
+    SrcuReaderStraddlesTwoSyncs,
 }
 
 impl Shared {
@@ -196,6 +197,7 @@ impl Shared {
             }
             Shared::MmuAgeLocklessVsZapEpoch => scenarios::mmu::mmu_age_lockless_vs_zap_epoch(hal, exec),
             Shared::MemslotCacheInSwapWindow => scenarios::p3::memslot_cache_in_swap_window(hal, exec),
+            Shared::SrcuReaderStraddlesTwoSyncs => scenarios::p3::srcu_reader_straddles_two_syncs(hal, exec),
         }
     }
 }
@@ -886,6 +888,19 @@ pub const SCENARIOS: &[Scenario] = &[
         checkers: CODE,
         expect: Expect::Pass,
         body: Body::Shared(Shared::MemslotCacheInSwapWindow),
+    },
+    Scenario {
+        name: "srcu-reader-straddles-two-syncs",
+        protocol: Protocol::P3Memslots,
+        shape: "SRCU read section vs two synchronize_srcu calls, I3.2: a reader that loads the index before the first call's flip and increments its counter after that call's scan, vs an updater that publishes, synchronizes and frees twice",
+        roles: &["reader", "updater"],
+        setup: "core's Srcu; a published word naming host page 1 of pages 1-3 (each with a payload word; liveness in ghost state); the updater publishes page 2, synchronizes, frees page 1, then publishes page 3, synchronizes, frees page 2",
+        invariants: &[Invariant::SrcuReaderUsesFreedData],
+        kills: &[b(B::SrcuReadLockMb), b(B::SrcuSyncBeforeScan)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::SrcuReaderStraddlesTwoSyncs),
     },
 ];
 

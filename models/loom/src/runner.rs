@@ -110,6 +110,13 @@ pub const fn default_bound(body: Shared) -> Option<usize> {
         // at 1: MemslotGenerationInProgress after 46, the swap's generation-0 window (a source
         // mutant, docs/mutants.md) after 7.
         Shared::MemslotCacheInSwapWindow => Some(2),
+        // An SRCU reader straddling two synchronize calls vs the updater's two grace periods:
+        // 154 executions (14 ms) at 3, 401 at 4; exhaustive 850 (78 ms), all passing. The
+        // source mutants of synchronize's first wait (docs/mutants.md) need 3 preemptions
+        // (the reader after its index load, the updater after its first free, the reader after
+        // its dereference): they pass at 2 and fail at 3 after 24 executions. SrcuReadLockMb
+        // and SrcuSyncBeforeScan die at 1 (after 4 and 7).
+        Shared::SrcuReaderStraddlesTwoSyncs => Some(3),
         Shared::Mp1LocklessRetry
         | Shared::Mp2SnapshotPlacement
         | Shared::MemslotDeleteVsFault

@@ -1,15 +1,17 @@
-//! P3: memslot updates against invalidations and faults.
+//! P3: memslot updates against invalidations and faults, and the SRCU grace periods they rely on.
 
 use super::{page_hvas, page_slot, setup, x86_fault, Host, Sptes};
 use crate::exec::{violated, Executor, Invariant, Role};
-use crate::ghost::Flag;
+use crate::ghost::{Flag, Pages};
 use crate::scenario::ScenarioHal;
 use alloc::sync::Arc;
 use alloc::vec;
+use mmusync::hal::{Atomic, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use mmusync::lock::SpinLock;
 use mmusync::memslot::{SlotCache, SlotChange};
 use mmusync::notifier::Vm;
 use mmusync::range::{Gfn, Pfn};
+use mmusync::srcu::Srcu;
 use mmusync::Error;
 
 /// P3's swap (W1-W8): an invalidation of hva page 0 runs start → end while the memslot updater creates a
@@ -211,6 +213,71 @@ pub fn memslot_cache_in_swap_window<H: ScenarioHal, X: Executor>(hal: &H, x: &X)
             xu.step(format_args!("KVM_SET_USER_MEMORY_REGION: create slot 0"));
             setup(wu.vm.set_memslot(&wu.sptes, SlotChange::Create(page_slot(0))));
             xu.step(format_args!("create returned"));
+        }),
+    ]);
+}
+
+/// SRCU itself, I3.2 ("no SRCU reader still uses the old set"), with a read section that
+/// straddles two grace periods. Core's [`Srcu`] guards a published word that names one of three
+/// versions of some data (host pages 1 to 3, each with a payload word; page 1 at first), whose
+/// liveness is ghost state.
+///
+/// * reader: `srcu_read_lock`, reads the published page (acquire: `srcu_dereference`), reads
+///   its payload, checks that the page is not freed, `srcu_read_unlock`.
+/// * updater: publishes page 2 (release), `synchronize`, frees page 1; publishes page 3,
+///   `synchronize`, frees page 2.
+///
+/// Invariant I3.2: the reader never uses a freed page. A reader that loads index 0 before the
+/// first `synchronize` flips it, and increments counter 0 only after that call has drained it,
+/// reads page 2 and is counted where only the second call's first wait (`count[!cur]`, with
+/// `cur` = 1) looks. A `synchronize` whose first wait drains the same counter as its second
+/// (source mutants of that wait's index, docs/mutants.md) frees page 2 under the reader.
+/// Without `SrcuReadLockMb` or `SrcuSyncBeforeScan`, the first scan can miss a reader that
+/// still reads page 1, which the updater then frees.
+pub fn srcu_reader_straddles_two_syncs<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    struct World<H: ScenarioHal> {
+        srcu: Srcu<H>,
+        published: H::AtomicU64,
+        payload: [H::AtomicU64; 3],
+        pages: Pages<3>,
+    }
+    let w = Arc::new(World {
+        srcu: Srcu::new(hal.clone()),
+        published: H::AtomicU64::new(1),
+        payload: core::array::from_fn(|i| H::AtomicU64::new(0x100 * (i as u64 + 1))),
+        pages: Pages::new(),
+    });
+
+    let (wr, xr) = (w.clone(), x.clone());
+    let (wu, xu) = (w.clone(), x.clone());
+    x.run(vec![
+        Role::new("reader", move || {
+            let section = wr.srcu.read_lock();
+            let page = Pfn(wr.published.load(Acquire));
+            xr.step(format_args!("srcu_dereference -> page {page}"));
+            // The use: a model access, so that loom can run the updater between the
+            // dereference and the check below.
+            let payload = wr.payload[(page.0 - 1) as usize].load(Relaxed);
+            xr.step(format_args!("read page {page}'s payload {payload:#x}"));
+            if wr.pages.is_freed(page) {
+                violated(
+                    Invariant::SrcuReaderUsesFreedData,
+                    format_args!(
+                        "the reader used page {page} inside its SRCU section after the updater freed it"
+                    ),
+                );
+            }
+            drop(section);
+            xr.step(format_args!("srcu_read_unlock"));
+        }),
+        Role::new("updater", move || {
+            for (old, new) in [(Pfn(1), Pfn(2)), (Pfn(2), Pfn(3))] {
+                wu.published.store(new.0, Release);
+                xu.step(format_args!("publish page {new} (rcu_assign_pointer)"));
+                wu.srcu.synchronize();
+                wu.pages.free(old);
+                xu.step(format_args!("synchronize_srcu returned: freed page {old}"));
+            }
         }),
     ]);
 }
