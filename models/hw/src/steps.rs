@@ -1,6 +1,6 @@
 //! Core's own steps on real threads, recorded for trace conformance.
 //!
-//! loom and shuttle see every [`Hal::step`](mmusync::hal::Hal::step) of an execution because
+//! loom and shuttle see every [`Hal::step`] of an execution because
 //! they schedule it. Real threads have no scheduler to ask, so [`Recorded`] wraps a backend and
 //! appends each step core reports to one process-wide log, under a lock: the order in which the
 //! CPUs took that lock is the trace's order. A [`Recording`] (at most one at a time) turns the
