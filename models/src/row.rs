@@ -87,13 +87,14 @@ impl Checker {
                  /dev/kvm is missing (MMUSYNC_REQUIRE_KVM=1 makes that a failure)"
             }
             Checker::Proofs => {
-                "checks hand-written models, not core's code (except that loom's traces of core's \
-                 steps in two scenarios, mmu-fault-vs-invalidation and sb-walk, must replay in the \
-                 fault and walk models): the memory-model verdicts are for \
+                "checks hand-written models, not core's code (except that loom's and real threads' \
+                 traces of core's steps in five scenarios must replay in the fault, walk (both \
+                 schemes), memslot and pfncache models): the memory-model verdicts are for \
                  two-thread litmus skeletons of each barrier pairing (three threads for the E2 \
                  chain), which leave out the surrounding locks and barriers that can make a \
                  barrier redundant in the real code (only SyncRootSpteBeforeFlags and \
-                 InvalidateEndSeqBeforeActiveCount are judged in context); its models are SC, \
+                 InvalidateEndSeqBeforeActiveCount are judged in context; GuestExitReadsBeforeMode \
+                 is shown in context beside its bare pairing); its models are SC, \
                  x86-TSO, ARMv8 (no ISB/LDAPR), RC11 (forbids all load buffering) and LKMM (marked \
                  accesses, no SRCU, no plain accesses); the stateright models are the protocol \
                  steps written from core's docs, at small sizes (3 vCPUs/walkers, 2-3 \
