@@ -10,8 +10,8 @@
 
 use mmusync::{Rule, Step};
 use mmusync_protocol_proofs::conformance::{
-    replay, replay_fault, replay_lagging, CacheSetup, EpochSetup, FaultSetup, Lag, MemslotSetup, TraceStep,
-    WalkSetup,
+    replay, replay_fault, replay_lagging, CacheSetup, EpochSetup, FaultSetup, Lag, MemslotSetup, Mismatch,
+    Replayed, TraceStep, WalkSetup,
 };
 use mmusync_protocol_proofs::models::fault::FaultMutant;
 use mmusync_protocol_proofs::models::memslot::MemslotMutant;
@@ -183,8 +183,7 @@ fn altered_traces_are_rejected() {
     let mut t = trace.clone();
     let i = pos(&t, &|s| matches!(s, Step::Snapshot { .. }));
     t[i].step = Step::Snapshot { seq: 1 };
-    let m = replay_fault(&setup, &t).expect_err("wrong seq");
-    assert!(m.to_string().contains("seq snapshot: the model has 0, the trace 1"), "{m}");
+    assert_rejected(replay_fault(&setup, &t), "wrong seq", "seq snapshot: the model has 0, the trace 1");
 
     // S3c says nothing needed a flush although the fault's SPTE was zapped.
     let mut t = trace.clone();
@@ -192,8 +191,11 @@ fn altered_traces_are_rejected() {
     if let Step::Unmap { slot, start, end, .. } = t[i].step {
         t[i].step = Step::Unmap { slot, start, end, flush: false };
     }
-    let m = replay_fault(&setup, &t).expect_err("flush needed");
-    assert!(m.to_string().contains("flush needed: the model has true, the trace false"), "{m}");
+    assert_rejected(
+        replay_fault(&setup, &t),
+        "flush needed",
+        "flush needed: the model has true, the trace false",
+    );
 }
 
 /// `sb-walk`: a lockless walk (L1-L4) vs unlink + `ZapList::commit` (Q1-Q5, Z2).
@@ -235,8 +237,11 @@ fn altered_walk_traces_are_rejected() {
     let mut t = trace.clone();
     let end = t.remove(t.iter().position(|s| s.step == Step::WalkEnd).expect("WalkEnd"));
     t.push(end);
-    let m = replay(&setup, &t).expect_err("Q5 before the walk ended");
-    assert!(m.to_string().contains("zapper cannot take Q5 here (the model enables: walker0 L3"), "{m}");
+    assert_rejected(
+        replay(&setup, &t),
+        "Q5 before the walk ended",
+        "zapper cannot take Q5 here (the model enables: walker0 L3",
+    );
 }
 
 /// `WalkDisablesInterrupts` (the IPI is taken at once, Q5 returns mid-walk) and
@@ -274,6 +279,14 @@ fn walk_mutants_are_rejected_and_match_the_model_mutants() {
 }
 
 /// The position of the first step of `t` that `f` accepts.
+/// Asserts that a replay failed (`what`: the alteration) with a reason that names `why`.
+fn assert_rejected(r: Result<Replayed, Mismatch>, what: &str, why: &str) {
+    match r {
+        Ok(r) => panic!("{what}: the altered trace replays ({r:?})"),
+        Err(m) => assert!(m.to_string().contains(why), "{what}: {m}"),
+    }
+}
+
 fn pos(t: &[TraceStep], f: impl Fn(&Step) -> bool) -> usize {
     t.iter().position(|s| f(&s.step)).expect("step")
 }
@@ -353,15 +366,21 @@ fn altered_memslot_traces_are_rejected() {
     let mut t = trace.clone();
     let publish = t.remove(pos(&t, |s| matches!(s, Step::MemslotPublish { .. })));
     t.insert(pos(&t, |s| matches!(s, Step::ActiveEnd { .. })), publish);
-    let m = replay(&setup, &t).expect_err("a publish under an open invalidation");
-    assert!(m.to_string().contains("swap1 cannot take W4-W5 here"), "{m}");
+    assert_rejected(
+        replay(&setup, &t),
+        "a publish under an open invalidation",
+        "swap1 cannot take W4-W5 here",
+    );
 
     // The swap says it waits for two invalidations.
     let mut t = trace.clone();
     let i = pos(&t, |s| matches!(s, Step::MemslotWait { .. }));
     t[i].step = Step::MemslotWait { active: 2 };
-    let m = replay(&setup, &t).expect_err("a wrong count");
-    assert!(m.to_string().contains("active count the swap waits for: the model has 1, the trace 2"), "{m}");
+    assert_rejected(
+        replay(&setup, &t),
+        "a wrong count",
+        "active count the swap waits for: the model has 1, the trace 2",
+    );
 }
 
 /// `cache-refresh-vs-invalidation`: one `TranslationCache::try_refresh` attempt (R2-R4h) vs
@@ -439,21 +458,26 @@ fn altered_cache_traces_are_rejected() {
     if let Step::CacheValid { hva, .. } = t[i].step {
         t[i].step = Step::CacheValid { hva, pfn: mmusync::Pfn(2) };
     }
-    let m = replay(&setup, &t).expect_err("a pfn from the future");
-    assert!(m.to_string().contains("validated pfn: the model has Pfn(0x1), the trace Pfn(0x2)"), "{m}");
+    assert_rejected(
+        replay(&setup, &t),
+        "a pfn from the future",
+        "validated pfn: the model has Pfn(0x1), the trace Pfn(0x2)",
+    );
 
     // S2 leaves the valid cache alone: the invalidation cannot go on to S3.
     let mut t = trace.clone();
     t.remove(pos(&t, |s| matches!(s, Step::CacheInvalidated { .. })));
-    let m = replay(&setup, &t).expect_err("a valid cache left valid");
-    assert!(m.to_string().contains("inv0 cannot take S3 here (the model enables: inv0 S2"), "{m}");
+    assert_rejected(
+        replay(&setup, &t),
+        "a valid cache left valid",
+        "inv0 cannot take S3 here (the model enables: inv0 S2",
+    );
 
     // The invalidation ends without bumping seq.
     let mut t = trace.clone();
     let i = pos(&t, |s| matches!(s, Step::InvalidateEnd { .. }));
     t[i].step = Step::InvalidateEnd { seq: 0, in_progress: 0 };
-    let m = replay(&setup, &t).expect_err("no seq bump");
-    assert!(m.to_string().contains("seq: the model has 1, the trace 0"), "{m}");
+    assert_rejected(replay(&setup, &t), "no seq bump", "seq: the model has 1, the trace 0");
 }
 
 /// `epoch-walk`: `ReclaimHandle::zap` (flush, then `EpochDefer`, then unpin) vs a pinned walk,
@@ -514,15 +538,13 @@ fn altered_epoch_traces_are_rejected() {
     let mut t = trace.clone();
     let defer = t.remove(pos(&t, |s| matches!(s, Step::EpochDefer { .. })));
     t.insert(pos(&t, |s| matches!(s, Step::IpiAndWait { .. })), defer);
-    let m = replay(&setup, &t).expect_err("defer before the flush");
-    assert!(m.to_string().contains("zapper cannot take Defer here"), "{m}");
+    assert_rejected(replay(&setup, &t), "defer before the flush", "zapper cannot take Defer here");
 
     // One page deferred instead of the 65 unlinked.
     let mut t = trace.clone();
     let i = pos(&t, |s| matches!(s, Step::EpochDefer { .. }));
     t[i].step = Step::EpochDefer { pages: 1 };
-    let m = replay(&setup, &t).expect_err("a page count");
-    assert!(m.to_string().contains("pages deferred: the model has 65, the trace 1"), "{m}");
+    assert_rejected(replay(&setup, &t), "a page count", "pages deferred: the model has 65, the trace 1");
 }
 
 /// A real-thread trace (`hw-stress --traces`, recorded on x86): the walker's `WalkEnd` was
@@ -543,12 +565,14 @@ fn real_thread_traces_let_every_step_lag_but_keep_their_values() {
         at(1, Step::IpiAndWait { targets: mmusync::CpuSet::empty() }),
         at(1, Step::ZapCommit { pages: 1 }),
     ];
-    let m = replay(&setup, &logged).expect_err("as logged, the kick read a walker mid-walk");
-    assert!(m.to_string().contains("IPI needed (walker not OUTSIDE)"), "{m}");
+    assert_rejected(
+        replay(&setup, &logged),
+        "as logged, the kick read a walker mid-walk",
+        "IPI needed (walker not OUTSIDE)",
+    );
     let r = replay_lagging(&setup, &logged, Lag::Every).expect("WalkEnd's store came before the kick");
     assert!(r.lagged >= 1, "placed by the lag rule");
     let mut waited_for_nobody = logged;
     waited_for_nobody[2] = at(1, kick(true));
-    let m = replay_lagging(&setup, &waited_for_nobody, Lag::Every).expect_err("an IPI needed, none sent");
-    assert!(m.to_string().contains("Q5"), "{m}");
+    assert_rejected(replay_lagging(&setup, &waited_for_nobody, Lag::Every), "an IPI needed, none sent", "Q5");
 }
