@@ -148,6 +148,108 @@ mod tests {
         assert_eq!(srcu.readers(), 0);
     }
 
+    /// A stream of readers that never stops, driven from the updater's wait loop: every
+    /// `spin_hint` (one per failed drain check) is a tick, at which the reader thread opens a
+    /// new section and then closes the one it opened at the previous tick, so a section is
+    /// always open and each is open across one tick. The updater waits for the reader's
+    /// acknowledgement of each tick, which makes the run deterministic. After `cap` ticks the
+    /// stream stops opening sections, so a `synchronize` that waits for new readers still
+    /// returns, and the test can count its ticks.
+    mod stream {
+        use super::*;
+        use crate::barrier::FenceKind;
+        use crate::hal::std::StdHal;
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::mpsc::{channel, Receiver, Sender};
+        use std::sync::{Arc, Mutex};
+        use std::vec::Vec;
+
+        /// The reader thread's two channels, held while the stream runs.
+        type Link = Option<(Sender<()>, Receiver<()>)>;
+
+        /// [`StdHal`] whose `spin_hint` is a tick of the reader stream.
+        #[derive(Clone)]
+        struct Streaming {
+            link: Arc<Mutex<Link>>,
+            ticks: Arc<AtomicUsize>,
+        }
+
+        // SAFETY: everything delegates to `StdHal`, except that `spin_hint` also waits for
+        // the reader thread's acknowledgement of a tick: it returns once another CPU has made
+        // progress, as the contract asks.
+        unsafe impl Hal for Streaming {
+            type AtomicU64 = <StdHal as Hal>::AtomicU64;
+            type AtomicUsize = <StdHal as Hal>::AtomicUsize;
+            type AtomicBool = <StdHal as Hal>::AtomicBool;
+            type RawRwLock = <StdHal as Hal>::RawRwLock;
+            type RawMutex = <StdHal as Hal>::RawMutex;
+
+            fn fence(&self, kind: FenceKind) {
+                StdHal.fence(kind)
+            }
+
+            fn spin_hint(&self) {
+                self.ticks.fetch_add(1, Ordering::SeqCst);
+                let link = self.link.lock().unwrap();
+                if let Some((to_reader, from_reader)) = link.as_ref() {
+                    to_reader.send(()).unwrap();
+                    from_reader.recv().unwrap();
+                }
+            }
+        }
+
+        /// Runs `synchronize` `rounds` times against the stream, which opens its first section
+        /// before the first call; returns each call's number of failed drain checks.
+        pub(super) fn waits_per_synchronize(rounds: usize, cap: usize) -> Vec<usize> {
+            let (to_reader, ticks) = channel::<()>();
+            let (acks, from_reader) = channel::<()>();
+            let hal = Streaming {
+                link: Arc::new(Mutex::new(Some((to_reader, from_reader)))),
+                ticks: Arc::new(AtomicUsize::new(0)),
+            };
+            let srcu = Arc::new(Srcu::new(hal.clone()));
+            let (opened, first_open) = channel::<()>();
+            let reader = {
+                let srcu = srcu.clone();
+                std::thread::spawn(move || {
+                    let mut open = Some(srcu.read_lock());
+                    opened.send(()).unwrap();
+                    let mut n = 0;
+                    while ticks.recv().is_ok() {
+                        n += 1;
+                        let next = (n < cap).then(|| srcu.read_lock());
+                        drop(core::mem::replace(&mut open, next));
+                        acks.send(()).unwrap();
+                    }
+                })
+            };
+            first_open.recv().unwrap();
+            let mut waits = Vec::new();
+            for _ in 0..rounds {
+                let before = hal.ticks.load(Ordering::SeqCst);
+                srcu.synchronize();
+                waits.push(hal.ticks.load(Ordering::SeqCst) - before);
+            }
+            // Dropping the link ends the reader's loop (its receiver sees a closed channel).
+            *hal.link.lock().unwrap() = None;
+            reader.join().unwrap();
+            waits
+        }
+    }
+
+    /// The liveness half of the algorithm: the flip. A `synchronize` waits only for sections
+    /// that began before its flip, so an endless stream of new readers cannot hold it: with
+    /// the current section (begun before the call) closed at the first tick, each call returns
+    /// after exactly one failed drain check, in both phases of the index (two calls). Without
+    /// the flip, or with readers counting on another counter than the index names, the
+    /// drained counter always holds the newest section, and the call waits until the stream
+    /// stops (`cap` ticks). The safety checks (the scenarios) cannot see this: the grace
+    /// period stays safe, only its end is lost.
+    #[test]
+    fn an_endless_stream_of_new_readers_does_not_hold_synchronize() {
+        assert_eq!(stream::waits_per_synchronize(2, 16), [1, 1]);
+    }
+
     #[test]
     fn nested_sections_and_repeated_synchronize() {
         let srcu = Srcu::new(StdHal);
