@@ -118,4 +118,26 @@ mod tests {
         assert_eq!(active.end(), Err(Error::Unbalanced));
         assert_eq!(active.count_unlocked(), 0, "an unbalanced end changes nothing");
     }
+
+    /// The counts E1/E2 report are the counts after each change: trace conformance replays a
+    /// checker's trace by these values, so a wrong one is a wrong trace.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_steps_report_the_count_after_each_change() {
+        let hal = crate::hal::std::mutant::Records::default();
+        let active = ActiveInvalidations::new(hal.clone());
+        active.start().unwrap();
+        active.start().unwrap();
+        active.end().unwrap();
+        active.end().unwrap();
+        assert_eq!(
+            hal.take(),
+            [
+                Step::ActiveStart { count: 1 },
+                Step::ActiveStart { count: 2 },
+                Step::ActiveEnd { count: 1 },
+                Step::ActiveEnd { count: 0 },
+            ]
+        );
+    }
 }

@@ -241,6 +241,26 @@ mod tests {
         GfnRange::new(Gfn(s), Gfn(e)).unwrap()
     }
 
+    /// E1 reports `seq` and `in_progress` after its changes: trace conformance replays a
+    /// checker's trace by these values, so a wrong one is a wrong trace.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn end_reports_the_new_seq_and_count() {
+        let hal = crate::hal::std::mutant::Records::default();
+        let inv = Invalidation::new(hal.clone());
+        let g = inv.mmu_lock().write();
+        inv.begin(&g, r(10, 20)).unwrap();
+        inv.begin(&g, r(30, 40)).unwrap();
+        inv.end(&g).unwrap();
+        inv.end(&g).unwrap();
+        let ends: std::vec::Vec<Step> =
+            hal.take().into_iter().filter(|s| matches!(s, Step::InvalidateEnd { .. })).collect();
+        assert_eq!(
+            ends,
+            [Step::InvalidateEnd { seq: 1, in_progress: 1 }, Step::InvalidateEnd { seq: 2, in_progress: 0 }]
+        );
+    }
+
     #[test]
     fn nested_ranges_merge_and_reset_only_on_first_begin() {
         let inv = Invalidation::new(StdHal);

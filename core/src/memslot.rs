@@ -576,6 +576,27 @@ mod tests {
         m.update(a, SlotChange::Create(Memslot::new(config).unwrap()), |_| {}).unwrap();
     }
 
+    /// A swap with no invalidation active reports no wait (W3 is a step only when the swap
+    /// waits), then W4, W7 and W8 with the generations it stored: trace conformance replays a
+    /// checker's trace by these steps.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_swap_with_no_active_invalidation_reports_no_wait() {
+        let hal = crate::hal::std::mutant::Records::default();
+        let (m, a) = (Memslots::<_, 4>::new(hal.clone()), ActiveInvalidations::new(hal.clone()));
+        let slot =
+            Memslot::new(MemslotConfig { id: 1, base_gfn: Gfn(0), npages: 1, hva: Hva(0x1000) }).unwrap();
+        m.update(&a, SlotChange::Create(slot), |_| {}).unwrap();
+        assert_eq!(
+            hal.take(),
+            [
+                Step::MemslotPublish { generation: GEN_UPDATE_IN_PROGRESS },
+                Step::MemslotSynchronized,
+                Step::MemslotGeneration { generation: 1 },
+            ]
+        );
+    }
+
     #[test]
     fn create_move_delete() {
         let (m, a) = slots();

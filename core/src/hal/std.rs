@@ -573,15 +573,20 @@ mod cpus {
     }
 }
 
-/// A backend for tests: [`StdHal`], except that it breaks one [`Rule`](crate::rule::Rule)
-/// (a mutant), as a model backend may. Tests use it to show that a real-thread test fails when
-/// the rule it checks is broken.
+/// Backends for tests: [`StdHal`], except that one breaks a [`Rule`](crate::rule::Rule) (a
+/// mutant), as a model backend may, and one records the [`Step`](crate::step::Step)s core
+/// reports, as the checkers' trace recorders do. Tests use the first to show that a
+/// real-thread test fails when the rule it checks is broken, and the second to check the
+/// values the steps carry (the checkers replay traces by them).
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) mod mutant {
     use super::StdHal;
     use crate::barrier::FenceKind;
     use crate::hal::{CpuId, CpuSet, Cpus, Hal, IrqState};
     use crate::rule::Rule;
+    use crate::step::Step;
+    use std::sync::{Arc, Mutex};
+    use std::vec::Vec;
 
     /// [`StdHal`] with one rule broken.
     #[derive(Clone, Copy, Debug)]
@@ -609,25 +614,64 @@ pub(crate) mod mutant {
         }
     }
 
-    // SAFETY: delegates to `StdHal`'s `Cpus`, which keeps the contract.
-    unsafe impl Cpus for Breaks {
-        fn current_cpu(&self) -> Option<CpuId> {
-            StdHal.current_cpu()
-        }
+    /// [`StdHal`] that keeps every step core reports, in order.
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Records(Arc<Mutex<Vec<Step>>>);
 
-        fn irq_save(&self) -> IrqState {
-            StdHal.irq_save()
-        }
-
-        unsafe fn irq_restore(&self, state: IrqState) {
-            // SAFETY: the caller's obligation, passed on unchanged.
-            unsafe { StdHal.irq_restore(state) }
-        }
-
-        fn ipi_and_wait(&self, targets: CpuSet) {
-            StdHal.ipi_and_wait(targets)
+    impl Records {
+        /// The steps reported so far; the record starts again empty.
+        pub(crate) fn take(&self) -> Vec<Step> {
+            core::mem::take(&mut *self.0.lock().unwrap())
         }
     }
+
+    // SAFETY: everything delegates to `StdHal`, except `step`, which only appends to a list.
+    unsafe impl Hal for Records {
+        type AtomicU64 = <StdHal as Hal>::AtomicU64;
+        type AtomicUsize = <StdHal as Hal>::AtomicUsize;
+        type AtomicBool = <StdHal as Hal>::AtomicBool;
+        type RawRwLock = <StdHal as Hal>::RawRwLock;
+        type RawMutex = <StdHal as Hal>::RawMutex;
+
+        fn fence(&self, kind: FenceKind) {
+            StdHal.fence(kind)
+        }
+
+        fn step(&self, step: Step) {
+            self.0.lock().unwrap().push(step);
+        }
+
+        fn spin_hint(&self) {
+            StdHal.spin_hint()
+        }
+    }
+
+    /// `Cpus` of a test backend: all of it `StdHal`'s.
+    macro_rules! std_cpus {
+        ($backend:ty) => {
+            // SAFETY: delegates to `StdHal`'s `Cpus`, which keeps the contract.
+            unsafe impl Cpus for $backend {
+                fn current_cpu(&self) -> Option<CpuId> {
+                    StdHal.current_cpu()
+                }
+
+                fn irq_save(&self) -> IrqState {
+                    StdHal.irq_save()
+                }
+
+                unsafe fn irq_restore(&self, state: IrqState) {
+                    // SAFETY: the caller's obligation, passed on unchanged.
+                    unsafe { StdHal.irq_restore(state) }
+                }
+
+                fn ipi_and_wait(&self, targets: CpuSet) {
+                    StdHal.ipi_and_wait(targets)
+                }
+            }
+        };
+    }
+    std_cpus!(Breaks);
+    std_cpus!(Records);
 }
 
 #[cfg(all(test, target_os = "linux"))]
