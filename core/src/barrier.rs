@@ -333,6 +333,25 @@ barriers! {
         pairs: [KickModeReadBeforeFree],
         kvm: "vcpu_enter_guest: the VM exit (serializing), smp_wmb() and WRITE_ONCE(vcpu->mode, OUTSIDE_GUEST_MODE)",
     },
+    /// P5, installer (`map` under `mmu_lock`): a new table page's initialized entries before
+    /// the link that publishes it. Without it a lockless walker (an epoch-pinned walk, the
+    /// lockless ager) can follow the new link and read what the page held before its
+    /// initialization: for a recycled page, a freed table's entries, taken for leaves or links.
+    TableLinkPublish = {
+        kind: Release,
+        protocol: P5Walks,
+        pairs: [TableLinkFollow],
+        kvm: "tdp_mmu_link_sp: the child's spt initialized, then published by the atomic SPTE cmpxchg",
+    },
+    /// P5, lockless walker: a table link's load before the reads of the child it names. Without
+    /// it the walker (an epoch-pinned walk, the lockless ager, neither holding `mmu_lock`) may
+    /// read the child's entries from before `map` initialized the page.
+    TableLinkFollow = {
+        kind: Acquire,
+        protocol: P5Walks,
+        pairs: [TableLinkPublish],
+        kvm: "tdp_iter_step_down: rcu_dereference(spte_to_child_pt(...)) in lockless walks",
+    },
 }
 
 impl fmt::Display for Barrier {

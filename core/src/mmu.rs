@@ -24,6 +24,7 @@
 //! are initialized before the link is published. (LKMM gets this from the address dependency,
 //! as `rcu_dereference` does; C11 has no dependency ordering, so acquire it is.)
 
+use crate::barrier::Barrier;
 use crate::epoch::{EpochReclaimer, EpochWalk, ReclaimHandle};
 use crate::error::Error;
 use crate::hal::{Atomic, AtomicInt, Cpus, Hal, Ordering, PageAlloc};
@@ -256,12 +257,13 @@ struct Aging {
     clear: bool,
     /// Clear them with an atomic AND (`false`: the `SpteUpdateIsAtomic` mutant).
     atomic: bool,
-    /// The ordering of table-link loads.
-    links: Ordering,
 }
 
 /// A page table of `LEVELS` levels of `F` entries: it maps gfns `0..F^LEVELS`.
 pub struct PageTable<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> {
+    /// Issues the table-link barriers ([`Barrier::TableLinkPublish`],
+    /// [`Barrier::TableLinkFollow`]).
+    hal: H,
     alloc: A,
     root: NonNull<Table<H, F>>,
     lock: LockBinding,
@@ -300,12 +302,28 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     );
     const BITS: u32 = F.trailing_zeros();
 
-    /// An empty table (just the root).
-    pub fn new(alloc: A) -> Result<Self, Error> {
+    /// An empty table (just the root), whose table pages come from `alloc` and whose
+    /// table-link barriers `hal` issues.
+    pub fn new(hal: H, alloc: A) -> Result<Self, Error> {
         #[allow(clippy::let_unit_value)]
         let () = Self::SHAPE_OK;
         let root = alloc.alloc(Table::empty()).map_err(|_| Error::OutOfMemory)?;
-        Ok(PageTable { alloc, root, lock: LockBinding::default() })
+        Ok(PageTable { hal, alloc, root, lock: LockBinding::default() })
+    }
+
+    /// Loads the entry `entry` of a table at a level above the leaves, and if it links a child
+    /// table, returns the child after [`Barrier::TableLinkFollow`].
+    ///
+    /// The barrier pairs with `TableLinkPublish` in `map`: a walker without `mmu_lock` (an
+    /// epoch-pinned walk, the lockless ager) may follow a link `map` has just stored, and must
+    /// then read the child's entries as `map` initialized them. Without it the child's reads
+    /// may return what the page held before (for a recycled page, the entries of a freed
+    /// table, taken for leaves or links). Under `mmu_lock` the lock orders them already; the
+    /// fence is then redundant but cheap (a compiler barrier on x86).
+    fn follow(&self, entry: &H::AtomicU64) -> Option<NonNull<Table<H, F>>> {
+        let child = Spte(entry.load(Ordering::Relaxed)).table::<H, F>()?;
+        self.hal.barrier(Barrier::TableLinkFollow);
+        Some(child)
     }
 
     /// The gfns this table can map: `0..F^LEVELS` (at most [`crate::range::MAX_GFN`]).
@@ -352,11 +370,11 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         // SAFETY: the root lives as long as `self`.
         let mut table = unsafe { self.root.as_ref() };
         for level in (1..LEVELS).rev() {
-            let link = Spte(table.entries[Self::index(gfn, level)].load(Ordering::Acquire));
+            let child = self.follow(&table.entries[Self::index(gfn, level)])?;
             // SAFETY: the link was read under a WalkProof (or mmu_lock): the page it names is
-            // not freed before the proof ends, and the acquire load makes its initialization
-            // visible.
-            table = unsafe { link.table::<H, F>()?.as_ref() };
+            // not freed before the proof ends, and `follow`'s TableLinkFollow makes its
+            // initialization visible.
+            table = unsafe { child.as_ref() };
         }
         Some(&table.entries[Self::index(gfn, 0)])
     }
@@ -387,9 +405,11 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
                 Some(child) => child,
                 None => {
                     let child = self.alloc.alloc(Table::empty()).map_err(|_| Error::OutOfMemory)?;
-                    // Release: the child's empty entries before the link lockless walkers
-                    // follow with acquire.
-                    entry.store(Spte::link(child).0, Ordering::Release);
+                    // Pairs with TableLinkFollow in `follow`: the child's initialized entries
+                    // before the link a lockless walker may follow at once. Without it the
+                    // walker can read the page's previous contents through the new link.
+                    self.hal.barrier(Barrier::TableLinkPublish);
+                    entry.store(Spte::link(child).0, Ordering::Relaxed);
                     child
                 }
             };
@@ -419,7 +439,7 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
         self.lock.check(guard)?;
         // SAFETY: the root lives as long as `self`; under mmu_lock for write nobody else
         // unlinks or frees a table below it.
-        Ok(unsafe { self.age_unchecked(gfns, clear, atomic, Ordering::Relaxed) })
+        Ok(unsafe { self.age_unchecked(gfns, clear, atomic) })
     }
 
     /// The aging walk itself.
@@ -430,11 +450,10 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
     /// the caller holds `mmu_lock`, or is pinned in the epoch domain that defers this table's
     /// frees (and every free of its tables is deferred there).
     ///
-    /// `links` orders the loads of table links: `Acquire` for a lockless ager, which may follow
-    /// a link `map` has just published (release) and must see the child's initialized entries;
-    /// `Relaxed` under `mmu_lock`, which orders them already.
-    unsafe fn age_unchecked(&self, gfns: GfnRange, clear: bool, atomic: bool, links: Ordering) -> bool {
-        let how = Aging { gfns, clear, atomic, links };
+    /// Links are followed with [`follow`](Self::follow): a lockless ager may reach a table
+    /// `map` has just published and must see its initialized entries.
+    unsafe fn age_unchecked(&self, gfns: GfnRange, clear: bool, atomic: bool) -> bool {
+        let how = Aging { gfns, clear, atomic };
         // SAFETY: the root lives as long as `self`.
         self.age_table(unsafe { self.root.as_ref() }, LEVELS - 1, Gfn(0), &how)
     }
@@ -449,15 +468,15 @@ impl<H: Hal, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize> Pag
             if end <= how.gfns.start() || how.gfns.end() <= start {
                 continue;
             }
-            let spte = Spte(entry.load(if level > 0 { how.links } else { Ordering::Relaxed }));
             if level > 0 {
-                if let Some(child) = spte.table::<H, F>() {
+                if let Some(child) = self.follow(entry) {
                     // SAFETY: `age_unchecked`'s contract: the child, reachable now, stays
                     // allocated until the walk returns (mmu_lock, or the epoch pin).
                     young |= self.age_table(unsafe { child.as_ref() }, level - 1, start, how);
                 }
                 continue;
             }
+            let spte = Spte(entry.load(Ordering::Relaxed));
             if !spte.is_leaf() || !spte.is_accessed() {
                 continue;
             }
@@ -656,7 +675,13 @@ impl<'v, H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize
     /// An empty MMU whose zaps wait for `vcpus` (and, with [`EpochReclamation`], for pins of
     /// its own [`reclaimer`](Self::reclaimer)).
     pub fn new(hal: H, alloc: A, vcpus: &'v [Vcpu<H>]) -> Result<Self, Error> {
-        Ok(ReferenceMmu { hal, table: PageTable::new(alloc)?, vcpus, reclamation: R::new(), tracker: None })
+        Ok(ReferenceMmu {
+            table: PageTable::new(hal.clone(), alloc)?,
+            hal,
+            vcpus,
+            reclamation: R::new(),
+            tracker: None,
+        })
     }
 
     /// Hands the accessed and dirty bits of every leaf this MMU replaces ([`map`](Self::map),
@@ -1120,8 +1145,7 @@ impl<H: Cpus, A: PageAlloc<Table<H, F>>, const LEVELS: usize, const F: usize>
         // SAFETY: pinned in the domain that defers every free of this MMU's tables (the only
         // zap of an `EpochReclamation` MMU is `zap_epoch`), from before the first link is read
         // until after the last; the root lives as long as `self`.
-        let young =
-            unsafe { self.table.age_unchecked(gfns, clear, self.atomic_updates(), Ordering::Acquire) };
+        let young = unsafe { self.table.age_unchecked(gfns, clear, self.atomic_updates()) };
         drop(pin);
         Ok(young)
     }
@@ -1737,7 +1761,7 @@ mod tests {
     #[test]
     fn zap_unlinks_only_tables_wholly_inside_the_range_and_drop_frees_the_rest() {
         let pages = Pages::default();
-        let table: PageTable<StdHal, Counting<'_>, 3, 4> = PageTable::new(Counting(&pages)).unwrap();
+        let table: PageTable<StdHal, Counting<'_>, 3, 4> = PageTable::new(StdHal, Counting(&pages)).unwrap();
         let lock = crate::lock::MmuLock::<StdHal>::new();
         let g = lock.write();
         for gfn in [16, 19, 33] {
@@ -1859,6 +1883,23 @@ mod tests {
         );
         let g = vm.invalidation().mmu_lock().read();
         assert_eq!(mmu.walk(&g, Gfn(63)).unwrap().and_then(Spte::pfn), Some(Pfn(0x107)));
+    }
+
+    /// D3 reports a replaced leaf's bits when either is set: an accessed, clean leaf too
+    /// (trace conformance checks the hand-over by this step).
+    #[test]
+    fn replacing_an_accessed_clean_leaf_reports_its_bits() {
+        let hal = crate::hal::std::mutant::Records::default();
+        let vcpus = [Vcpu::new(hal.clone())];
+        let mmu: ReferenceMmu<'_, _, BoxAlloc, 3, 4> =
+            ReferenceMmu::new(hal.clone(), BoxAlloc, &vcpus).unwrap();
+        let lock = crate::lock::MmuLock::new();
+        mmu.map(&lock.write(), Gfn(1), Spte::leaf(Pfn(5), true, true).unwrap()).unwrap();
+        mmu.hw_access(&lock.read(), Gfn(1), Access::Read).unwrap();
+        mmu.map(&lock.write(), Gfn(1), Spte::leaf(Pfn(6), true, true).unwrap()).unwrap();
+        let bits: alloc::vec::Vec<Step> =
+            hal.take().into_iter().filter(|s| matches!(s, Step::SpteBits { .. })).collect();
+        assert_eq!(bits, [Step::SpteBits { pfn: Pfn(5), accessed: true, dirty: false }]);
     }
 
     #[test]

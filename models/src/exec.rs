@@ -91,6 +91,9 @@ pub enum Invariant {
     /// I3.2: an SRCU reader used data that an updater freed after `synchronize` returned, while
     /// the reader's section was still open.
     SrcuReaderUsesFreedData,
+    /// I5.9: a walker without `mmu_lock` followed a link to a table page and read entries from
+    /// before `map` initialized the page (for a recycled page, its previous life's).
+    WalkerReadUninitializedTable,
 }
 
 impl Invariant {
@@ -115,6 +118,9 @@ impl Invariant {
             Invariant::DirtyBitLost => "a page the guest wrote is not marked dirty anywhere",
             Invariant::AccessNotRecorded => "guest accessed an aged page without setting its accessed bit",
             Invariant::SrcuReaderUsesFreedData => "an SRCU reader used data freed after synchronize returned",
+            Invariant::WalkerReadUninitializedTable => {
+                "a lockless walker read a table page's entries from before its initialization"
+            }
         }
     }
 }

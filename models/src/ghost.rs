@@ -40,6 +40,12 @@ impl<const N: usize> Pages<N> {
         assert!(!self.slot(pfn).swap(true, SeqCst), "ghost: pfn {pfn} freed twice");
     }
 
+    /// Marks the freed `pfn` live again: its allocator handed the page out anew (a recycled
+    /// table page). Reusing a page that is not freed is a scenario bug and panics.
+    pub fn reuse(&self, pfn: Pfn) {
+        assert!(self.slot(pfn).swap(false, SeqCst), "ghost: pfn {pfn} reused while live");
+    }
+
     /// Whether `pfn` has been freed. `Pfn(0)` (no page) is never freed.
     pub fn is_freed(&self, pfn: Pfn) -> bool {
         pfn != Pfn(0) && self.slot(pfn).load(SeqCst)

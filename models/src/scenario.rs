@@ -156,6 +156,7 @@ pub enum Shared {
     MmuAgeLocklessVsZapEpoch,
     MemslotCacheInSwapWindow,
     SrcuReaderStraddlesTwoSyncs,
+    MmuAgeLocklessVsMap,
 }
 
 impl Shared {
@@ -198,6 +199,7 @@ impl Shared {
             Shared::MmuAgeLocklessVsZapEpoch => scenarios::mmu::mmu_age_lockless_vs_zap_epoch(hal, exec),
             Shared::MemslotCacheInSwapWindow => scenarios::p3::memslot_cache_in_swap_window(hal, exec),
             Shared::SrcuReaderStraddlesTwoSyncs => scenarios::p3::srcu_reader_straddles_two_syncs(hal, exec),
+            Shared::MmuAgeLocklessVsMap => scenarios::mmu::mmu_age_lockless_vs_map(hal, exec),
         }
     }
 }
@@ -901,6 +903,19 @@ pub const SCENARIOS: &[Scenario] = &[
         checkers: CODE,
         expect: Expect::Pass,
         body: Body::Shared(Shared::SrcuReaderStraddlesTwoSyncs),
+    },
+    Scenario {
+        name: "mmu-age-lockless-vs-map",
+        protocol: Protocol::P5Walks,
+        shape: "A1-A2 lockless vs map publishing a recycled table page (the TDP MMU linking a new spt while kvm_age_gfn walks under rcu_read_lock): a fault whose map reuses a freed leaf table's page, initializes it and links it, vs test_young without mmu_lock of a gfn nothing maps, on core's epoch-way ReferenceMmu through its notifier",
+        roles: &["vcpu", "ager"],
+        setup: "ReferenceMmu (2 levels, fanout 2, EpochReclamation) over ghost table pages that are recycled once freed and whose poison carries the accessed bit; one memslot (gfns 0..4 <- host pages 0..4, pfns 1..=4); gfn 2 mapped, then zapped the epoch way and its leaf table T1 freed (poisoned); the vcpu's fault on gfn 3 gets T1's page back from the allocator",
+        invariants: &[Invariant::WalkerReadUninitializedTable],
+        kills: &[b(B::TableLinkPublish), b(B::TableLinkFollow)],
+        plain_stores: false,
+        checkers: CODE,
+        expect: Expect::Pass,
+        body: Body::Shared(Shared::MmuAgeLocklessVsMap),
     },
 ];
 

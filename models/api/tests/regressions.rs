@@ -161,7 +161,7 @@ fn interrupts_stay_off_while_any_walk_is_open() {
 fn page_table_refuses_a_foreign_guard() {
     let mine = MmuLock::<StdHal>::new();
     let other = MmuLock::<StdHal>::new();
-    let table: PageTable<StdHal, BoxAlloc, 3, 4> = PageTable::new(BoxAlloc).unwrap();
+    let table: PageTable<StdHal, BoxAlloc, 3, 4> = PageTable::new(StdHal, BoxAlloc).unwrap();
     table.map(&mine.write(), Gfn(1), Spte::leaf(Pfn(1), false, false).unwrap()).unwrap();
     assert_eq!(table.walk(&other.read(), Gfn(1)), Err(Error::Foreign));
 }
@@ -174,7 +174,7 @@ fn page_table_refuses_a_foreign_guard() {
 fn zap_of_everything_clears_a_large_table() {
     let lock = MmuLock::<StdHal>::new();
     let g = lock.write();
-    let table: PageTable<StdHal, BoxAlloc, 13, 8> = PageTable::new(BoxAlloc).unwrap();
+    let table: PageTable<StdHal, BoxAlloc, 13, 8> = PageTable::new(StdHal, BoxAlloc).unwrap();
     table.map(&g, Gfn(5), Spte::leaf(Pfn(1), false, false).unwrap()).unwrap();
     let mut retired = Vec::new();
     assert_eq!(
@@ -195,7 +195,7 @@ fn zap_of_everything_clears_a_large_table() {
 #[test]
 fn map_refuses_gfns_beyond_capacity() {
     let lock = MmuLock::<StdHal>::new();
-    let table: PageTable<StdHal, BoxAlloc, 4, 512> = PageTable::new(BoxAlloc).unwrap();
+    let table: PageTable<StdHal, BoxAlloc, 4, 512> = PageTable::new(StdHal, BoxAlloc).unwrap();
     let spte = Spte::leaf(Pfn(1), false, false).unwrap();
     assert!(table.capacity() <= mmusync::MAX_GFN.0);
     assert_eq!(table.map(&lock.write(), Gfn(table.capacity()), spte), Err(Error::RangeOverflow));

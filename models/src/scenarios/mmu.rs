@@ -4,7 +4,8 @@
 //! of a protocol path. What a scenario adds is roles, ghost state and invariants:
 //!
 //! * **Table pages** come from [`GhostTables`], a [`PageAlloc`] that records every page it hands
-//!   out and never reuses memory: `free` marks the page freed (ghost state) and *poisons* it
+//!   out and never reuses memory (unless a scenario opts into recycling freed pages:
+//!   [`mmu_age_lockless_vs_map`]): `free` marks the page freed (ghost state) and *poisons* it
 //!   (every entry becomes a leaf mapping [`POISON_PFN`]; with the accessed bit set too where a
 //!   scenario opts in, so that an ager sees it: [`mmu_age_lockless_vs_zap_epoch`]). A software walk in core that reaches a
 //!   freed page returns the poison leaf (loom explores the executions in which the walker's load
@@ -39,6 +40,7 @@
 //! | [`mmu_zap_ipi_vs_walk`] | 2 levels (gfns 0..4) | vcpu (lockless walk + fast path, guest run with a cached leaf table) vs zapper (`zap_ipi` of a leaf table) |
 //! | [`mmu_zap_epoch_vs_walk`] | 2 levels | vcpu (epoch walk, RCU callbacks, guest run with a cached leaf table) vs zapper (`zap_epoch`) |
 //! | [`mmu_age_lockless_vs_zap_epoch`] | 2 levels | ager (`clear_young`, `test_young` without `mmu_lock`, the epoch-way MMU's notifier) vs zapper (`Vm` start/end through it: `zap_epoch`; RCU callbacks) |
+//! | [`mmu_age_lockless_vs_map`] | 2 levels | vcpu (a fault whose `map` recycles a freed table page and links it) vs ager (`test_young` without `mmu_lock` of a gfn nothing maps) |
 //! | [`mmu_invalidate_two_slots`] | 1 level | vcpu (guest run using TLB entries of two memslots) vs invalidator (one start/end over both) |
 //! | [`mmu_memslot_delete_vs_guest`] | 1 level | vcpu (guest run, then a fault) vs memslot-updater (`Vm::set_memslot` delete) |
 //! | [`mmu_prefetch_vs_invalidation`] | 1 level | vcpu (`fault_around`: fault on gfn 0, prefetch of gfn 1) vs invalidator (start/end of gfn 1's page) |
@@ -97,6 +99,10 @@ struct TablePool<H: Hal> {
     /// The entry `free` writes into every entry of a freed page: [`poison_bits`], or, opted
     /// into by [`GhostTables::poison_young`], the same with the accessed bit set.
     poison: AtomicU64,
+    /// Opted into by [`GhostTables::recycle`]: `alloc` hands out a freed page again.
+    recycle: Flag,
+    /// How many allocations reused a freed page.
+    recycled: AtomicUsize,
     /// Set when the world is torn down: frees from then on (the page table's drop, deferred
     /// frees run by the collector's drop) are ghost marks only. No role runs any more, and the
     /// teardown may run while a violation unwinds, where loom must not be entered (a loom
@@ -139,6 +145,8 @@ impl<H: Hal> GhostTables<H> {
             next: AtomicUsize::new(0),
             freed: Pages::new(),
             poison: AtomicU64::new(poison_bits()),
+            recycle: Flag::new(),
+            recycled: AtomicUsize::new(0),
             teardown: Flag::new(),
             _tables: PhantomData,
         }))
@@ -185,6 +193,21 @@ impl<H: Hal> GhostTables<H> {
         self.0.poison.store(poison_bits() | Spte::ACCESSED, SeqCst);
     }
 
+    /// Opt-in: `alloc` reuses a freed page when there is one, as a real allocator would, instead
+    /// of a fresh `Box`. A fresh loom atomic has no older store that a racing reader could
+    /// return (loom reports such a read as a causality violation, not as a stale value), so
+    /// only a recycled page can show a walker that follows a new link and reads the page's
+    /// previous life: the poison, which stays earlier than `init`'s values in each entry's
+    /// modification order ([`mmu_age_lockless_vs_map`]).
+    fn recycle(&self) {
+        self.0.recycle.set();
+    }
+
+    /// How many allocations reused a freed page.
+    fn recycled(&self) -> usize {
+        self.0.recycled.load(SeqCst)
+    }
+
     /// Each freed page and entry that no longer holds the poison: something wrote into the
     /// page after it was freed.
     fn written_after_free(&self) -> Option<(usize, usize, u64)> {
@@ -217,11 +240,40 @@ fn poison_bits() -> u64 {
     setup(Spte::leaf(POISON_PFN, false, false)).bits()
 }
 
-// SAFETY: `alloc` returns a fresh, aligned, initialized `Table` from `Box::leak`; memory is never
-// reused, since `free` only poisons the page through its atomics and marks it, and pages are
-// released only when the last handle drops (the page table and every deferred free hold one).
+// SAFETY: `alloc` returns an aligned `Table` holding `init`'s entries: a fresh one from
+// `Box::leak`, or, with recycling on, a page that `free` was called for, which its contract
+// says nobody reads any more through a pointer from before that `free`. Memory is never
+// released before the last handle drops (the page table and every deferred free hold one):
+// `free` only poisons the page through its atomics and marks it.
 unsafe impl<H: Hal> PageAlloc<ScenarioTable<H>> for GhostTables<H> {
     fn alloc(&self, init: ScenarioTable<H>) -> Result<NonNull<ScenarioTable<H>>, ScenarioTable<H>> {
+        if self.0.recycle.get() {
+            let freed = (0..MAX_TABLES).find_map(|i| {
+                let addr = self.0.addrs[i].load(SeqCst) as *mut ScenarioTable<H>;
+                NonNull::new(addr).filter(|_| self.0.freed.is_freed(table_pfn(i))).map(|p| (i, p))
+            });
+            if let Some((i, page)) = freed {
+                // Live again before it is initialized: from here on the page is the caller's,
+                // as a fresh one would be. (Core allocates under `mmu_lock` for write, so no
+                // two allocations race for one freed page; `reuse` panics if they did.)
+                self.0.freed.reuse(table_pfn(i));
+                // SAFETY: the page came from `alloc`, and its memory lives until the last
+                // handle drops.
+                let table = unsafe { page.as_ref() };
+                // `init` written into the page's own atomics, where a fresh page would be a
+                // new `Box`: relaxed stores, as the non-atomic initialization of a real page
+                // orders nothing by itself. The poison `free` wrote stays earlier in each
+                // entry's modification order, so a reader that the publication does not
+                // order after these stores may still return it.
+                for k in 0..FANOUT {
+                    if let (Some(e), Some(v)) = (table.entry(k), init.entry(k)) {
+                        e.store(v.load(Relaxed), Relaxed);
+                    }
+                }
+                self.0.recycled.fetch_add(1, SeqCst);
+                return Ok(page);
+            }
+        }
         let i = self.0.next.fetch_add(1, SeqCst);
         if i >= MAX_TABLES {
             return Err(init);
@@ -797,7 +849,9 @@ where
             if pfn == POISON_PFN {
                 violated(
                     Invariant::WalkerReadFreedTable,
-                    format_args!("gfn {gfn}: a freed table page is still linked"),
+                    format_args!(
+                        "gfn {gfn} -> poison: a freed table page is still linked, or a recycled one was linked uninitialized"
+                    ),
                 );
             }
             if self.host.pages.is_freed(pfn) || self.is_revoked(pfn) {
@@ -1063,6 +1117,89 @@ pub fn mmu_age_lockless_vs_zap_epoch<H: ScenarioHal, X: Executor>(hal: &H, x: &X
     ]);
     w.check_freed_tables();
     w.check_sptes(2);
+}
+
+/// `mmu-age-lockless-vs-map`: a lockless ager against `map` publishing a new table page that
+/// the allocator recycled (KVM: the TDP MMU links a fresh `spt`, which may be a page that
+/// held another table before, while `kvm_age_gfn` walks under `rcu_read_lock` without
+/// `mmu_lock`). Two levels, gfns 0..4; the epoch-way MMU ([`EpochReclamation`]); one memslot
+/// (gfns 0..4 <- host pages 0..4, pfns 1..=4); the table allocator recycles freed pages
+/// (`GhostTables::recycle`), and its poison carries the accessed bit
+/// (`GhostTables::poison_young`).
+///
+/// Setup: gfn 2 -> pfn 3 is installed (root entry 1 links a new leaf table T1), then zapped
+/// the epoch way (T1 unlinked, its free deferred) and the RCU callbacks run until T1 is freed:
+/// its entries now hold the poison, which reads as a present, accessed leaf.
+///
+/// * vcpu (CPU 0): one attempt of [`ReferenceMmu::fault`] on gfn 3 (SRCU, memslot, snapshot,
+///   GUP-fast, under `mmu_lock`): `map` allocates T1's page again, initializes it (empty
+///   entries), publishes it with the link store in root entry 1, and installs gfn 3 -> pfn 4.
+/// * ager (CPU 1): `Vm::test_young` of host page 2 (gfn 2 only) through the epoch-way MMU's
+///   notifier: [`ReferenceMmu::age_lockless`], pinned, without `mmu_lock`.
+///
+/// Invariant I5.9 (`WalkerReadUninitializedTable`): nothing maps gfn 2 during the run, so the
+/// ager can only answer "not young", whether it finds root entry 1 empty or follows the new
+/// link to the initialized T1; "young" means it read T1's entry 0 as it was before `map`
+/// initialized the page, the poison of its previous life. Without either half of the link's
+/// publication (`TableLinkPublish` in `map`, `TableLinkFollow` after the ager's link load)
+/// nothing orders the initialization before that read. At the end (under `mmu_lock`) no
+/// SPTE reads as poison (the page was linked initialized), and the pages still freed hold the
+/// poison.
+pub fn mmu_age_lockless_vs_map<H: ScenarioHal, X: Executor>(hal: &H, x: &X) {
+    let w = Arc::new(World::<H, X, 2, 4, 4, EpochReclamation>::new(hal, x, [Pfn(1), Pfn(2), Pfn(3), Pfn(4)]));
+    w.tables.poison_young();
+    w.tables.recycle();
+    let slot = setup(Memslot::new(MemslotConfig { id: 0, base_gfn: Gfn(0), npages: 4, hva: HVA0 }));
+    setup(w.vm.set_memslot(&*w.mmu, SlotChange::Create(slot)));
+    w.install(Gfn(2), Pfn(3));
+    {
+        let handle = w.mmu.reclaimer().register();
+        let g = w.vm.invalidation().mmu_lock().write();
+        setup(w.mmu.zap_epoch(&g, setup(GfnRange::new(Gfn(2), Gfn(4))), &handle));
+        drop(g);
+        // The handle's drop hands its deferred free to the collector; a fresh handle's
+        // collects then advance the epoch (no walk is pinned) until the free runs.
+        drop(handle);
+        let handle = w.mmu.reclaimer().register();
+        for _ in 0..4 {
+            if w.tables.frees() > 0 {
+                break;
+            }
+            handle.collect();
+        }
+    }
+    if w.tables.frees() != 1 {
+        panic!("scenario setup: T1 was not freed by the RCU callbacks");
+    }
+    w.x.step(format_args!("setup: gfn 2 mapped, zapped, T1 freed (poisoned)"));
+    let (wv, wa) = (w.clone(), w.clone());
+    x.run(vec![
+        Role::new("vcpu", move || {
+            let out = wv.fault(Gfn(3));
+            if out != FaultOutcome::Installed(Pfn(4)) {
+                panic!("scenario bug: nothing invalidates, yet the fault on gfn 3 returned {out:?}");
+            }
+            wv.x.step(format_args!("fault installed gfn 3 -> pfn 4 (table pages recycled: {})", wv.tables.recycled()));
+        }),
+        Role::new("ager", move || {
+            let x = &wa.x;
+            x.step(format_args!("test_young(host page 2), lockless (epoch-way MMU); nothing maps gfn 2"));
+            if wa.vm.test_young(&*wa.mmu, page_hvas(2)) {
+                violated(
+                    Invariant::WalkerReadUninitializedTable,
+                    format_args!(
+                        "test_young found gfn 2 young, which nothing maps: it followed the link map published to the recycled T1 and read the entry as it was before map initialized the page (the poison of its previous life)"
+                    ),
+                );
+            }
+            x.step(format_args!("test_young returned young: false"));
+        }),
+    ]);
+    if w.tables.recycled() != 1 {
+        panic!("scenario bug: map did not recycle T1's page");
+    }
+    w.check_freed_tables();
+    w.check_sptes(MAX_GFNS as u64);
 }
 
 /// `mmu-invalidate-two-slots`: one invalidation across two memslots (gfn 0 <- host page 0,
