@@ -20,9 +20,11 @@
 //! domain, which only an epoch-way MMU has); and one MMU frees its tables one way only, so safe
 //! code cannot make a zap free a table under a walk it does not wait for.
 //!
-//! Links to child tables are stored with release and read with acquire: the child's entries
-//! are initialized before the link is published. (LKMM gets this from the address dependency,
-//! as `rcu_dereference` does; C11 has no dependency ordering, so acquire it is.)
+//! Links to child tables are published after [`Barrier::TableLinkPublish`] (release) and
+//! followed with [`Barrier::TableLinkFollow`] (acquire): the child's entries are initialized
+//! before a walker that finds the link reads them. (LKMM gets the reader's half from the
+//! address dependency, as `rcu_dereference` does; C11 has no dependency ordering, so acquire it
+//! is.) Both are named barriers, so a model can drop either one.
 
 use crate::barrier::Barrier;
 use crate::epoch::{EpochReclaimer, EpochWalk, ReclaimHandle};
