@@ -155,10 +155,10 @@ mod tests {
     /// acknowledgement of each tick, which makes the run deterministic. After `cap` ticks the
     /// stream stops opening sections, so a `synchronize` that waits for new readers still
     /// returns, and the test can count its ticks.
+    #[cfg(target_os = "linux")]
     mod stream {
         use super::*;
-        use crate::barrier::FenceKind;
-        use crate::hal::std::StdHal;
+        use crate::hal::std::mutant::std_hal_items;
         use std::sync::atomic::AtomicUsize;
         use std::sync::mpsc::{channel, Receiver, Sender};
         use std::sync::{Arc, Mutex};
@@ -178,15 +178,7 @@ mod tests {
         // the reader thread's acknowledgement of a tick: it returns once another CPU has made
         // progress, as the contract asks.
         unsafe impl Hal for Streaming {
-            type AtomicU64 = <StdHal as Hal>::AtomicU64;
-            type AtomicUsize = <StdHal as Hal>::AtomicUsize;
-            type AtomicBool = <StdHal as Hal>::AtomicBool;
-            type RawRwLock = <StdHal as Hal>::RawRwLock;
-            type RawMutex = <StdHal as Hal>::RawMutex;
-
-            fn fence(&self, kind: FenceKind) {
-                StdHal.fence(kind)
-            }
+            std_hal_items!();
 
             fn spin_hint(&self) {
                 self.ticks.fetch_add(1, Ordering::SeqCst);
@@ -245,6 +237,7 @@ mod tests {
     /// drained counter always holds the newest section, and the call waits until the stream
     /// stops (`cap` ticks). The safety checks (the scenarios) cannot see this: the grace
     /// period stays safe, only its end is lost.
+    #[cfg(target_os = "linux")]
     #[test]
     fn an_endless_stream_of_new_readers_does_not_hold_synchronize() {
         assert_eq!(stream::waits_per_synchronize(2, 16), [1, 1]);

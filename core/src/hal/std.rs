@@ -581,12 +581,29 @@ mod cpus {
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) mod mutant {
     use super::StdHal;
-    use crate::barrier::FenceKind;
     use crate::hal::{CpuId, CpuSet, Cpus, Hal, IrqState};
     use crate::rule::Rule;
     use crate::step::Step;
     use std::sync::{Arc, Mutex};
     use std::vec::Vec;
+
+    /// The part of a test backend's `Hal` that is all `StdHal`'s: the atomics, the locks and
+    /// the fences. An `unsafe impl Hal` of a test backend invokes it, then writes the methods
+    /// it changes, and `spin_hint`.
+    macro_rules! std_hal_items {
+        () => {
+            type AtomicU64 = <$crate::hal::std::StdHal as $crate::hal::Hal>::AtomicU64;
+            type AtomicUsize = <$crate::hal::std::StdHal as $crate::hal::Hal>::AtomicUsize;
+            type AtomicBool = <$crate::hal::std::StdHal as $crate::hal::Hal>::AtomicBool;
+            type RawRwLock = <$crate::hal::std::StdHal as $crate::hal::Hal>::RawRwLock;
+            type RawMutex = <$crate::hal::std::StdHal as $crate::hal::Hal>::RawMutex;
+
+            fn fence(&self, kind: $crate::barrier::FenceKind) {
+                $crate::hal::Hal::fence(&$crate::hal::std::StdHal, kind)
+            }
+        };
+    }
+    pub(crate) use std_hal_items;
 
     /// [`StdHal`] with one rule broken.
     #[derive(Clone, Copy, Debug)]
@@ -595,15 +612,7 @@ pub(crate) mod mutant {
     // SAFETY: everything delegates to `StdHal`, except `keeps`, which returns `false` for the
     // one rule this model-style backend was told to break, as the contract allows.
     unsafe impl Hal for Breaks {
-        type AtomicU64 = <StdHal as Hal>::AtomicU64;
-        type AtomicUsize = <StdHal as Hal>::AtomicUsize;
-        type AtomicBool = <StdHal as Hal>::AtomicBool;
-        type RawRwLock = <StdHal as Hal>::RawRwLock;
-        type RawMutex = <StdHal as Hal>::RawMutex;
-
-        fn fence(&self, kind: FenceKind) {
-            StdHal.fence(kind)
-        }
+        std_hal_items!();
 
         fn keeps(&self, rule: Rule) -> bool {
             rule != self.0
@@ -627,15 +636,7 @@ pub(crate) mod mutant {
 
     // SAFETY: everything delegates to `StdHal`, except `step`, which only appends to a list.
     unsafe impl Hal for Records {
-        type AtomicU64 = <StdHal as Hal>::AtomicU64;
-        type AtomicUsize = <StdHal as Hal>::AtomicUsize;
-        type AtomicBool = <StdHal as Hal>::AtomicBool;
-        type RawRwLock = <StdHal as Hal>::RawRwLock;
-        type RawMutex = <StdHal as Hal>::RawMutex;
-
-        fn fence(&self, kind: FenceKind) {
-            StdHal.fence(kind)
-        }
+        std_hal_items!();
 
         fn step(&self, step: Step) {
             self.0.lock().unwrap().push(step);
